@@ -1,0 +1,40 @@
+# make demo   install into .venv (only when pyproject.toml changed) and train the MNIST MLP on local Ray
+# make test   install and run the whole CPU test suite (unit + integration on real local Ray)
+# make lint   ruff check + format check
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: install demo test unit integration lint format bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/orch run jobs/mnist_mlp.yaml --fresh
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -ra tests
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check orchestrator jobs tests bench
+	$(BIN)/ruff format --check orchestrator jobs tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format orchestrator jobs tests bench
+	$(BIN)/ruff check --fix orchestrator jobs tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,232 @@
+"""`orch`: validate, plan and run training jobs described by one YAML spec.
+
+    orch validate jobs/mnist_mlp.yaml            # every spec error at once; exit 2 if any
+    orch plan jobs/mnist_mlp.yaml                # the resolved plan; starts nothing
+    orch run jobs/mnist_mlp.yaml train.lr=3e-4 resources.workers=2
+    orch runs                                    # the run ledger
+    orch schema > jobspec.schema.json            # JSON Schema for your editor
+
+Overrides are dotted `key=value` pairs, values parsed as YAML (3e-4, true, [512, 256]).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.errors import OrchestratorError, SpecError
+
+app = typer.Typer(
+    help=__doc__,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+err_console = Console(stderr=True)
+
+OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. train.lr=3e-4 resources.workers=2")
+
+
+def fail(exc: OrchestratorError) -> None:
+    err_console.print(f"[bold red]error[/bold red]: {exc}", highlight=False, markup=True) \
+        if not isinstance(exc, SpecError) else err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def validate(
+    spec: str = typer.Argument(..., help="Path to a job spec YAML."),
+    overrides: list[str] | None = OVERRIDES,
+) -> None:
+    """Check a spec and its workload arguments; print every error with its field path.
+
+    Exit 0 when valid, 2 with the list of errors otherwise. Starts nothing.
+    """
+    from orchestrator.spec import load_spec
+
+    try:
+        s = load_spec(spec, overrides or [])
+    except SpecError as exc:
+        fail(exc)
+    console.print(f"[green]ok[/green]: {spec} is a valid '{s.workload}' job (spec hash {s.spec_hash()})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the job spec (for editor completion and checking)."""
+    from orchestrator.spec import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+
+
+@app.command("plan")
+def plan_cmd(
+    spec: str = typer.Argument(..., help="Path to a job spec YAML."),
+    overrides: list[str] | None = OVERRIDES,
+    name: str | None = typer.Option(None, "--name", help="Run name (default: the spec's name)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+) -> None:
+    """Show the resolved plan: resources, strategy, precision, memory estimate, resume point.
+
+    No side effects: nothing is started and nothing is written.
+    """
+    from orchestrator.plan import plan
+    from orchestrator.spec import load_spec
+
+    try:
+        p = plan(load_spec(spec, overrides or []), run_name=name)
+    except OrchestratorError as exc:
+        fail(exc)
+    if as_json:
+        print(json.dumps(p.summary(), indent=2, default=str))
+    else:
+        print(p.to_yaml(), end="")
+        mem = p.memory or {}
+        if mem.get("table"):
+            print(mem["table"])
+
+
+@app.command()
+def run(
+    spec: str = typer.Argument(..., help="Path to a job spec YAML."),
+    overrides: list[str] | None = OVERRIDES,
+    address: str | None = typer.Option(
+        None, "--address", envvar="RAY_ADDRESS",
+        help="Ray cluster address; default: start an embedded local Ray."),
+    name: str | None = typer.Option(None, "--name", help="Run name (default: the spec's name)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start a new run (name__timestamp) instead of resuming."),
+) -> None:
+    """Train a job on Ray. Rerunning the same run name resumes from its latest checkpoint.
+
+    Progress prints while it trains; a summary table at the end. The run directory
+    (<storage_path>/<name>/) holds spec.resolved.yaml, metrics.jsonl and checkpoint_NNNNNN/.
+    """
+    from orchestrator.plan import plan
+    from orchestrator.spec import load_spec
+
+    try:
+        p = plan(load_spec(spec, overrides or []), run_name=name, fresh=fresh)
+    except OrchestratorError as exc:
+        fail(exc)
+    launcher = _launcher(p.kind)
+    try:
+        summary = launcher(p, console=console, address=address)
+    except OrchestratorError as exc:
+        fail(exc)
+    print_summary(summary)
+    if summary["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+def _launcher(kind: str):
+    if kind == "rllib":
+        from orchestrator import rl
+
+        return rl.launch
+    from orchestrator import train
+
+    return train.launch
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"run {summary['run_name']}", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    colour = {"SUCCEEDED": "green", "FAILED": "red", "STOPPED": "yellow"}.get(summary["status"], "")
+    table.add_row("status", f"[{colour}]{summary['status']}[/{colour}]" if colour else summary["status"])
+    for k, v in sorted((summary.get("metrics") or {}).items()):
+        if k in ("time", "checkpoint", "done") or isinstance(v, (dict, list)):
+            continue
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    table.add_row("wall time", f"{summary.get('wall_time_s', 0):.1f} s")
+    if summary.get("resumed_from_step") is not None:
+        table.add_row("resumed from step", str(summary["resumed_from_step"]))
+    table.add_row("checkpoint", summary.get("checkpoint") or "-")
+    table.add_row("run dir", summary.get("run_dir", ""))
+    if summary.get("error"):
+        table.add_row("error", f"[red]{summary['error']}[/red]")
+    console.print(table)
+    acc = (summary.get("metrics") or {}).get("accuracy")
+    if acc is not None:
+        console.print(f"final test accuracy: {acc:.4f}")
+
+
+@app.command()
+def runs(
+    storage_path: str = typer.Option("runs", "--storage-path", help="Where the runs and ledger live."),
+    all_events: bool = typer.Option(False, "--events", help="Every event, not only each run's latest."),
+) -> None:
+    """List runs from the ledger (one Parquet file per run event)."""
+    from orchestrator import ledger
+
+    rows = ledger.read_events(storage_path).to_pylist() if all_events else ledger.latest_by_run(storage_path)
+    if not rows:
+        console.print(f"no runs recorded under {storage_path}/{ledger.LEDGER_DIR}")
+        return
+    table = Table(title=f"runs in {storage_path}")
+    for col in ("run", "workload", "kind", "status", "start", "end", "metrics", "checkpoint"):
+        table.add_column(col)
+    for r in rows:
+        metrics = json.loads(r["metrics"] or "{}")
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in sorted(metrics.items()) if k in ("accuracy", "loss", "step", "episode_return_mean", "chrf", "exact_match"))
+        fmt = "%Y-%m-%d %H:%M:%S"
+        table.add_row(
+            r["run_name"], r["workload"], r["kind"], r["status"],
+            r["start_time"].strftime(fmt) if r["start_time"] else "",
+            r["end_time"].strftime(fmt) if r["end_time"] else "",
+            shown, os.path.basename(r["latest_checkpoint"] or "") or "-",
+        )
+    console.print(table)
+
+
+# Later stages add their commands here: each module exposes register(app). Heavy imports stay
+# inside the commands, so `orch --help` is fast.
+EXTENSIONS = [
+    "orchestrator.data_cli",
+    "orchestrator.sweep",
+    "orchestrator.schedule",
+    "orchestrator.jobs_api",
+    "orchestrator.cluster",
+    "orchestrator.compress",
+    "orchestrator.translate",
+    "orchestrator.rl",
+    "orchestrator.report",
+]
+
+
+def _register_extensions() -> None:
+    for name in EXTENSIONS:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        register = getattr(mod, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_extensions()
+
+
+def main() -> None:
+    try:
+        app()
+    except OrchestratorError as exc:  # pragma: no cover - commands catch their own
+        err_console.print(f"error: {exc}")
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

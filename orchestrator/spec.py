@@ -1,0 +1,382 @@
+"""The job spec: one typed description of a training job, loaded from YAML.
+
+    orch validate jobs/mnist_mlp.yaml                # every error at once, each naming its field
+    orch validate jobs/mnist_mlp.yaml train.lr=3e-4  # dotted key=value overrides, YAML-typed
+    orch schema > jobspec.schema.json                # JSON Schema for editors
+
+`load_spec(path, overrides)` reads the YAML, applies overrides, validates the spec and the
+workload's own `train:` arguments, and raises one `SpecError` that lists every problem with
+its dotted path, what was expected and what was given. Nothing else here has side effects.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orchestrator.errors import FieldError, SpecError
+
+MAX_WORKERS = 4096
+
+
+class Strict(BaseModel):
+    """Base for spec sections: unknown keys are errors, values are not coerced from strings."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, validate_default=True)
+
+
+class Resources(Strict):
+    workers: int = Field(1, ge=1, le=MAX_WORKERS, description="Ray Train workers (processes).")
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024, description="CPUs reserved per worker.")
+    gpus_per_worker: float = Field(0.0, ge=0, le=64, description="GPUs per worker; 0 for CPU.")
+    gpu_memory_gb: float | None = Field(
+        None, gt=0, le=4096, description="Memory of one GPU, for the memory planner (strategy: auto)."
+    )
+
+
+class CheckpointSpec(Strict):
+    every_steps: int = Field(100, ge=1, le=10**9, description="Save a checkpoint every N steps.")
+    keep: int = Field(2, ge=1, le=10**6, description="How many checkpoints to keep.")
+
+
+class FailureSpec(Strict):
+    max_failures: int = Field(
+        0, ge=-1, le=10**6, description="Worker-group restarts allowed; -1 for unlimited."
+    )
+
+
+class DeepSpeedSpec(Strict):
+    stage: int = Field(2, ge=0, le=3, description="ZeRO stage 0-3.")
+    offload_optimizer: Literal["none", "cpu"] = "none"
+    offload_param: Literal["none", "cpu"] = Field("none", description="Stage 3 only.")
+    config_file: str | None = Field(None, description="Your own DeepSpeed JSON, merged with this.")
+
+    @model_validator(mode="after")
+    def _offload_param_needs_stage3(self) -> DeepSpeedSpec:
+        if self.offload_param != "none" and self.stage != 3:
+            raise ValueError(
+                f"offload_param: {self.offload_param} needs stage: 3 (given stage: {self.stage})"
+            )
+        return self
+
+
+class JobSpec(Strict):
+    """A training job. Every key is described in `orch schema`."""
+
+    name: str = Field(..., min_length=1, max_length=100, description="Run name; reruns resume.")
+    workload: str = Field(..., min_length=1, description="A job in jobs/ (e.g. mnist_mlp).")
+    resources: Resources = Field(default_factory=Resources)
+    strategy: Literal["ddp", "fsdp", "deepspeed", "auto"] = "ddp"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec)
+    train: dict[str, Any] = Field(default_factory=dict, description="The workload's arguments.")
+    data: dict[str, Any] = Field(default_factory=dict, description="Where the data comes from.")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    failure: FailureSpec = Field(default_factory=FailureSpec)
+    storage_path: str = Field("runs", description="Run directories; shared storage on clusters.")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    # Sections owned by later stages; each module validates its own section.
+    sweep: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    compress: dict[str, Any] | None = None
+    tracking: dict[str, Any] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_part(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", v):
+            raise ValueError("expected letters, digits, '.', '_' or '-' (it names a directory)")
+        return v
+
+    @model_validator(mode="after")
+    def _fp16_needs_gpu(self) -> JobSpec:
+        if self.precision == "fp16" and self.resources.gpus_per_worker <= 0:
+            raise ValueError(
+                "precision: fp16 needs a GPU (resources.gpus_per_worker > 0); "
+                "use precision: bf16 on CPU"
+            )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        """Hash of the resolved spec, stable across key order."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Workloads
+
+
+def import_workload(name: str):
+    """Import a workload module: `mnist_mlp` -> jobs.mnist_mlp, or a dotted module path."""
+    module_name = name if "." in name else f"jobs.{name}"
+    return importlib.import_module(module_name)
+
+
+def available_workloads() -> list[str]:
+    jobs_dir = Path(importlib.import_module("jobs").__file__).parent
+    return sorted(p.stem for p in jobs_dir.glob("*.py") if not p.stem.startswith("_"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides, validation
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str) -> SpecError:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc)
+        return SpecError([FieldError("<yaml>", f"invalid YAML at {where}: {problem}")], source)
+    return SpecError([FieldError("<yaml>", f"invalid YAML: {exc}")], source)
+
+
+def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, source) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(
+            [FieldError("<root>", "expected a mapping of keys to values", _show(data))], source
+        )
+    return data
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError([FieldError("<file>", f"spec file not found: {p}")], str(p))
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError([FieldError("<file>", f"cannot read {p}: {exc}")], str(p)) from None
+    return parse_yaml(text, str(p))
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """`train.lr=3e-4` -> ("train.lr", 0.0003). Values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise SpecError(
+            [FieldError(item, "expected an override of the form dotted.key=value", item)]
+        )
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise SpecError([FieldError(key or "<override>", "empty key in override", item)])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML reads 3e-4 as a string (no dot); numbers are what people mean here.
+    if isinstance(value, str):
+        try:
+            value = float(value) if re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", value) else value
+        except ValueError:
+            pass
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    out = json.loads(json.dumps(data, default=str))  # deep copy, plain types
+    for item in overrides:
+        key, value = parse_override(item)
+        node = out
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise SpecError(
+                    [
+                        FieldError(
+                            ".".join(parts[: i + 1]),
+                            f"cannot set {key}: this key holds a value, not a section",
+                            _show(child),
+                        )
+                    ]
+                )
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (sub)model that holds `loc`'s last element, for did-you-mean."""
+    current: Any = model
+    for part in loc[:-1]:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        args = getattr(ann, "__args__", None)
+        candidates = [ann, *(args or [])]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def pydantic_errors(
+    exc: ValidationError, model: type[BaseModel], prefix: str = ""
+) -> list[FieldError]:
+    out: list[FieldError] = []
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        path = ".".join(str(p) for p in loc)
+        if prefix:
+            path = f"{prefix}.{path}" if path else prefix
+        kind = err.get("type", "")
+        given = err.get("input")
+        if kind == "extra_forbidden":
+            known = _fields_at(model, loc)
+            guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            msg = "unknown key"
+            msg += f"; did you mean '{guess[0]}'?" if guess else f"; expected one of {', '.join(known)}"
+            out.append(FieldError(path, msg))
+        elif kind == "missing":
+            out.append(FieldError(path, "required key is missing"))
+        else:
+            out.append(FieldError(path, _expected(err.get("msg", "invalid value")), _show(given)))
+    return out
+
+
+def _expected(msg: str) -> str:
+    """Turn pydantic's "Input should be X" into "expected X"."""
+    msg = msg.removeprefix("Value error, ")
+    for head in ("Input should be ", "String should ", "List should ", "Dictionary should "):
+        if msg.startswith(head):
+            rest = msg[len(head) :]
+            rest = rest.removeprefix("have ")
+            if rest.startswith(("greater", "less")):
+                rest = "a value " + rest
+            return "expected " + rest
+    return msg
+
+
+def validate_spec(data: dict[str, Any], source: str | None = None) -> JobSpec:
+    """Validate a spec dict, the workload's `train:` arguments included. Raises SpecError."""
+    errors: list[FieldError] = []
+    spec: JobSpec | None = None
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        errors.extend(pydantic_errors(exc, JobSpec))
+
+    workload = data.get("workload") if isinstance(data, dict) else None
+    if isinstance(workload, str) and workload:
+        errors.extend(_workload_errors(workload, data))
+
+    if isinstance(data, dict):
+        errors.extend(_section_errors(data))
+
+    if errors:
+        raise SpecError(errors, source)
+    assert spec is not None
+    # Store the workload's resolved arguments (defaults filled in) so the run dir shows them.
+    mod = import_workload(spec.workload)
+    args_cls = getattr(mod, "Args", None)
+    if args_cls is not None:
+        spec.train = args_cls.model_validate(spec.train).model_dump(mode="json")
+    data_cls = getattr(mod, "DataArgs", None)
+    if data_cls is not None:
+        spec.data = data_cls.model_validate(spec.data).model_dump(mode="json")
+    return spec
+
+
+# Optional sections are validated by the module that owns them: "section": "module:Model".
+SECTION_MODELS: dict[str, str] = {
+    "sweep": "orchestrator.sweep:SweepSpec",
+    "schedule": "orchestrator.schedule:ScheduleSpec",
+    "compress": "orchestrator.compress:CompressSpec",
+    "tracking": "orchestrator.tracking:TrackingSpec",
+}
+
+
+def section_model(section: str) -> type[BaseModel] | None:
+    target = SECTION_MODELS.get(section)
+    if not target:
+        return None
+    module, _, attr = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ModuleNotFoundError, AttributeError):
+        return None
+
+
+def _section_errors(data: dict[str, Any]) -> list[FieldError]:
+    errors: list[FieldError] = []
+    for section in SECTION_MODELS:
+        value = data.get(section)
+        model = section_model(section)
+        if value is None or model is None or not isinstance(value, dict):
+            continue
+        try:
+            model.model_validate(value)
+        except ValidationError as exc:
+            errors.extend(pydantic_errors(exc, model, prefix=section))
+    return errors
+
+
+def _workload_errors(workload: str, data: dict[str, Any]) -> list[FieldError]:
+    try:
+        mod = import_workload(workload)
+    except ModuleNotFoundError:
+        known = available_workloads()
+        guess = difflib.get_close_matches(workload, known, n=1, cutoff=0.5)
+        hint = f"; did you mean '{guess[0]}'?" if guess else ""
+        return [
+            FieldError(
+                "workload", f"no such workload; expected one of {', '.join(known)}{hint}", _show(workload)
+            )
+        ]
+    errors: list[FieldError] = []
+    for section, attr in (("train", "Args"), ("data", "DataArgs")):
+        cls = getattr(mod, attr, None)
+        value = data.get(section, {})
+        if cls is None or not isinstance(value, dict):
+            continue
+        try:
+            cls.model_validate(value)
+        except ValidationError as exc:
+            errors.extend(pydantic_errors(exc, cls, prefix=section))
+    return errors
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """Read, override and validate a spec file. Raises SpecError listing every problem."""
+    data = read_yaml(path)
+    data = apply_overrides(data, overrides or [])
+    return validate_spec(data, source=str(path))
+
+
+def load_spec_text(text: str, overrides: list[str] | None = None) -> JobSpec:
+    data = apply_overrides(parse_yaml(text), overrides or [])
+    return validate_spec(data)
+
+
+def json_schema() -> dict[str, Any]:
+    return JobSpec.model_json_schema()
+
+
+def dump_yaml(spec: JobSpec) -> str:
+    return yaml.safe_dump(spec.to_dict(), sort_keys=False)

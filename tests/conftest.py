@@ -1,0 +1,54 @@
+"""Shared fixtures. Integration tests share one local Ray per session (starting Ray costs
+seconds); unit tests must not start Ray at all."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One embedded local Ray for the whole test session (4 logical CPUs on 2 cores, so a
+    2-worker job and Ray's own actors fit)."""
+    import ray
+
+    from orchestrator import runtime
+
+    if not ray.is_initialized():
+        runtime.connect(num_cpus=4)
+    yield ray
+    # Left running for later tests; pytest's exit ends the processes.
+
+
+@pytest.fixture
+def tmp_runs(tmp_path):
+    """A storage_path for one test's runs and ledger."""
+    d = tmp_path / "runs"
+    d.mkdir()
+    return d
+
+
+def pytest_collection_modifyitems(config, items):
+    run_slow = os.environ.get("RUN_SLOW") == "1"
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except Exception:
+        has_gpu = False
+    for item in items:
+        if "integration" in str(item.fspath) and "integration" not in item.keywords:
+            item.add_marker(pytest.mark.integration)
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow: set RUN_SLOW=1"))
+        if "gpu" in item.keywords and not has_gpu:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
