@@ -272,11 +272,15 @@ class Session:
         the metrics go through ray.train.report instead (slower, but they arrive).
         """
         metrics = {**_plain(metrics), "step": step}
-        if self.in_ray and not self._local_run_dir():
+        # Sweeps (Tune schedulers such as ASHA) need every log as a Ray report.
+        report = self.config.get("report_metrics_to_ray", False)
+        if self.in_ray and (report or not self._local_run_dir()):
             import ray.train
 
             ray.train.report(metrics)
-        elif self.is_main:
+        if self.is_main and self._local_run_dir():
+            self._append_metrics(metrics)
+        elif self.is_main and not self.in_ray:
             self._append_metrics(metrics)
 
     def _local_run_dir(self) -> bool:
