@@ -164,21 +164,43 @@ def print_summary(summary: dict[str, Any]) -> None:
 def runs(
     storage_path: str = typer.Option("runs", "--storage-path", help="Where the runs and ledger live."),
     all_events: bool = typer.Option(False, "--events", help="Every event, not only each run's latest."),
+    workload: str | None = typer.Option(None, "--workload", help="Only these workloads (comma-separated)."),
+    status: str | None = typer.Option(None, "--status", help="Only these statuses, e.g. succeeded,failed."),
+    since: str | None = typer.Option(None, "--since", help="Started within 30m / 2h / 7d, or since a date (2025-01-31)."),
+    sweep: str | None = typer.Option(None, "--sweep", help="Only this sweep id (the sweep and its trials)."),
+    kind: str | None = typer.Option(None, "--kind", help="Only these kinds: run, trial, sweep, compress, ..."),
+    sort: str | None = typer.Option(None, "--sort", help="Sort by this final metric, highest first."),
+    ascending: bool = typer.Option(False, "--asc", help="With --sort: lowest first (e.g. loss)."),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Show at most N rows."),
 ) -> None:
-    """List runs from the ledger (one Parquet file per run event)."""
+    """List runs from the ledger (one Parquet file per run event), filtered and sorted.
+
+        orch runs --workload mnist_mlp --status succeeded --since 2d --sort accuracy
+        orch runs --sweep mnist-mlp-sweep-20250101-030000 --sort loss --asc
+    """
     from orchestrator import ledger
+    from orchestrator.report import select_runs
 
     rows = ledger.read_events(storage_path).to_pylist() if all_events else ledger.latest_by_run(storage_path)
     if not rows:
         console.print(f"no runs recorded under {storage_path}/{ledger.LEDGER_DIR}")
         return
+    try:
+        rows = select_runs(rows, workload=workload, status=status, since=since, sweep=sweep,
+                           kind=kind, sort=sort, ascending=ascending, limit=limit)
+    except OrchestratorError as exc:
+        fail(exc)
+    if not rows:
+        console.print(f"no runs under {storage_path} match the filters")
+        return
     table = Table(title=f"runs in {storage_path}")
     for col in ("run", "workload", "kind", "status", "start", "end", "metrics", "checkpoint"):
         table.add_column(col)
+    shown_keys = {"accuracy", "loss", "step", "episode_return_mean", "chrf", "exact_match", sort}
     for r in rows:
         metrics = json.loads(r["metrics"] or "{}")
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in sorted(metrics.items()) if k in ("accuracy", "loss", "step", "episode_return_mean", "chrf", "exact_match"))
+                          for k, v in sorted(metrics.items()) if k in shown_keys)
         fmt = "%Y-%m-%d %H:%M:%S"
         table.add_row(
             r["run_name"], r["workload"], r["kind"], r["status"],

@@ -13,11 +13,27 @@ from typing import Any
 
 from orchestrator.errors import InsufficientResourcesError
 
+_LOCAL_ADDRESS: str | None = None
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def local_address() -> str | None:
+    """GCS address of the embedded Ray this process started, if any."""
+    return _LOCAL_ADDRESS
+
 
 def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> dict:
     """Start or join Ray. Returns a dict describing what we connected to."""
     import ray
 
+    global _LOCAL_ADDRESS
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return {"address": "existing", "embedded": False}
@@ -28,23 +44,42 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     }
     if quiet:
         kwargs["logging_config"] = ray.LoggingConfig(encoding="TEXT", log_level="WARNING")
-    # Our own workers import `jobs` and `orchestrator` from the installed venv; keep Ray quiet.
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     if address:
         ray.init(address=address, **kwargs)
         return {"address": address, "embedded": False}
-    # The dashboard process serves Ray's state API (used to check for leaked actors); bind
-    # it to loopback only.
-    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1", **kwargs)
-    return {"address": "embedded", "embedded": True}
+    # Embedded local Ray on a GCS port we choose, so that Ray's own processes (Train's
+    # controller uses the state API) can be told which cluster is theirs through RAY_ADDRESS:
+    # with several Ray instances on one machine, "auto" discovery refuses to pick one.
+    port = _free_port()
+    own = f"127.0.0.1:{port}"
+    saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
+    os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+    os.environ["RAY_ADDRESS"] = own  # inherited by the processes ray.init starts
+    try:
+        # The dashboard process serves Ray's state API; bind it to loopback only.
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
+                 dashboard_host="127.0.0.1", **kwargs)
+    finally:
+        for k, v in saved.items():  # our own child processes (orch run ...) start clean
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    _LOCAL_ADDRESS = own
+    return {"address": own, "embedded": True}
 
 
 def shutdown(info: dict | None) -> None:
     import ray
 
+    global _LOCAL_ADDRESS
     if info and info.get("embedded") and ray.is_initialized():
-        ray.shutdown()
+        try:
+            ray.shutdown()
+        except KeyboardInterrupt:  # a second Ctrl-C while stopping: Ray is going anyway
+            pass
+        _LOCAL_ADDRESS = None
 
 
 @contextmanager

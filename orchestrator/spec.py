@@ -54,14 +54,23 @@ class FailureSpec(Strict):
 
 
 class DeepSpeedSpec(Strict):
-    stage: int = Field(2, ge=0, le=3, description="ZeRO stage 0-3.")
-    offload_optimizer: Literal["none", "cpu"] = "none"
-    offload_param: Literal["none", "cpu"] = Field("none", description="Stage 3 only.")
+    """ZeRO choices; unset fields come from `config_file`, else stage 2 without offload.
+
+    Gradient accumulation and clipping come from `train.grad_accum` / `train.grad_clip`,
+    the same for every strategy (orchestrator/deepspeed_config.py maps them)."""
+
+    stage: int | None = Field(None, ge=0, le=3, description="ZeRO stage 0-3 (default 2).")
+    offload_optimizer: Literal["none", "cpu"] | None = Field(
+        None, description="Optimizer states (and ZeRO-1/2 gradients) in CPU memory (default none)."
+    )
+    offload_param: Literal["none", "cpu"] | None = Field(
+        None, description="Parameters in CPU memory; stage 3 only (default none)."
+    )
     config_file: str | None = Field(None, description="Your own DeepSpeed JSON, merged with this.")
 
     @model_validator(mode="after")
     def _offload_param_needs_stage3(self) -> DeepSpeedSpec:
-        if self.offload_param != "none" and self.stage != 3:
+        if self.offload_param not in (None, "none") and self.stage is not None and self.stage != 3:
             raise ValueError(
                 f"offload_param: {self.offload_param} needs stage: 3 (given stage: {self.stage})"
             )

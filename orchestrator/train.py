@@ -134,12 +134,22 @@ def _root_cause(exc: BaseException) -> str:
     return text.strip()[:2000]
 
 
+def _final(result, run_dir: Path) -> tuple[dict[str, Any], str]:
+    """Final metrics and checkpoint: Ray's Result when there is one, else the last logged row."""
+    metrics = dict(result.metrics or {}) if result is not None else {}
+    checkpoint = result.checkpoint.path if (result is not None and result.checkpoint) else ""
+    if not metrics:
+        history = read_metrics(run_dir)
+        last = history[-1] if history else {}
+        metrics = {k: v for k, v in last.items() if k not in ("time", "checkpoint")}
+    return metrics, checkpoint
+
+
 def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: str = "") -> dict[str, Any]:
     """Run the plan on Ray Train; returns a summary dict with status and final metrics."""
     from rich.console import Console
 
     console = console or Console()
-    import ray.train
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -168,6 +178,9 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
                   start_time=started, extra={"resumes_from": plan.resumes_from or ""}, **common)
 
     info = runtime.connect(address)
+    from orchestrator import tracking  # TensorBoard/MLflow from metrics.jsonl (tracking.py)
+
+    tracker = tracking.start(plan, run_id=run_id, sweep_id=sweep_id, console=console)
     tail = None
     result = None
     error = ""
@@ -213,17 +226,19 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
     finally:
         if tail is not None:
             tail.stop_event.set()
+        if not state.status.terminal:  # e.g. SystemExit: still leave a terminal row
+            state.to(JobStatus.STOPPED)
+            error = error or "driver exited"
+        # The terminal row is written before Ray is shut down, which can be slow or be
+        # interrupted by a second Ctrl-C.
+        metrics, checkpoint = _final(result, run_dir)
+        ended = time.time()
+        ledger.record(plan.storage_path, status=state.status, start_time=started, end_time=ended,
+                      metrics=metrics, latest_checkpoint=checkpoint, error=error, **common)
+        if tail is not None:
             tail.join(timeout=5)
         runtime.shutdown(info)
 
-    metrics = dict(result.metrics or {}) if result is not None else {}
-    checkpoint = result.checkpoint.path if (result is not None and result.checkpoint) else ""
-    if not metrics:
-        history = read_metrics(run_dir)
-        metrics = {k: v for k, v in (history[-1] if history else {}).items() if k not in ("time", "checkpoint")}
-    ended = time.time()
-    ledger.record(plan.storage_path, status=state.status, start_time=started, end_time=ended,
-                  metrics=metrics, latest_checkpoint=checkpoint, error=error, **common)
     summary = {
         "run_id": run_id,
         "run_name": plan.run_name,
@@ -236,4 +251,5 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
         "error": error,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    tracking.finish(tracker, summary)
     return summary

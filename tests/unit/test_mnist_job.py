@@ -1,0 +1,58 @@
+"""The MNIST workload's data loading and model, without Ray."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from jobs import mnist_mlp
+
+
+def _write_idx(path, array, gz=False):
+    header = b"\x00\x00\x08" + bytes([array.ndim]) + struct.pack(">" + "I" * array.ndim, *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def test_idx_folder_is_read(tmp_path):
+    rng = np.random.RandomState(0)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", rng.randint(0, 255, (20, 28, 28)), gz=True)
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.randint(0, 10, (20,)), gz=True)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte", rng.randint(0, 255, (5, 28, 28)))
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte", rng.randint(0, 10, (5,)))
+    xtr, ytr, xte, yte = mnist_mlp.load_mnist(mnist_mlp.DataArgs(path=str(tmp_path)))
+    assert xtr.shape == (20, 784) and xte.shape == (5, 784)
+    assert xtr.max() <= 1.0 and ytr.dtype == np.int64
+
+
+def test_truncated_idx_is_named(tmp_path):
+    _write_idx(tmp_path / "train-images-idx3-ubyte", np.zeros((4, 28, 28)))
+    p = tmp_path / "train-images-idx3-ubyte"
+    p.write_bytes(p.read_bytes()[:-10])
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte"):
+        mnist_mlp._read_idx(p)
+
+
+def test_missing_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.path"):
+        mnist_mlp.load_mnist(mnist_mlp.DataArgs(path=str(tmp_path / "none")))
+
+
+def test_default_split_is_fixed():
+    a = mnist_mlp.load_mnist(mnist_mlp.DataArgs())
+    b = mnist_mlp.load_mnist(mnist_mlp.DataArgs())
+    assert a[0].shape == (4000, 784) and a[2].shape == (1000, 784)
+    assert (a[3] == b[3]).all()
+    assert len(set(a[3].tolist())) == 10
+
+
+def test_model_has_no_softmax_before_the_loss():
+    import torch.nn as nn
+
+    model = mnist_mlp.build_model(mnist_mlp.Args())
+    assert not any(isinstance(m, (nn.Softmax, nn.LogSoftmax)) for m in model.modules())
+    sizes = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    assert sizes == [512, 256, 10]
