@@ -185,10 +185,20 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
     result = None
     error = ""
     try:
+        from orchestrator.cluster import require_shared_storage  # runs spanning nodes: s3/gs/NFS
+
+        require_shared_storage(plan.storage_path, plan.resources_per_worker, plan.num_workers)
         runtime.check_fits(plan.num_workers, plan.resources_per_worker)
+        # A workload may stream Ray Datasets to its workers (get_dataset_shard); see
+        # jobs/resnet_images.py: ray_datasets(spec) -> {name: Dataset} | None.
+        datasets = mod.ray_datasets(spec) if hasattr(mod, "ray_datasets") else None
+        data_kwargs = {"datasets": datasets} if datasets else {}
+        if datasets and hasattr(mod, "ray_data_config"):
+            data_kwargs["dataset_config"] = mod.ray_data_config(spec)
         trainer = TorchTrainer(
             mod.train_loop,
             train_loop_config=plan.worker_config(),
+            **data_kwargs,
             torch_config=TorchConfig(backend=plan.backend),
             scaling_config=ScalingConfig(
                 num_workers=plan.num_workers,
