@@ -1,0 +1,588 @@
+"""Submit and manage `orch run` jobs on a Ray cluster through the Ray Jobs API.
+
+    ray dashboard cluster/gpu.yaml &                 # tunnel: the head's Jobs API on 127.0.0.1:8265
+    export RAY_AUTH_MODE=token                       # token from ~/.ray/auth_token (or RAY_AUTH_TOKEN[_PATH])
+    orch submit jobs/mnist_mlp.yaml --address http://127.0.0.1:8265 train.lr=3e-4 --submission-id mnist-lr3
+    orch submit ... --submission-id mnist-lr3        # again: the same job, not a second one
+    orch status mnist-lr3 | orch logs mnist-lr3 --follow | orch stop mnist-lr3 | orch list
+
+The job runs `orch run SPEC OVERRIDES` on the cluster, with this directory uploaded as its
+working_dir (minus .venv, runs, data, .git and what .gitignore / .rayignore list; the size is
+checked before uploading). The same job without orch on your side:
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- orch run jobs/mnist_mlp.yaml
+
+Token authentication follows Ray's rules: with RAY_AUTH_MODE=token the token is RAY_AUTH_TOKEN,
+else the file RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token. Setting RAY_AUTH_TOKEN or
+RAY_AUTH_TOKEN_PATH is enough for orch on its own; RAY_AUTH_MODE=disabled sends none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import OrchestratorError
+
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"
+# Anchored ("/runs") so a package directory called data/ deeper down still goes up.
+DEFAULT_EXCLUDES = ["/.venv", "/runs", "/data", ".git", "__pycache__", "*.pyc", ".pytest_cache",
+                    ".ruff_cache", "*.egg-info"]
+DEFAULT_MAX_UPLOAD_MB = 100.0
+TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+META_PREFIX = "orch_"
+
+
+class JobsApiError(OrchestratorError):
+    """The Jobs API refused or failed a request (unreachable head, unknown job, ...)."""
+
+    exit_code = 1
+
+
+class ClusterAuthError(JobsApiError):
+    """The cluster wants its token, or refused the one we sent."""
+
+    exit_code = 5
+
+
+class SubmissionConflictError(JobsApiError):
+    """A submission id already names a job with another spec."""
+
+    exit_code = 6
+
+
+class UploadTooLargeError(JobsApiError):
+    """The working_dir to upload is over the limit."""
+
+    exit_code = 7
+
+
+# ---------------------------------------------------------------------------------------------
+# Token
+
+
+def read_token(env: dict[str, str] | None = None, home: Path | None = None) -> str | None:
+    """The cluster token per Ray's rules, or None when none is to be sent.
+
+    RAY_AUTH_MODE=disabled: none. RAY_AUTH_MODE=token: RAY_AUTH_TOKEN, else the file
+    RAY_AUTH_TOKEN_PATH (must be readable and non-empty), else ~/.ray/auth_token, else an error.
+    RAY_AUTH_MODE unset: the token only when RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH is set (an
+    explicit choice); ~/.ray/auth_token alone is not sent to an address that did not ask for it.
+    """
+    env = os.environ if env is None else env
+    mode = (env.get("RAY_AUTH_MODE") or "").strip().lower()
+    if mode == "disabled":
+        return None
+    explicit = bool((env.get("RAY_AUTH_TOKEN") or "").strip() or env.get("RAY_AUTH_TOKEN_PATH"))
+    if mode != "token" and not explicit:
+        return None
+    token = (env.get("RAY_AUTH_TOKEN") or "").strip()
+    if token:
+        return token
+    if env.get("RAY_AUTH_TOKEN_PATH"):
+        path = Path(env["RAY_AUTH_TOKEN_PATH"]).expanduser()
+        try:
+            token = path.read_text().strip()
+        except OSError as exc:
+            raise ClusterAuthError(f"RAY_AUTH_TOKEN_PATH={path} cannot be read: {exc.strerror}") from None
+        if not token:
+            raise ClusterAuthError(f"RAY_AUTH_TOKEN_PATH={path} is empty")
+        return token
+    default = (home or Path.home()) / ".ray" / "auth_token"
+    if default.is_file() and default.read_text().strip():
+        return default.read_text().strip()
+    raise ClusterAuthError(
+        "RAY_AUTH_MODE=token but no token found: put the cluster's token in ~/.ray/auth_token, "
+        "or set RAY_AUTH_TOKEN_PATH=FILE or RAY_AUTH_TOKEN. On the head, `ray get-auth-token` "
+        "prints it; with cluster/gpu.yaml it is the ~/.ray/auth_token you launched with."
+    )
+
+
+def auth_headers(env: dict[str, str] | None = None) -> dict[str, str]:
+    token = read_token(env)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+_AUTH_HELP = (
+    "export RAY_AUTH_MODE=token and put the cluster's token in ~/.ray/auth_token (or set "
+    "RAY_AUTH_TOKEN_PATH=FILE / RAY_AUTH_TOKEN). `ray get-auth-token` on the head prints it."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Client
+
+
+def make_client(address: str | None = None, env: dict[str, str] | None = None):
+    """A JobSubmissionClient for `address` that sends the token (see read_token)."""
+    from ray.job_submission import JobSubmissionClient
+
+    address = normalise_address(address)
+    headers = auth_headers(env)
+    with translate_errors(address, sent_token=bool(headers)):
+        return JobSubmissionClient(address, headers=headers)
+
+
+def normalise_address(address: str | None) -> str:
+    address = (address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS).strip()
+    if address.startswith("ray://"):
+        raise JobsApiError(f"--address {address}: the Jobs API is the dashboard's HTTP address, "
+                           "e.g. http://127.0.0.1:8265 (not the ray:// client address)")
+    if "://" not in address:
+        address = f"http://{address}"
+    return address.rstrip("/")
+
+
+@contextmanager
+def translate_errors(address: str, sent_token: bool = False, job: str | None = None) -> Iterator[None]:
+    """Ray's client errors -> errors that say what to do."""
+    from ray.exceptions import AuthenticationError
+
+    try:
+        yield
+    except AuthenticationError as exc:
+        if sent_token:
+            raise ClusterAuthError(f"the cluster at {address} refused our token (wrong cluster "
+                                   f"or an old token). {_AUTH_HELP}") from None
+        raise ClusterAuthError(f"the cluster at {address} requires its token and none was "
+                               f"sent. {_AUTH_HELP}") from exc
+    except ConnectionError as exc:
+        raise JobsApiError(f"cannot reach the Ray Jobs API at {address}: is the head up, and the "
+                           "tunnel open (`ray dashboard cluster/gpu.yaml` or `kubectl port-forward "
+                           f"svc/HEAD-svc 8265:8265`)? ({exc})") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if job and ("does not exist" in text or "404" in text):
+            raise JobsApiError(f"no job '{job}' on {address} (see `orch list`)") from None
+        raise JobsApiError(f"Jobs API at {address}: {text}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Working dir
+
+
+@dataclass
+class UploadSize:
+    total_bytes: int
+    files: int
+    largest: list[tuple[str, int]]  # top-level entries by size
+
+
+def upload_size(working_dir: str | Path, excludes: list[str]) -> UploadSize:
+    """Bytes Ray would pack from working_dir: Ray's own walk (default excludes, .gitignore,
+    .rayignore) plus `excludes`."""
+    root = Path(working_dir).resolve()
+    per_top: dict[str, int] = {}
+    count = 0
+
+    def handler(path: Path) -> None:
+        nonlocal count
+        if path.is_file() and not path.is_symlink():
+            size = path.stat().st_size
+            top = path.relative_to(root).parts[0]
+            per_top[top] = per_top.get(top, 0) + size
+            count += 1
+
+    try:
+        from ray._private import ray_constants
+        from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+
+        all_excludes = ray_constants.get_runtime_env_default_excludes() + list(excludes)
+        include_gitignore = os.environ.get(ray_constants.RAY_RUNTIME_ENV_IGNORE_GITIGNORE, "0") != "1"
+        _dir_travel(root, [_get_excludes(root, all_excludes)], handler,
+                    include_gitignore=include_gitignore)
+    except ImportError:  # pragma: no cover - Ray's private layout moved: plain walk, excludes only
+        import fnmatch
+
+        for dirpath, dirnames, filenames in os.walk(root):
+            rel = Path(dirpath).relative_to(root)
+            dirnames[:] = [d for d in dirnames if not _excluded(rel / d, excludes, fnmatch)]
+            for f in filenames:
+                if not _excluded(rel / f, excludes, fnmatch):
+                    handler(Path(dirpath) / f)
+    largest = sorted(per_top.items(), key=lambda kv: -kv[1])[:5]
+    return UploadSize(sum(per_top.values()), count, largest)
+
+
+def _excluded(rel: Path, patterns: list[str], fnmatch) -> bool:  # pragma: no cover
+    for pat in patterns:
+        anchored = pat.startswith("/")
+        pat = pat.lstrip("/")
+        if anchored and str(rel) == pat or not anchored and fnmatch.fnmatch(rel.name, pat):
+            return True
+    return False
+
+
+def check_upload(working_dir: str | Path, excludes: list[str], max_mb: float) -> UploadSize:
+    size = upload_size(working_dir, excludes)
+    if size.total_bytes > max_mb * 2**20:
+        biggest = ", ".join(f"{name} {n / 2**20:.1f} MiB" for name, n in size.largest)
+        raise UploadTooLargeError(
+            f"working_dir {working_dir} is {size.total_bytes / 2**20:.1f} MiB in {size.files} files "
+            f"after excludes, over the {max_mb:g} MiB limit (--max-upload-mb). Largest: {biggest}. "
+            "Add big files or folders to .rayignore or --exclude, or put data on shared storage "
+            "(s3://, gs://, NFS) and point data.path at it."
+        )
+    return size
+
+
+# ---------------------------------------------------------------------------------------------
+# Submit
+
+
+@dataclass
+class Submission:
+    submission_id: str
+    reused: bool  # True: that id already ran this same spec; nothing was submitted
+    status: str
+    entrypoint: str
+    upload_mb: float = 0.0
+
+
+def fingerprint(spec_hash: str, run_name: str | None) -> str:
+    """What makes two submissions 'the same job': the resolved spec and the run name."""
+    blob = json.dumps({"spec_hash": spec_hash, "run_name": run_name or ""}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_entrypoint(spec_rel: str, overrides: list[str], run_name: str | None,
+                     command: str = "orch run") -> str:
+    parts = shlex.split(command) + [spec_rel, *overrides]
+    if run_name:
+        parts += ["--name", run_name]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def submit(
+    spec_path: str,
+    overrides: list[str] | None = None,
+    address: str | None = None,
+    submission_id: str | None = None,
+    working_dir: str = ".",
+    run_name: str | None = None,
+    excludes: list[str] | None = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    env_vars: dict[str, str] | None = None,
+    client=None,
+) -> Submission:
+    """Validate the spec here, then submit `orch run SPEC OVERRIDES` with working_dir uploaded.
+
+    With a submission id: the same id and the same resolved spec (and run name) return the
+    existing job; the same id with another spec raises SubmissionConflictError.
+    """
+    from orchestrator.spec import load_spec
+
+    overrides = list(overrides or [])
+    spec = load_spec(spec_path, overrides)  # every spec error here, before anything is uploaded
+    wd = Path(working_dir).resolve()
+    if not wd.is_dir():
+        raise JobsApiError(f"--working-dir {working_dir}: not a directory")
+    spec_abs = Path(spec_path).resolve()
+    try:
+        spec_rel = spec_abs.relative_to(wd).as_posix()
+    except ValueError:
+        raise JobsApiError(f"{spec_path} is outside the working_dir {wd}: the cluster only sees "
+                           "what is uploaded; move the spec under it or pass --working-dir") from None
+    all_excludes = DEFAULT_EXCLUDES + list(excludes or [])
+    _check_spec_uploaded(wd, spec_rel, all_excludes)
+
+    fp = fingerprint(spec.spec_hash(), run_name)
+    entrypoint = build_entrypoint(spec_rel, overrides, run_name)
+    address = normalise_address(address)
+    client = client or make_client(address)
+    sent_token = "Authorization" in getattr(client, "_headers", {})
+
+    if submission_id:
+        found = _existing(client, address, submission_id, fp, spec_rel, sent_token)
+        if found is not None:
+            return found
+    size = check_upload(wd, all_excludes, max_upload_mb)
+    metadata = {
+        f"{META_PREFIX}spec": spec_rel,
+        f"{META_PREFIX}spec_hash": spec.spec_hash(),
+        f"{META_PREFIX}fingerprint": fp,
+        f"{META_PREFIX}workload": spec.workload,
+        f"{META_PREFIX}run_name": run_name or spec.name,
+    }
+    runtime_env = {
+        "working_dir": str(wd),
+        "excludes": all_excludes,
+        "env_vars": {"PYTHONUNBUFFERED": "1", **(env_vars or {})},
+    }
+    sid = submission_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
+    try:
+        with translate_errors(address, sent_token):
+            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
+                                       submission_id=sid, metadata=metadata)
+    except JobsApiError as exc:
+        # Two submits with one id at once: the loser finds the winner's job here.
+        if submission_id and "already exists" in str(exc):
+            found = _existing(client, address, submission_id, fp, spec_rel, sent_token)
+            if found is not None:
+                return found
+        raise
+    return Submission(job_id, False, "PENDING", entrypoint, size.total_bytes / 2**20)
+
+
+def _check_spec_uploaded(wd: Path, spec_rel: str, excludes: list[str]) -> None:
+    from ray._private.thirdparty.pathspec import PathSpec
+
+    parts = Path(spec_rel).parts
+    spec = PathSpec.from_lines("gitwildmatch", excludes)
+    for i in range(1, len(parts) + 1):
+        if spec.match_file("/".join(parts[:i])):
+            raise JobsApiError(f"{spec_rel} lies in an excluded path ({'/'.join(parts[:i])}): "
+                               "it would not be uploaded; move the spec elsewhere")
+
+
+def _existing(client, address, submission_id, fp, spec_rel, sent_token) -> Submission | None:
+    info = get_info(client, address, submission_id, sent_token, missing_ok=True)
+    if info is None:
+        return None
+    meta = info.metadata or {}
+    if meta.get(f"{META_PREFIX}fingerprint") == fp:
+        return Submission(submission_id, True, str(info.status.value), info.entrypoint)
+    theirs = meta.get(f"{META_PREFIX}spec")
+    what = (f"spec {theirs} (hash {meta.get(f'{META_PREFIX}spec_hash')})" if theirs
+            else f"entrypoint {info.entrypoint!r}")
+    raise SubmissionConflictError(
+        f"submission id '{submission_id}' already names a job ({info.status.value}) with {what}; "
+        f"this is {spec_rel} with other settings. Use another --submission-id, or leave it out."
+    )
+
+
+def get_info(client, address: str, job: str, sent_token: bool = False, missing_ok: bool = False):
+    try:
+        with translate_errors(address, sent_token, job=job):
+            return client.get_job_info(job)
+    except JobsApiError as exc:
+        if missing_ok and f"no job '{job}'" in str(exc):
+            return None
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Status, logs, stop, list
+
+
+def info_dict(info) -> dict[str, Any]:
+    def ts(ms):
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else ""
+
+    return {
+        "submission_id": info.submission_id,
+        "status": info.status.value,
+        "entrypoint": info.entrypoint,
+        "message": info.message or "",
+        "start_time": ts(info.start_time),
+        "end_time": ts(info.end_time),
+        "driver_exit_code": info.driver_exit_code,
+        "spec": (info.metadata or {}).get(f"{META_PREFIX}spec", ""),
+        "spec_hash": (info.metadata or {}).get(f"{META_PREFIX}spec_hash", ""),
+        "metadata": dict(info.metadata or {}),
+    }
+
+
+def follow_logs(client, address: str, job: str, write=print) -> str:
+    """Stream a job's logs to the last line; returns its final status."""
+    import asyncio
+
+    async def tail():
+        async for chunk in client.tail_job_logs(job):
+            write(chunk)
+
+    sent = "Authorization" in getattr(client, "_headers", {})
+    get_info(client, address, job, sent)  # a clear error for unknown jobs before streaming
+    with translate_errors(address, sent, job=job):
+        asyncio.run(tail())
+    return wait_terminal(client, address, job, timeout_s=30.0)
+
+
+def wait_terminal(client, address: str, job: str, timeout_s: float = 60.0, every: float = 0.5) -> str:
+    deadline = time.monotonic() + timeout_s
+    sent = "Authorization" in getattr(client, "_headers", {})
+    while True:
+        status = get_info(client, address, job, sent).status.value
+        if status in TERMINAL or time.monotonic() > deadline:
+            return status
+        time.sleep(every)
+
+
+def stop(client, address: str, job: str, wait_s: float = 30.0) -> tuple[bool, str]:
+    """Ask Ray to stop a job. Returns (stop requested now, status). Stopping a job that has
+    already ended is harmless: (False, its final status)."""
+    sent = "Authorization" in getattr(client, "_headers", {})
+    status = get_info(client, address, job, sent).status.value
+    if status in TERMINAL:
+        return False, status
+    with translate_errors(address, sent, job=job):
+        requested = client.stop_job(job)
+    if wait_s > 0:
+        status = wait_terminal(client, address, job, timeout_s=wait_s)
+    return bool(requested), status
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def register(app) -> None:
+    import typer
+    from rich.console import Console
+    from rich.table import Table
+
+    from orchestrator.errors import SpecError
+
+    console, err = Console(), Console(stderr=True)
+
+    def fail(exc: OrchestratorError):
+        if isinstance(exc, SpecError):
+            err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
+        else:
+            err.print(f"[bold red]error[/bold red]: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code)
+
+    address_opt = typer.Option(
+        None, "--address", envvar="RAY_API_SERVER_ADDRESS",
+        help=f"The head's Jobs API (dashboard) address; default {DEFAULT_ADDRESS} (a tunnel).")
+
+    @app.command("submit")
+    def submit_cmd(
+        spec: str = typer.Argument(..., help="Path to a job spec YAML, inside the working dir."),
+        overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. train.lr=3e-4"),
+        address: str | None = address_opt,
+        submission_id: str | None = typer.Option(
+            None, "--submission-id", help="Names the job; resubmitting the same spec with it is a no-op."),
+        name: str | None = typer.Option(None, "--name", help="Run name on the cluster (orch run --name)."),
+        working_dir: str = typer.Option(".", "--working-dir", help="Uploaded as the job's working_dir."),
+        exclude: list[str] | None = typer.Option(
+            None, "--exclude", help="More gitignore-style excludes (repeatable)."),
+        max_upload_mb: float = typer.Option(DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb",
+                                            help="Refuse to upload more than this."),
+        follow: bool = typer.Option(False, "--follow", "-f", help="Then stream the logs to the end."),
+    ) -> None:
+        """Submit `orch run SPEC` to a Ray cluster through the Jobs API.
+
+        The spec is validated here first. Same --submission-id and same spec: the existing job
+        (nothing submitted); same id, other spec: refused.
+        """
+        try:
+            sub = submit(spec, overrides or [], address, submission_id, working_dir, name,
+                         exclude or [], max_upload_mb)
+        except OrchestratorError as exc:
+            fail(exc)
+        addr = normalise_address(address)
+        if sub.reused:
+            console.print(f"job [bold]{sub.submission_id}[/bold] was already submitted with this "
+                          f"spec ({sub.status}); not submitting again", highlight=False)
+        else:
+            console.print(f"submitted [bold]{sub.submission_id}[/bold] to {addr} "
+                          f"({sub.upload_mb:.2f} MiB uploaded): {sub.entrypoint}", highlight=False)
+        console.print(f"  orch logs {sub.submission_id} --follow --address {addr}", highlight=False)
+        if follow:
+            _logs(sub.submission_id, address, True)
+
+    def _logs(job: str, address: str | None, follow: bool) -> None:
+        addr = normalise_address(address)
+        try:
+            client = make_client(addr)
+            if follow:
+                status = follow_logs(client, addr, job, write=lambda s: print(s, end="", flush=True))
+                colour = "green" if status == "SUCCEEDED" else "red"
+                console.print(f"job {job}: [{colour}]{status}[/{colour}]", highlight=False)
+                if status != "SUCCEEDED":
+                    raise typer.Exit(1)
+                return
+            sent = bool(client._headers.get("Authorization"))
+            get_info(client, addr, job, sent)
+            with translate_errors(addr, sent, job=job):
+                print(client.get_job_logs(job), end="")
+        except OrchestratorError as exc:
+            fail(exc)
+
+    @app.command("logs")
+    def logs_cmd(
+        job: str = typer.Argument(..., help="Submission id (see orch list)."),
+        address: str | None = address_opt,
+        follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
+    ) -> None:
+        """Print a job's logs; with --follow, stream them to the last line (exit 1 unless SUCCEEDED)."""
+        _logs(job, address, follow)
+
+    @app.command("status")
+    def status_cmd(
+        job: str = typer.Argument(..., help="Submission id."),
+        address: str | None = address_opt,
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Show a job's status, entrypoint, spec and times."""
+        addr = normalise_address(address)
+        try:
+            client = make_client(addr)
+            d = info_dict(get_info(client, addr, job, bool(client._headers)))
+        except OrchestratorError as exc:
+            fail(exc)
+        if as_json:
+            print(json.dumps(d, indent=2, default=str))
+            return
+        table = Table(title=f"job {job}", show_header=False)
+        table.add_column("key", style="bold")
+        table.add_column("value")
+        for k in ("status", "spec", "spec_hash", "entrypoint", "start_time", "end_time",
+                  "driver_exit_code", "message"):
+            if d.get(k) not in (None, ""):
+                table.add_row(k, str(d[k]))
+        console.print(table)
+
+    @app.command("stop")
+    def stop_cmd(
+        job: str = typer.Argument(..., help="Submission id."),
+        address: str | None = address_opt,
+        wait: float = typer.Option(30.0, "--wait", help="Seconds to wait for it to end (0: don't)."),
+    ) -> None:
+        """Stop a job. Stopping one that has already ended is harmless (exit 0)."""
+        addr = normalise_address(address)
+        try:
+            requested, status = stop(make_client(addr), addr, job, wait_s=wait)
+        except OrchestratorError as exc:
+            fail(exc)
+        if requested:
+            console.print(f"stop requested for {job}: now {status}", highlight=False)
+        else:
+            console.print(f"{job} has already ended ({status}); nothing to stop", highlight=False)
+
+    @app.command("list")
+    def list_cmd(
+        address: str | None = address_opt,
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """List the cluster's jobs, oldest first."""
+        addr = normalise_address(address)
+        try:
+            client = make_client(addr)
+            with translate_errors(addr, bool(client._headers)):
+                jobs = [info_dict(j) for j in client.list_jobs()]
+        except OrchestratorError as exc:
+            fail(exc)
+        jobs.sort(key=lambda d: d["start_time"] or "")
+        if as_json:
+            print(json.dumps(jobs, indent=2, default=str))
+            return
+        if not jobs:
+            console.print(f"no jobs on {addr}")
+            return
+        table = Table(title=f"jobs on {addr}")
+        for col in ("submission id", "status", "spec", "start", "end", "entrypoint"):
+            table.add_column(col, overflow="fold")
+        for d in jobs:
+            table.add_row(d["submission_id"] or "-", d["status"], d["spec"] or "-", d["start_time"],
+                          d["end_time"], d["entrypoint"])
+        console.print(table)
