@@ -16,7 +16,7 @@ import gzip
 import struct
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,7 +30,9 @@ class Args(OptimArgs):
     epochs: int = Field(15, ge=1, le=10_000, description="Passes over the training set.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
     batch_size: int = Field(64, ge=1, le=65_536, description="Examples per worker per step.")
-    hidden: list[int] = Field([512, 256], min_length=1, max_length=16, description="Hidden sizes.")
+    hidden: list[Annotated[int, Field(ge=1, le=65_536)]] = Field(
+        [512, 256], min_length=1, max_length=16, description="Hidden layer sizes."
+    )
     lr: float = Field(1e-3, gt=0, le=10, description="Peak learning rate.")
     optimizer: Literal["adamw", "adam", "sgd"] = Field("adam", description="Optimizer.")
 

@@ -35,7 +35,7 @@ class Strict(BaseModel):
 
 class Resources(Strict):
     workers: int = Field(1, ge=1, le=MAX_WORKERS, description="Ray Train workers (processes).")
-    cpus_per_worker: float = Field(1.0, gt=0, le=1024, description="CPUs reserved per worker.")
+    cpus_per_worker: float = Field(1.0, ge=0.0001, le=1024, description="CPUs reserved per worker.")
     gpus_per_worker: float = Field(0.0, ge=0, le=64, description="GPUs per worker; 0 for CPU.")
     gpu_memory_gb: float | None = Field(
         None, gt=0, le=4096, description="Memory of one GPU, for the memory planner (strategy: auto)."
@@ -151,11 +151,32 @@ def _yaml_error(exc: yaml.YAMLError, source: str) -> SpecError:
     return SpecError([FieldError("<yaml>", f"invalid YAML: {exc}")], source)
 
 
+MAX_NESTING = 100
+
+
+def _deep_position(text: str, limit: int = MAX_NESTING) -> tuple[int, int]:
+    """(line, column), 1-based, where flow brackets first nest deeper than `limit`."""
+    depth = 0
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for col, ch in enumerate(line, 1):
+            depth += ch in "[{"
+            depth -= ch in "]}"
+            if depth > limit:
+                return lineno, col
+    return 1, 1
+
+
 def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, source) from None
+    except RecursionError:
+        line, col = _deep_position(text)
+        raise SpecError(
+            [FieldError("<yaml>", f"nesting too deep at line {line}, column {col} "
+                        f"(a spec needs only a few levels)")], source
+        ) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -371,16 +392,26 @@ def _workload_errors(workload: str, data: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
+def _too_deep(source: str | None) -> SpecError:
+    return SpecError([FieldError("<root>", f"values nested deeper than {MAX_NESTING} levels")], source)
+
+
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     """Read, override and validate a spec file. Raises SpecError listing every problem."""
     data = read_yaml(path)
-    data = apply_overrides(data, overrides or [])
-    return validate_spec(data, source=str(path))
+    try:
+        data = apply_overrides(data, overrides or [])
+        return validate_spec(data, source=str(path))
+    except RecursionError:
+        raise _too_deep(str(path)) from None
 
 
 def load_spec_text(text: str, overrides: list[str] | None = None) -> JobSpec:
-    data = apply_overrides(parse_yaml(text), overrides or [])
-    return validate_spec(data)
+    try:
+        data = apply_overrides(parse_yaml(text), overrides or [])
+        return validate_spec(data)
+    except RecursionError:
+        raise _too_deep(None) from None
 
 
 def json_schema() -> dict[str, Any]:
