@@ -104,6 +104,9 @@ def run(
         help="Ray cluster address; default: start an embedded local Ray."),
     name: str | None = typer.Option(None, "--name", help="Run name (default: the spec's name)."),
     fresh: bool = typer.Option(False, "--fresh", help="Start a new run (name__timestamp) instead of resuming."),
+    cluster_config: str | None = typer.Option(
+        None, "--cluster-config",
+        help="A `ray up` YAML (e.g. cluster/gpu.yaml): fail fast when no node type can hold a worker."),
 ) -> None:
     """Train a job on Ray. Rerunning the same run name resumes from its latest checkpoint.
 
@@ -115,6 +118,11 @@ def run(
 
     try:
         p = plan(load_spec(spec, overrides or []), run_name=name, fresh=fresh)
+        if cluster_config:
+            from orchestrator.runtime import check_fits
+
+            p.cluster_config = cluster_config
+            check_fits(p.num_workers, p.resources_per_worker, cluster_yaml=cluster_config, nodes=[])
     except OrchestratorError as exc:
         fail(exc)
     launcher = _launcher(p.kind)

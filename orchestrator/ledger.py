@@ -178,3 +178,55 @@ def latest_by_run(storage_path: str | Path) -> list[dict[str, Any]]:
 
 def runs_for_name(storage_path: str | Path, run_name: str) -> list[dict[str, Any]]:
     return [r for r in latest_by_run(storage_path) if r["run_name"] == run_name]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def driver_of(row: dict[str, Any]) -> tuple[str, int] | None:
+    """(host, pid) of the process that wrote a run's rows, if recorded."""
+    try:
+        extra = json.loads(row.get("extra") or "{}")
+    except json.JSONDecodeError:
+        return None
+    pid = extra.get("driver_pid")
+    return (row.get("host") or "", int(pid)) if pid else None
+
+
+def unfinished(storage_path: str | Path, run_name: str) -> list[dict[str, Any]]:
+    """Runs of this name whose latest row is not terminal."""
+    return [r for r in runs_for_name(storage_path, run_name) if not JobStatus(r["status"]).terminal]
+
+
+def reconcile_orphans(storage_path: str | Path, run_name: str) -> tuple[list[str], list[dict]]:
+    """Close the rows of runs whose driver died without writing a terminal row.
+
+    Returns (closed run ids, still-live rows). A run is an orphan when its driver ran on this
+    host and that process is gone (killed, crashed, machine rebooted). Rows written from
+    another host are left alone: we cannot tell whether their driver lives.
+    """
+    closed, live = [], []
+    here = socket.gethostname()
+    for row in unfinished(storage_path, run_name):
+        drv = driver_of(row)
+        if drv and drv[0] == here and not _pid_alive(drv[1]):
+            record(
+                storage_path, run_id=row["run_id"], run_name=row["run_name"],
+                workload=row["workload"], status=JobStatus.STOPPED, spec_hash=row["spec_hash"],
+                start_time=row["start_time"].timestamp() if row["start_time"] else None,
+                end_time=time.time(), metrics=json.loads(row["metrics"] or "{}"),
+                run_dir=row["run_dir"], latest_checkpoint=row["latest_checkpoint"],
+                error=f"driver lost: process {drv[1]} on {drv[0]} ended without a final row",
+                sweep_id=row["sweep_id"], parent_run=row["parent_run"], kind=row["kind"],
+            )
+            closed.append(row["run_id"])
+        elif drv and drv[0] == here:
+            live.append(row)
+    return closed, live

@@ -36,6 +36,7 @@ class RunPlan:
     notes: list[str] = field(default_factory=list)
     memory: dict[str, Any] | None = None
     deepspeed_config: dict[str, Any] | None = None
+    cluster_config: str | None = None  # a `ray up` YAML whose node types bound what can fit
 
     def worker_config(self) -> dict[str, Any]:
         """The dict every Ray Train worker's train_loop(config) receives."""

@@ -91,23 +91,75 @@ def ray_session(address: str | None = None, num_cpus: int | None = None):
         shutdown(info)
 
 
-def check_fits(num_workers: int, per_worker: dict[str, float], autoscaling: bool = False) -> None:
-    """Fail fast when the connected cluster can never hold the request (no autoscaler)."""
-    import ray
+def _fits_per_node(node: dict[str, float], need: dict[str, float]) -> int:
+    """How many worker bundles `need` one node of resources `node` can hold."""
+    counts = []
+    for res, amount in need.items():
+        if amount <= 0:
+            continue
+        counts.append(int(node.get(res, 0.0) // amount + 1e-9))
+    return min(counts) if counts else 10**9
 
-    total = ray.cluster_resources()
-    if autoscaling:
+
+def capacity(need: dict[str, float], nodes: list[dict[str, float]],
+             pools: list[tuple[str, dict[str, float], int]] | None = None) -> int:
+    """Most workers of `need` that live nodes plus autoscaling pools could ever hold.
+
+    pools: (name, resources per node, max nodes). Over-counts rather than under-counts, so a
+    refusal is certain; a request that passes may still wait for nodes.
+    """
+    total = sum(_fits_per_node(n, need) for n in nodes)
+    for _name, res, max_count in pools or []:
+        total += _fits_per_node(res, need) * max(0, int(max_count))
+    return total
+
+
+def cluster_pools(cluster_yaml: str | None = None) -> list[tuple[str, dict[str, float], int]]:
+    """Autoscaling pools: from a cluster YAML when given, else from the connected cluster's
+    autoscaler config (empty for a cluster without an autoscaler, like embedded Ray)."""
+    if cluster_yaml:
+        from orchestrator.cluster import node_types
+
+        return [(nt.name, nt.resources, int(nt.max_workers or 0) + (1 if nt.is_head else 0))
+                for nt in node_types(cluster_yaml).values()]
+    try:
+        from ray._private.state import state
+
+        cfg = state.get_cluster_config()
+    except Exception:  # noqa: BLE001 - no autoscaler state: treat as fixed-size
+        return []
+    if cfg is None:
+        return []
+    return [(g.name, {k: float(v) for k, v in g.resources.items()}, int(g.max_count))
+            for g in cfg.node_group_configs]
+
+
+def check_fits(num_workers: int, per_worker: dict[str, float], cluster_yaml: str | None = None,
+               nodes: list[dict[str, float]] | None = None) -> None:
+    """Fail fast, naming the request, when the cluster can never hold it.
+
+    A worker cannot be split across nodes, so each bundle must fit one node (or one node
+    type of the autoscaler); then the count must fit what the cluster can grow to.
+    """
+    if nodes is None:
+        import ray
+
+        nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+    pools = cluster_pools(cluster_yaml)
+    can = capacity(per_worker, nodes, pools)
+    if can >= num_workers:
         return
-    problems = []
-    for res, amount in per_worker.items():
-        need = amount * num_workers
-        have = total.get(res, 0.0)
-        # A worker cannot be split across nodes: check the largest node too.
-        if need > have:
-            problems.append(f"{res}: {need:g} needed ({num_workers} workers x {amount:g}), cluster has {have:g}")
-    if problems:
-        raise InsufficientResourcesError(
-            "the request can never be scheduled on this cluster: "
-            + "; ".join(problems)
-            + ". Lower resources.workers / cpus_per_worker / gpus_per_worker, or use a bigger cluster."
-        )
+    want = ", ".join(f"{k}={v:g}" for k, v in per_worker.items())
+    biggest = {}
+    for n in nodes + [p[1] for p in pools]:
+        for k in per_worker:
+            biggest[k] = max(biggest.get(k, 0.0), n.get(k, 0.0))
+    have = ", ".join(f"{k}={v:g}" for k, v in biggest.items())
+    source = f"node types in {cluster_yaml}" if cluster_yaml else (
+        "its autoscaler's node types" if pools else "its nodes (no autoscaler)")
+    raise InsufficientResourcesError(
+        f"the request can never be scheduled: {num_workers} worker(s) x {{{want}}}, but the cluster "
+        f"can hold at most {can} such worker(s), judging by {source}; the largest node offers "
+        f"{{{have}}}. Lower resources.workers / cpus_per_worker / gpus_per_worker, or add a "
+        f"node type that fits."
+    )

@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import ledger
+from orchestrator.errors import OrchestratorError
 from orchestrator.ledger import JobStatus, RunState
 from orchestrator.plan import RunPlan
 from orchestrator.spec import dump_yaml, import_workload
 
 METRICS_FILE = "metrics.jsonl"
+
+
+class RunInProgressError(OrchestratorError):
+    """Another live driver on this host is running the same run name."""
 
 
 def _callback_class():
@@ -134,6 +139,16 @@ def _root_cause(exc: BaseException) -> str:
     return text.strip()[:2000]
 
 
+def _worker_config(plan: RunPlan) -> dict[str, Any]:
+    from orchestrator import faults
+
+    cfg = plan.worker_config()
+    injected = faults.from_env()  # ORCH_FAULTS: reliability tests and game days only
+    if injected:
+        cfg["faults"] = injected
+    return cfg
+
+
 def _final(result, run_dir: Path) -> tuple[dict[str, Any], str]:
     """Final metrics and checkpoint: Ray's Result when there is one, else the last logged row."""
     metrics = dict(result.metrics or {}) if result is not None else {}
@@ -169,13 +184,24 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
             if resumed_step is not None:
                 truncate_history(run_dir / METRICS_FILE, int(resumed_step) + 1)
 
+    closed, live = ledger.reconcile_orphans(plan.storage_path, plan.run_name)
+    if live:
+        drv = ledger.driver_of(live[0])
+        raise RunInProgressError(
+            f"run '{plan.run_name}' is already running (driver pid {drv[1]} on {drv[0]}); "
+            f"stop it first, or use --fresh / --name for a separate run"
+        )
+    if closed:
+        console.print(f"[yellow]closed {len(closed)} run row(s) of '{plan.run_name}' whose driver "
+                      f"had died: {', '.join(closed)}[/yellow]")
     run_id = f"{plan.run_name}-{uuid.uuid4().hex[:8]}"
     state = RunState()
     common = dict(run_id=run_id, run_name=plan.run_name, workload=spec.workload,
                   spec_hash=spec.spec_hash(), run_dir=str(run_dir), sweep_id=sweep_id)
     started = time.time()
     ledger.record(plan.storage_path, status=JobStatus.PENDING,
-                  start_time=started, extra={"resumes_from": plan.resumes_from or ""}, **common)
+                  start_time=started, extra={"resumes_from": plan.resumes_from or "",
+                                             "driver_pid": os.getpid()}, **common)
 
     info = runtime.connect(address)
     from orchestrator import tracking  # TensorBoard/MLflow from metrics.jsonl (tracking.py)
@@ -188,7 +214,8 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
         from orchestrator.cluster import require_shared_storage  # runs spanning nodes: s3/gs/NFS
 
         require_shared_storage(plan.storage_path, plan.resources_per_worker, plan.num_workers)
-        runtime.check_fits(plan.num_workers, plan.resources_per_worker)
+        runtime.check_fits(plan.num_workers, plan.resources_per_worker,
+                           cluster_yaml=plan.cluster_config)
         # A workload may stream Ray Datasets to its workers (get_dataset_shard); see
         # jobs/resnet_images.py: ray_datasets(spec) -> {name: Dataset} | None.
         datasets = mod.ray_datasets(spec) if hasattr(mod, "ray_datasets") else None
@@ -197,7 +224,7 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
             data_kwargs["dataset_config"] = mod.ray_data_config(spec)
         trainer = TorchTrainer(
             mod.train_loop,
-            train_loop_config=plan.worker_config(),
+            train_loop_config=_worker_config(plan),
             **data_kwargs,
             torch_config=TorchConfig(backend=plan.backend),
             scaling_config=ScalingConfig(
@@ -215,7 +242,8 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
             ),
         )
         state.to(JobStatus.RUNNING)
-        ledger.record(plan.storage_path, status=JobStatus.RUNNING, start_time=started, **common)
+        ledger.record(plan.storage_path, status=JobStatus.RUNNING, start_time=started,
+                      extra={"driver_pid": os.getpid()}, **common)
         where = "resuming from " + Path(plan.resumes_from).name if plan.resumes_from else "fresh run"
         console.print(
             f"[bold]orch run[/bold] {plan.run_name}: {spec.workload}, {plan.num_workers} worker(s), "

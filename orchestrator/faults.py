@@ -1,0 +1,51 @@
+"""Fault injection for reliability tests and game days: `ORCH_FAULTS` in the driver's environment.
+
+    ORCH_FAULTS='{"raise_at_step": 20, "times": 2}' orch run jobs/mnist_mlp.yaml
+
+makes rank 0 raise `InjectedFault` when it reaches step 20, the first `times` times it gets
+there (a counter file in the run directory survives worker restarts), so a run with
+`failure.max_failures >= times` restarts from its checkpoint and finishes, and one with fewer
+fails with the injected error as its cause. Nothing happens when ORCH_FAULTS is unset.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+ENV = "ORCH_FAULTS"
+COUNTER = ".faults_fired"
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by ORCH_FAULTS."""
+
+
+def from_env() -> dict[str, Any] | None:
+    raw = os.environ.get(ENV)
+    if not raw:
+        return None
+    try:
+        cfg = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{ENV} must be JSON like '{{\"raise_at_step\": 20, \"times\": 1}}': {exc}") from None
+    if not isinstance(cfg, dict) or "raise_at_step" not in cfg:
+        raise ValueError(f"{ENV} must be a JSON object with raise_at_step (and times)")
+    return cfg
+
+
+def maybe_fail(faults: dict[str, Any] | None, step: int, rank: int, run_dir: str | None) -> None:
+    """Raise InjectedFault on rank 0 at the configured step, up to `times` times in all."""
+    if not faults or rank != 0 or step != int(faults["raise_at_step"]) or not run_dir:
+        return
+    counter = Path(run_dir) / COUNTER
+    fired = int(counter.read_text()) if counter.exists() else 0
+    if fired >= int(faults.get("times", 1)):
+        return
+    fired += 1
+    tmp = counter.with_suffix(".tmp")
+    tmp.write_text(str(fired))
+    os.replace(tmp, counter)
+    raise InjectedFault(f"injected failure {fired} at step {step} (ORCH_FAULTS)")
