@@ -1,5 +1,6 @@
 """`orch`: validate, plan and run training jobs described by one YAML spec.
 
+\b
     orch validate jobs/mnist_mlp.yaml            # every spec error at once; exit 2 if any
     orch plan jobs/mnist_mlp.yaml                # the resolved plan; starts nothing
     orch run jobs/mnist_mlp.yaml train.lr=3e-4 resources.workers=2

@@ -1,0 +1,314 @@
+"""Reliability, end to end through orch on real local Ray (issue 10; docs/reliability.md).
+
+1. a training worker SIGKILLed after a checkpoint: the run restarts from it and ends with the
+   same metrics as an uninterrupted run; no step skipped or repeated in metrics.jsonl
+2. retry budget: max_failures=2 survives two injected failures; a third fails the run (FAILED,
+   injected error as the cause, in the ledger too)
+3. the driver (`orch run`) SIGKILLed: the same command resumes; no duplicate or orphaned rows
+4. a half-written newest checkpoint: resume falls back to the newest complete one; `keep`
+   honoured; numbering continues
+6. an unschedulable request fails within seconds with a named error
+7. 50 jobs submitted at once through the Jobs API, racing ledger writers
+8. Ctrl-C on `orch run` and `orch stop` on a job leave no actors or placement groups
+(5, fuzzed bad input, is tests/unit/test_spec_fuzz.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import ledger, runtime
+from orchestrator.plan import plan
+from orchestrator.spec import load_spec
+from orchestrator.train import launch, read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "jobs/mnist_mlp.yaml"
+pytestmark = pytest.mark.integration
+
+# 4,000 images / (2 workers x 64) = 32 steps per epoch
+STEPS_PER_EPOCH = 32
+
+
+def _spec(tmp_runs, name, *extra):
+    return load_spec(SPEC, [f"storage_path={tmp_runs}", f"name={name}", "train.log_every=4",
+                            *extra])
+
+
+def _steps(run_dir):
+    return [r["step"] for r in read_metrics(run_dir)]
+
+
+def _assert_each_step_once(run_dir, last):
+    steps = _steps(run_dir)
+    assert steps == sorted(set(steps)), f"a step repeated or out of order: {steps}"
+    assert steps[-1] == last
+    logged = [s for s in steps if s % 4 == 0]
+    assert logged == list(range(4, last + 1, 4)), "a logged step is missing"
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# -- 1. worker SIGKILL ---------------------------------------------------------------------------
+
+
+def test_worker_sigkill_restarts_from_checkpoint_and_matches_uninterrupted(ray_local, tmp_runs):
+    from ray.util.state import list_actors
+
+    extra = ["train.epochs=4", "checkpoint.every_steps=32", "failure.max_failures=1"]
+    base = launch(plan(_spec(tmp_runs, "uninterrupted", *extra)))
+    assert base["status"] == "SUCCEEDED", base["error"]
+
+    killed = {}
+    run_dir = Path(tmp_runs) / "killed"
+
+    def killer():
+        _wait_for(lambda: (run_dir / "checkpoint_000032" / "_COMPLETE").exists(), 300, "checkpoint")
+        actors = list_actors(address=runtime.local_address(), filters=[
+            ("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        pids = sorted(a.pid for a in actors)
+        killed["pid"] = pids[-1]
+        killed["step"] = max(_steps(run_dir))
+        os.kill(killed["pid"], signal.SIGKILL)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    summary = launch(plan(_spec(tmp_runs, "killed", *extra)))
+    t.join(timeout=5)
+    assert "pid" in killed, "the worker was never killed"
+    assert summary["status"] == "SUCCEEDED", summary["error"]
+    # Same seed, same data order, state restored from the checkpoint: the same result.
+    assert summary["metrics"]["accuracy"] == pytest.approx(base["metrics"]["accuracy"], abs=1e-6)
+    assert summary["metrics"]["loss"] == pytest.approx(base["metrics"]["loss"], rel=1e-4)
+    _assert_each_step_once(run_dir, 4 * STEPS_PER_EPOCH)
+    (run_dir / "fault.json").write_text(json.dumps(killed))
+
+
+# -- 2. retry budget ------------------------------------------------------------------------------
+
+
+def test_retry_budget_is_exact(ray_local, tmp_runs, monkeypatch):
+    extra = ["train.epochs=1", "checkpoint.every_steps=8", "failure.max_failures=2"]
+    monkeypatch.setenv("ORCH_FAULTS", json.dumps({"raise_at_step": 12, "times": 2}))
+    ok = launch(plan(_spec(tmp_runs, "two-faults", *extra)))
+    assert ok["status"] == "SUCCEEDED", ok["error"]
+    assert (Path(tmp_runs) / "two-faults" / ".faults_fired").read_text() == "2"
+    _assert_each_step_once(Path(tmp_runs) / "two-faults", STEPS_PER_EPOCH)
+
+    monkeypatch.setenv("ORCH_FAULTS", json.dumps({"raise_at_step": 12, "times": 3}))
+    bad = launch(plan(_spec(tmp_runs, "three-faults", *extra)))
+    assert bad["status"] == "FAILED"
+    assert "injected failure 3" in bad["error"]
+    row = [r for r in ledger.latest_by_run(tmp_runs) if r["run_name"] == "three-faults"][-1]
+    assert row["status"] == "FAILED" and "injected failure 3" in row["error"]
+
+
+# -- 3. driver SIGKILL ----------------------------------------------------------------------------
+
+
+def _orch_run(args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def test_driver_sigkill_then_same_command_resumes(tmp_runs):
+    args = [str(SPEC), "train.epochs=30", "checkpoint.every_steps=40", f"storage_path={tmp_runs}",
+            "name=driverkill", "train.log_every=4"]
+    run_dir = Path(tmp_runs) / "driverkill"
+    proc = _orch_run(args)
+    try:
+        _wait_for(lambda: (run_dir / "checkpoint_000040" / "_COMPLETE").exists() or proc.poll() is not None,
+                  300, "first checkpoint")
+        assert proc.poll() is None, proc.stdout.read()
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, as a crash or OOM-kill would
+        proc.wait(timeout=30)
+        # What the embedded Ray does without its driver: its processes notice and exit.
+        first_rows = ledger.runs_for_name(tmp_runs, "driverkill")
+        assert [r["status"] for r in first_rows] == ["RUNNING"]
+        time.sleep(5)
+        proc = _orch_run(args)
+        out, _ = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out[-3000:]
+    assert "resuming from checkpoint_" in out
+    events = [e for e in ledger.read_events(tmp_runs).to_pylist() if e["run_name"] == "driverkill"]
+    by_run: dict[str, list[str]] = {}
+    for e in events:
+        by_run.setdefault(e["run_id"], []).append(e["status"])
+    assert len(by_run) == 2
+    statuses = sorted(by_run.values(), key=len)
+    # the killed run is closed exactly once (no orphan), the rerun ends once (no duplicate)
+    assert sorted(map(tuple, statuses)) == sorted([("PENDING", "RUNNING", "STOPPED"),
+                                                   ("PENDING", "RUNNING", "SUCCEEDED")])
+    closed = [e for e in events if e["status"] == "STOPPED"]
+    assert "driver lost" in closed[0]["error"]
+    _assert_each_step_once(run_dir, 30 * STEPS_PER_EPOCH)
+
+
+# -- 4. atomic checkpoints ------------------------------------------------------------------------
+
+
+def test_half_written_checkpoint_falls_back_to_newest_complete(ray_local, tmp_runs):
+    extra = ["checkpoint.every_steps=16", "checkpoint.keep=2"]
+    first = launch(plan(_spec(tmp_runs, "atomic", "train.epochs=2", *extra)))
+    assert first["status"] == "SUCCEEDED", first["error"]
+    run_dir = Path(tmp_runs) / "atomic"
+    complete = sorted(p.name for p in run_dir.glob("checkpoint_*"))
+    assert complete == ["checkpoint_000048", "checkpoint_000064"]  # keep: 2
+    # Simulate a crash while the newest checkpoint was being written.
+    newest = run_dir / "checkpoint_000064"
+    (newest / "_COMPLETE").unlink()
+    (newest / "model.pt").write_bytes((newest / "model.pt").read_bytes()[:100])
+
+    p = plan(_spec(tmp_runs, "atomic", "train.epochs=3", *extra))
+    assert p.resumes_from.endswith("checkpoint_000048")
+    second = launch(p)
+    assert second["status"] == "SUCCEEDED", second["error"]
+    assert second["resumed_from_step"] == 48
+    names = sorted(q.name for q in run_dir.glob("checkpoint_*") if (q / "_COMPLETE").exists())
+    assert names[-1] == "checkpoint_000096" and len(names) <= 2, names
+    _assert_each_step_once(run_dir, 3 * STEPS_PER_EPOCH)
+
+
+# -- 6. unschedulable -----------------------------------------------------------------------------
+
+
+def test_unschedulable_request_fails_fast(ray_local, tmp_runs):
+    t0 = time.time()
+    s = launch(plan(_spec(tmp_runs, "toolarge", "resources.gpus_per_worker=1")))
+    assert s["status"] == "FAILED"
+    assert "can never be scheduled" in s["error"] and "GPU=1" in s["error"]
+    s2 = launch(plan(_spec(tmp_runs, "toomanycpus", "resources.cpus_per_worker=64")))
+    assert s2["status"] == "FAILED" and "CPU=64" in s2["error"]
+    assert time.time() - t0 < 60
+
+
+# -- 7 and 8: a real `ray start --head` -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def head():
+    from tests.integration.local_head import LocalHead
+
+    h = LocalHead(num_cpus=4, gcs_port_from=6700)
+    h.start()
+    try:
+        yield h
+    finally:
+        h.stop()
+
+
+LEDGER_JOB = (
+    "import os, time; from orchestrator import ledger as L; "
+    "rid = os.environ['RAY_JOB_SUBMISSION_ID']; d = os.environ['LEDGER_DIR']; "
+    "[L.record(d, run_id=rid, run_name=rid, workload='probe', status=s, kind='run') "
+    "for s in ('PENDING', 'RUNNING')]; time.sleep(0.5); "
+    "L.record(d, run_id=rid, run_name=rid, workload='probe', status='SUCCEEDED', kind='run')"
+)
+
+
+def test_fifty_jobs_at_once(head, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray.job_submission import JobStatus as RayJobStatus
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {head.token}"})
+    store = tmp_path / "shared"
+
+    def submit(i):
+        return client.submit_job(
+            entrypoint=f'{sys.executable} -c "{LEDGER_JOB}"',
+            runtime_env={"env_vars": {"LEDGER_DIR": str(store), "PYTHONPATH": str(ROOT)}},
+            entrypoint_num_cpus=0.05,
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(submit, range(50)))
+    assert len(set(ids)) == 50
+    terminal = {RayJobStatus.SUCCEEDED, RayJobStatus.FAILED, RayJobStatus.STOPPED}
+    deadline = time.time() + 420
+    status = {}
+    while time.time() < deadline:
+        status = {i: client.get_job_status(i) for i in ids}
+        if all(s in terminal for s in status.values()):
+            break
+        time.sleep(2)
+    assert all(s == RayJobStatus.SUCCEEDED for s in status.values()), status
+    rows = ledger.read_events(store).to_pylist()
+    terminal_rows = [r for r in rows if r["status"] == "SUCCEEDED"]
+    assert sorted(r["run_id"] for r in terminal_rows) == sorted(ids)  # exactly one each
+    assert len(rows) == 150  # nothing lost with 50 writers racing
+    (tmp_path / "fifty.json").write_text(json.dumps({"jobs": 50, "rows": len(rows)}))
+
+
+def _leftovers(head):
+    from ray.util.state import list_actors, list_placement_groups
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    os.environ["RAY_AUTH_TOKEN"] = head.token
+    actors = [a for a in list_actors(address=head.gcs_address, filters=[("state", "=", "ALIVE")])
+              if a.class_name not in ("JobSupervisor",)]
+    pgs = [p for p in list_placement_groups(address=head.gcs_address)
+           if p.state not in ("REMOVED",)]
+    return actors, pgs
+
+
+def test_ctrl_c_and_stop_leave_nothing_behind(head, tmp_path):
+    env = head.env
+    args = [sys.executable, "-m", "orchestrator.cli", "run", str(SPEC), "train.epochs=50",
+            f"storage_path={tmp_path}", "name=cancel", "--address", head.gcs_address]
+    proc = subprocess.Popen(args, cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    metrics = tmp_path / "cancel" / "metrics.jsonl"
+    _wait_for(lambda: metrics.exists() or proc.poll() is not None, 300, "training to start")
+    assert proc.poll() is None, proc.stdout.read()
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # twice: harmless
+    except ProcessLookupError:
+        pass
+    out, _ = proc.communicate(timeout=120)
+    assert [r["status"] for r in ledger.runs_for_name(tmp_path, "cancel")] == ["STOPPED"], out[-2000:]
+    _wait_for(lambda: _leftovers(head) == ([], []), 60, "actors and placement groups to go")
+
+    # orch stop on a submitted job, twice
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    cli_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token}
+    res = CliRunner().invoke(app, ["submit", str(SPEC), "train.epochs=50", "name=submitted",
+                                   f"storage_path={tmp_path}", "--address", head.dashboard_url,
+                                   "--submission-id", "cancel-me"], env=cli_env)
+    assert res.exit_code == 0, res.output
+    _wait_for(lambda: (tmp_path / "submitted" / "metrics.jsonl").exists(), 300, "submitted job to train")
+    for _ in range(2):
+        res = CliRunner().invoke(app, ["stop", "cancel-me", "--address", head.dashboard_url], env=cli_env)
+        assert res.exit_code == 0, res.output
+    _wait_for(lambda: _leftovers(head) == ([], []), 120, "actors and placement groups to go")
+
+
