@@ -447,30 +447,36 @@ def checkpoints(run: Run) -> list[dict[str, Any]]:
 
 
 def compression_results(run: Run, ledger_rows: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    """(source, data) for each compression result: JSON files in the run dir whose name
-    starts with `compress`, JSON/Markdown tables in a compress*/ folder, and ledger rows of
-    kind compress/export that name this run as their parent."""
+    """(source, data) for each compression result of this run: `orch compress` writes
+    `<run_dir>/compress_<time>/report.json` (stages and exports; report.md beside it), other
+    tools may leave `compress*.json` in the run dir; ledger rows of kind compress whose parent
+    is this run and whose folder is not already shown add their headline metrics."""
     found: list[tuple[str, Any]] = []
-    patterns = ("compress*.json", "compress*/*.json", "compress*/**/report*.json", "*/compress*.json",
-                "compress*.md", "compress*/*.md")
+    shown_dirs: set[str] = set()
+    patterns = ("compress*.json", "compress*/*.json", "*/compress*.json", "compress*.md", "compress*/*.md")
     seen: set[Path] = set()
     for pat in patterns:
         for f in sorted(run.run_dir.glob(pat)):
             if f in seen or not f.is_file() or f.stat().st_size > 2_000_000:
                 continue
             seen.add(f)
-            if f.suffix == ".json":
-                try:
-                    found.append((str(f.relative_to(run.run_dir)), json.loads(f.read_text())))
-                except (json.JSONDecodeError, OSError):
-                    continue
-            else:
-                found.append((str(f.relative_to(run.run_dir)), f.read_text()))
-    rid = (run.ledger_row or {}).get("run_id")
+            if f.suffix == ".md" and any(p.suffix == ".json" for p in seen if p.parent == f.parent):
+                continue  # the same table as the JSON beside it
+            rel = str(f.relative_to(run.run_dir))
+            try:
+                data = json.loads(f.read_text()) if f.suffix == ".json" else f.read_text()
+            except (json.JSONDecodeError, OSError):
+                continue
+            found.append((rel, data))
+            shown_dirs.add(str(f.parent.resolve()))
+    ids = {run.name, str(run.run_dir), str((run.ledger_row or {}).get("run_id") or ""),
+           str(run.summary.get("run_id") or "")} - {""}
     for r in ledger_rows:
-        if r["kind"] in ("compress", "export") and r["parent_run"] and r["parent_run"] in (run.name, rid, str(run.run_dir)):
-            found.append((f"ledger: {r['kind']} {r['run_name']} ({r['status']})",
-                          {**_json(r["metrics"]), **{k: v for k, v in _json(r["extra"]).items() if not isinstance(v, (dict, list))}}))
+        if r["kind"] != "compress" or r["parent_run"] not in ids:
+            continue
+        if r["run_dir"] and str(Path(r["run_dir"]).resolve()) in shown_dirs:
+            continue
+        found.append((f"ledger: {r['run_name']} ({r['status']})", _json(r["metrics"])))
     return found
 
 
@@ -478,10 +484,14 @@ def _render_data(data: Any) -> str:
     if isinstance(data, str):
         return f"<pre>{_e(data)}</pre>"
     if isinstance(data, dict):
-        for key in ("results", "rows", "variants", "table"):
-            if isinstance(data.get(key), list):
-                rest = {k: v for k, v in data.items() if k != key and not isinstance(v, (dict, list))}
-                return (_render_data(rest) if rest else "") + _render_data(data[key])
+        lists = {k: v for k, v in data.items()
+                 if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+        rest = {k: v for k, v in data.items() if k not in lists and not isinstance(v, (dict, list))}
+        if lists:
+            parts = [_render_data(rest)] if rest else []
+            for k, v in lists.items():
+                parts.append(f"<p class=sub>{_e(k)}</p>" + _render_data(v))
+            return "\n".join(parts)
         flat = _flatten(data)
         return _table(["key", "value"], [[k, v] for k, v in flat.items()])
     if isinstance(data, list) and data and all(isinstance(x, dict) for x in data):

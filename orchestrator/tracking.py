@@ -267,6 +267,13 @@ class _TensorBoard:
         for k, v in values.items():
             self.writer.add_scalar(k, v, global_step=step, walltime=wall)
 
+    def restart(self, step: int) -> None:
+        """Mark a restart at `step`: TensorBoard's reader drops what was logged at or after
+        it (a resumed run recomputes those steps)."""
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        self.writer.file_writer.add_event(Event(step=int(step), session_log=SessionLog(status=SessionLog.START)))
+
     def text(self, tag: str, body: str) -> None:
         self.writer.add_text(tag, body, global_step=0)
 
@@ -423,9 +430,12 @@ class RunTracker:
         self.tail = tail
         self.poll_every = poll_every
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.offset = 0 if from_start or not self.metrics_path.exists() else self.metrics_path.stat().st_size
+        exists = self.metrics_path.exists()
+        self.offset = 0 if from_start or not exists else self.metrics_path.stat().st_size
+        self._inode = self.metrics_path.stat().st_ino if exists else None
         self.backends: dict[str, Any] = {}
         self.last_step = 0
+        self.last_time: float | None = None
         self.rows = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -440,6 +450,7 @@ class RunTracker:
         if self.config.tensorboard:
             self._open("tensorboard", lambda: _TensorBoard(self.run_dir))
             if "tensorboard" in self.backends:
+                self.backends["tensorboard"].restart(self._first_new_step())
                 self.backends["tensorboard"].text("spec", "```yaml\n" + _yaml(self.spec) + "\n```")
         if self.config.mlflow:
             uri = resolve_uri(self.config.mlflow)
@@ -462,7 +473,6 @@ class RunTracker:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.poll()
-        self.sample(force=True)
         final = numeric_items(metrics or {})
         if "tensorboard" in self.backends:
             self._safe("tensorboard", lambda b: b.hparams(hparams_of(self.spec), final, status))
@@ -484,9 +494,16 @@ class RunTracker:
         with self._lock:
             if not self.metrics_path.exists():
                 return 0
-            size = self.metrics_path.stat().st_size
-            if size < self.offset:  # truncated (a resume dropped recomputed steps)
-                self.offset = 0 if size == 0 else self._offset_after(self.last_step)
+            st = self.metrics_path.stat()
+            size = st.st_size
+            replaced = self._inode is not None and st.st_ino != self._inode
+            self._inode = st.st_ino
+            # Rewritten (os.replace) or shorter: a restarted worker group dropped the rows
+            # after its checkpoint and recomputes them.
+            if replaced or size < self.offset:
+                self.offset = 0 if size == 0 else self._offset_after(self.last_step, self.last_time)
+                kept = self._last_step_before(self.offset)
+                self._safe("tensorboard", lambda b: b.restart(kept + 1))
             with open(self.metrics_path, "rb") as fh:
                 fh.seek(self.offset)
                 chunk = fh.read()
@@ -506,15 +523,39 @@ class RunTracker:
                     self._safe(name, lambda b: b.flush())
             return n
 
-    def _offset_after(self, step: int) -> int:
+    def _first_new_step(self) -> int:
+        """The step after the last row already in metrics.jsonl (0 for a fresh run)."""
+        return self._last_step_before(self.offset) + 1 if self.offset else 0
+
+    def _last_step_before(self, offset: int) -> int:
+        last = -1
+        with open(self.metrics_path, "rb") as fh:
+            for line in fh.read(offset).splitlines():
+                try:
+                    step = json.loads(line).get("step")
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+                if isinstance(step, (int, float)):
+                    last = int(step)
+        return last
+
+    def _offset_after(self, step: int, when: float | None) -> int:
+        """Where the rows not yet sent begin: after the last row written before `when` (the
+        time of the last row sent), else after the last row at or before `step`."""
         offset = 0
         with open(self.metrics_path, "rb") as fh:
             for line in fh:
                 try:
-                    if json.loads(line).get("step", -1) > step:
-                        break
+                    row = json.loads(line)
                 except json.JSONDecodeError:
-                    pass
+                    offset += len(line)
+                    continue
+                t = row.get("time")
+                if when is not None and isinstance(t, (int, float)):
+                    if t > when:
+                        break
+                elif row.get("step", -1) > step:
+                    break
                 offset += len(line)
         return offset
 
@@ -531,6 +572,8 @@ class RunTracker:
             step = self.last_step + 1
         step = int(step)
         self.last_step = step
+        if isinstance(row.get("time"), (int, float)):
+            self.last_time = float(row["time"])
         values = numeric_items(row)
         wall = row.get("time") if isinstance(row.get("time"), (int, float)) else None
         self.rows += 1

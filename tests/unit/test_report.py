@@ -69,9 +69,13 @@ def hrefs(page: str) -> list[str]:
 def test_run_report_holds_plots_checkpoints_spec_and_links(tmp_path):
     storage = tmp_path / "runs"
     d = make_run(storage, "mnist-a")
-    (d / "compress_report.json").write_text(json.dumps(
-        {"results": [{"variant": "int8", "size_mb": 0.5, "accuracy": 0.88},
-                     {"variant": "prune0.9", "size_mb": 0.2, "accuracy": 0.85}]}))
+    comp = d / "compress_20250101-030000"  # what `orch compress` writes
+    comp.mkdir()
+    (comp / "report.json").write_text(json.dumps({
+        "stages": [{"stage": "original", "params": 535818, "metrics": {"accuracy": 0.9}},
+                   {"stage": "prune0.9", "params": 53582, "metrics": {"accuracy": 0.85}}],
+        "exports": [{"format": "onnx", "ok": True, "max_abs_diff": 1e-6}], "quantize_mode": "dynamic"}))
+    (comp / "report.md").write_text("| stage | params |\n|---|---|\n| MDTABLE | 1 |\n")
     index = report.report("mnist-a", storage)
     assert index == d / "report" / "index.html"
     page = index.read_text()
@@ -83,7 +87,8 @@ def test_run_report_holds_plots_checkpoints_spec_and_links(tmp_path):
     assert "../checkpoint_000030" in links and "../spec.resolved.yaml" in links
     for link in links:  # every relative link resolves
         assert (index.parent / link).exists(), link
-    assert "prune0.9" in page and "int8" in page  # the compression table
+    assert "prune0.9" in page and "metrics.accuracy" in page and "onnx" in page  # compression
+    assert "MDTABLE" not in page  # report.md repeats report.json: shown once
     assert "lr: 0.001" in page  # the resolved spec
     assert "SUCCEEDED" in page
 
