@@ -288,6 +288,9 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
         "resumed_from_step": resumed_step,
         "error": error,
     }
+    if spec.compress and state.status == JobStatus.SUCCEEDED:  # the spec's `compress:` section
+        from orchestrator.compress import run_after_training
+        summary["compress"] = run_after_training(spec, summary, console=console)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     tracking.finish(tracker, summary)
     return summary
