@@ -24,6 +24,7 @@ nodes need shared storage: `require_shared_storage(storage_path)` refuses a loca
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -244,6 +245,7 @@ def cluster_files(root: str | Path = CLUSTER_DIR) -> list[Path]:
     return sorted(p for p in Path(root).glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
 
+@functools.lru_cache(maxsize=1)
 def ray_schema() -> dict[str, Any]:
     """ray/autoscaler/ray-schema.json of the installed Ray (found without importing Ray)."""
     import importlib.util
@@ -478,6 +480,7 @@ def _image_errors(path: str, image: Any) -> list[FieldError]:
     return []
 
 
+@functools.lru_cache(maxsize=1)
 def _ray_version() -> str:
     try:
         from importlib.metadata import version

@@ -144,16 +144,8 @@ def normalise_address(address: str | None) -> str:
 @contextmanager
 def translate_errors(address: str, sent_token: bool = False, job: str | None = None) -> Iterator[None]:
     """Ray's client errors -> errors that say what to do."""
-    from ray.exceptions import AuthenticationError
-
     try:
         yield
-    except AuthenticationError as exc:
-        if sent_token:
-            raise ClusterAuthError(f"the cluster at {address} refused our token (wrong cluster "
-                                   f"or an old token). {_AUTH_HELP}") from None
-        raise ClusterAuthError(f"the cluster at {address} requires its token and none was "
-                               f"sent. {_AUTH_HELP}") from exc
     except ConnectionError as exc:
         raise JobsApiError(f"cannot reach the Ray Jobs API at {address}: is the head up, and the "
                            "tunnel open (`ray dashboard cluster/gpu.yaml` or `kubectl port-forward "
@@ -163,6 +155,18 @@ def translate_errors(address: str, sent_token: bool = False, job: str | None = N
         if job and ("does not exist" in text or "404" in text):
             raise JobsApiError(f"no job '{job}' on {address} (see `orch list`)") from None
         raise JobsApiError(f"Jobs API at {address}: {text}") from None
+    except OrchestratorError:
+        raise
+    except Exception as exc:
+        from ray.exceptions import AuthenticationError  # Ray is imported by then
+
+        if not isinstance(exc, AuthenticationError):
+            raise
+        if sent_token:
+            raise ClusterAuthError(f"the cluster at {address} refused our token (wrong cluster "
+                                   f"or an old token). {_AUTH_HELP}") from None
+        raise ClusterAuthError(f"the cluster at {address} requires its token and none was "
+                               f"sent. {_AUTH_HELP}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,49 +180,62 @@ class UploadSize:
     largest: list[tuple[str, int]]  # top-level entries by size
 
 
-def upload_size(working_dir: str | Path, excludes: list[str]) -> UploadSize:
-    """Bytes Ray would pack from working_dir: Ray's own walk (default excludes, .gitignore,
-    .rayignore) plus `excludes`."""
-    root = Path(working_dir).resolve()
-    per_top: dict[str, int] = {}
-    count = 0
+def ray_default_excludes() -> list[str]:
+    """What Ray leaves out of every working_dir (ray_constants.RAY_RUNTIME_ENV_DEFAULT_EXCLUDES)."""
+    val = os.environ.get("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", ".git,.venv,venv,__pycache__")
+    return [x.strip() for x in val.split(",") if x.strip()]
 
-    def handler(path: Path) -> None:
-        nonlocal count
-        if path.is_file() and not path.is_symlink():
-            size = path.stat().st_size
-            top = path.relative_to(root).parts[0]
-            per_top[top] = per_top.get(top, 0) + size
-            count += 1
+
+def _pathspec(lines: list[str]):
+    """gitignore-style patterns, as Ray matches working_dir excludes (it vendors pathspec)."""
+    import pathspec
 
     try:
-        from ray._private import ray_constants
-        from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+        return pathspec.PathSpec.from_lines("gitignore", lines)
+    except (KeyError, LookupError):  # pathspec < 0.12 names it gitwildmatch
+        return pathspec.PathSpec.from_lines("gitwildmatch", lines)
 
-        all_excludes = ray_constants.get_runtime_env_default_excludes() + list(excludes)
-        include_gitignore = os.environ.get(ray_constants.RAY_RUNTIME_ENV_IGNORE_GITIGNORE, "0") != "1"
-        _dir_travel(root, [_get_excludes(root, all_excludes)], handler,
-                    include_gitignore=include_gitignore)
-    except ImportError:  # pragma: no cover - Ray's private layout moved: plain walk, excludes only
-        import fnmatch
 
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel = Path(dirpath).relative_to(root)
-            dirnames[:] = [d for d in dirnames if not _excluded(rel / d, excludes, fnmatch)]
-            for f in filenames:
-                if not _excluded(rel / f, excludes, fnmatch):
-                    handler(Path(dirpath) / f)
+def upload_size(working_dir: str | Path, excludes: list[str]) -> UploadSize:
+    """Bytes Ray would pack from working_dir, walked the way Ray walks it
+    (ray._private.runtime_env.packaging._dir_travel): Ray's default excludes and `excludes`
+    relative to the root, plus each folder's .gitignore (unless
+    RAY_RUNTIME_ENV_IGNORE_GITIGNORE=1) and .rayignore, relative to that folder."""
+    root = Path(working_dir).resolve()
+    include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+    per_top: dict[str, int] = {}
+    count = 0
+    ignores = [(root, _pathspec(ray_default_excludes() + list(excludes)))]
+
+    def skipped(path: Path) -> bool:
+        return any(base != path and spec.match_file(path.relative_to(base).as_posix()
+                                                     + ("/" if path.is_dir() else ""))
+                   for base, spec in ignores)
+
+    def travel(path: Path) -> None:
+        nonlocal count
+        added = 0
+        if path.is_dir():
+            names = ([".gitignore"] if include_gitignore else []) + [".rayignore"]
+            for name in names:
+                f = path / name
+                if f.is_file():
+                    ignores.append((path, _pathspec(f.read_text(errors="replace").splitlines())))
+                    added += 1
+        if path == root or not skipped(path):
+            if path.is_file() and not path.is_symlink():
+                size = path.stat().st_size
+                top = path.relative_to(root).parts[0]
+                per_top[top] = per_top.get(top, 0) + size
+                count += 1
+            elif path.is_dir():
+                for sub in sorted(path.iterdir()):
+                    travel(sub)
+        del ignores[len(ignores) - added:]
+
+    travel(root)
     largest = sorted(per_top.items(), key=lambda kv: -kv[1])[:5]
     return UploadSize(sum(per_top.values()), count, largest)
-
-
-def _excluded(rel: Path, patterns: list[str], fnmatch) -> bool:  # pragma: no cover
-    for pat in patterns:
-        anchored = pat.startswith("/")
-        pat = pat.lstrip("/")
-        if anchored and str(rel) == pat or not anchored and fnmatch.fnmatch(rel.name, pat):
-            return True
-    return False
 
 
 def check_upload(working_dir: str | Path, excludes: list[str], max_mb: float) -> UploadSize:
@@ -319,9 +336,8 @@ def submit(
     }
     sid = submission_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
     try:
-        with translate_errors(address, sent_token):
-            job_id = client.submit_job(entrypoint=entrypoint, runtime_env=runtime_env,
-                                       submission_id=sid, metadata=metadata)
+        job_id = _submit_retrying(client, address, sent_token, entrypoint=entrypoint,
+                                  runtime_env=runtime_env, submission_id=sid, metadata=metadata)
     except JobsApiError as exc:
         # Two submits with one id at once: the loser finds the winner's job here.
         if submission_id and "already exists" in str(exc):
@@ -332,14 +348,27 @@ def submit(
     return Submission(job_id, False, "PENDING", entrypoint, size.total_bytes / 2**20)
 
 
-def _check_spec_uploaded(wd: Path, spec_rel: str, excludes: list[str]) -> None:
-    from ray._private.thirdparty.pathspec import PathSpec
+def _submit_retrying(client, address: str, sent_token: bool, retry_s: float = 60.0, **kwargs) -> str:
+    """submit_job, retried while the head says its job agent is not up yet (right after
+    `ray up` / `ray start`: "No available agent to submit job, please try again later")."""
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            with translate_errors(address, sent_token):
+                return client.submit_job(**kwargs)
+        except JobsApiError as exc:
+            if "try again later" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(2.0)
 
+
+def _check_spec_uploaded(wd: Path, spec_rel: str, excludes: list[str]) -> None:
     parts = Path(spec_rel).parts
-    spec = PathSpec.from_lines("gitwildmatch", excludes)
+    spec = _pathspec(ray_default_excludes() + list(excludes))
     for i in range(1, len(parts) + 1):
-        if spec.match_file("/".join(parts[:i])):
-            raise JobsApiError(f"{spec_rel} lies in an excluded path ({'/'.join(parts[:i])}): "
+        sub = "/".join(parts[:i]) + ("/" if i < len(parts) else "")
+        if spec.match_file(sub):
+            raise JobsApiError(f"{spec_rel} lies in an excluded path ({sub.rstrip('/')}): "
                                "it would not be uploaded; move the spec elsewhere")
 
 
@@ -474,6 +503,15 @@ def register(app) -> None:
         The spec is validated here first. Same --submission-id and same spec: the existing job
         (nothing submitted); same id, other spec: refused.
         """
+        import logging
+
+        import ray.job_submission  # noqa: F401 - Ray sets up its loggers on import; then quiet them
+
+        # Ray logs every .gitignore it honours and its default excludes while packing; orch
+        # prints what was uploaded itself.
+        for noisy in ("ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir",
+                      "ray.dashboard.modules.dashboard_sdk"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
         try:
             sub = submit(spec, overrides or [], address, submission_id, working_dir, name,
                          exclude or [], max_upload_mb)
@@ -482,11 +520,13 @@ def register(app) -> None:
         addr = normalise_address(address)
         if sub.reused:
             console.print(f"job [bold]{sub.submission_id}[/bold] was already submitted with this "
-                          f"spec ({sub.status}); not submitting again", highlight=False)
+                          f"spec ({sub.status}); not submitting again", highlight=False, soft_wrap=True)
         else:
             console.print(f"submitted [bold]{sub.submission_id}[/bold] to {addr} "
-                          f"({sub.upload_mb:.2f} MiB uploaded): {sub.entrypoint}", highlight=False)
-        console.print(f"  orch logs {sub.submission_id} --follow --address {addr}", highlight=False)
+                          f"({sub.upload_mb:.2f} MiB uploaded): {sub.entrypoint}", highlight=False,
+                          soft_wrap=True)
+        console.print(f"  orch logs {sub.submission_id} --follow --address {addr}", highlight=False,
+                      soft_wrap=True)
         if follow:
             _logs(sub.submission_id, address, True)
 
@@ -497,7 +537,7 @@ def register(app) -> None:
             if follow:
                 status = follow_logs(client, addr, job, write=lambda s: print(s, end="", flush=True))
                 colour = "green" if status == "SUCCEEDED" else "red"
-                console.print(f"job {job}: [{colour}]{status}[/{colour}]", highlight=False)
+                console.print(f"job {job}: [{colour}]{status}[/{colour}]", highlight=False, soft_wrap=True)
                 if status != "SUCCEEDED":
                     raise typer.Exit(1)
                 return
@@ -555,9 +595,9 @@ def register(app) -> None:
         except OrchestratorError as exc:
             fail(exc)
         if requested:
-            console.print(f"stop requested for {job}: now {status}", highlight=False)
+            console.print(f"stop requested for {job}: now {status}", highlight=False, soft_wrap=True)
         else:
-            console.print(f"{job} has already ended ({status}); nothing to stop", highlight=False)
+            console.print(f"{job} has already ended ({status}); nothing to stop", highlight=False, soft_wrap=True)
 
     @app.command("list")
     def list_cmd(

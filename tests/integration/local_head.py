@@ -79,7 +79,20 @@ class LocalHead:
         return env
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> LocalHead:
+    def start(self, attempts: int = 3) -> LocalHead:
+        """Start the head; on a loaded machine Ray's fixed 30 s raylet-registration timeout can
+        fail `ray start`, so a failed start is retried on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_once()
+            except RuntimeError:
+                self.stop(remove_temp=False)
+                if attempt == attempts:
+                    raise
+                self._pick_ports()
+        return self
+
+    def _start_once(self) -> LocalHead:
         env = self.env
         env.update(self.extra_env)
         cmd = [
@@ -101,10 +114,10 @@ class LocalHead:
             self._remember_children()
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ray start exited {self.proc.returncode}:\n{self.log_tail()}")
-            if self._dashboard_answers():
+            # Up = `ray start` says so (its raylet registered) and the Jobs API answers.
+            if "Ray runtime started" in self.log_tail(10**6) and self._dashboard_answers():
                 return self
             time.sleep(0.5)
-        self.stop()
         raise RuntimeError(f"head not up after {self.start_timeout_s:.0f}s:\n{self.log_tail()}")
 
     def _dashboard_answers(self) -> bool:
@@ -132,7 +145,7 @@ class LocalHead:
         except OSError:
             return ""
 
-    def stop(self) -> None:
+    def stop(self, remove_temp: bool = True) -> None:
         """SIGTERM `ray start --block` (it stops its Ray processes), then SIGKILL any of the
         processes it started that are left (fake autoscaler nodes, workers)."""
         import psutil
@@ -162,7 +175,9 @@ class LocalHead:
             except psutil.Error:
                 pass
         self.proc = None
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        self.procs.clear()
+        if remove_temp:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _alive(self):
         import psutil
