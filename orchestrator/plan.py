@@ -73,8 +73,8 @@ class RunPlan:
             "max_failures": self.spec.failure.max_failures,
             "spec_hash": self.spec.spec_hash(),
         }
-        if self.memory:
-            d["memory"] = self.memory
+        if self.memory:  # its "table" is printed under the plan by `orch plan`
+            d["memory"] = {k: v for k, v in self.memory.items() if k != "table"}
         if self.deepspeed_config:
             d["deepspeed_config"] = self.deepspeed_config
         if self.notes:

@@ -17,8 +17,18 @@ A workload's loop reads like plain PyTorch:
 the workload never writes strategy code of its own. Inside Ray Train the process group is
 already set up by TorchTrainer (gloo on CPU, nccl on GPU); alone it is a single process.
 
-Checkpoints are directories holding `model.pt`, `optimizer.pt`, `state.json` and, written
-last, `_COMPLETE`: a directory without that marker is treated as half-written.
+Checkpoints are directories holding `state.json`, `config.json` and, written last by rank 0,
+`_COMPLETE`: a directory without that marker is treated as half-written. Beside them:
+
+    ddp        model.pt + optimizer.pt, written by rank 0 (every rank holds everything)
+    fsdp       dcp/ (torch.distributed.checkpoint: each rank writes its own shard file,
+               rank 0 the .metadata) + trainer.pt (LR schedule, loss scaler)
+    deepspeed  deepspeed/<tag>/ (a DeepSpeed engine checkpoint: each rank writes its ZeRO
+               shards; rank 0 the module states)
+
+Under Ray every rank reports its own directory to ray.train.report and Ray merges them into
+one checkpoint directory, so sharded strategies never gather the full state on one rank.
+docs/strategies.md has the whole story.
 """
 
 from __future__ import annotations
@@ -139,6 +149,8 @@ class Session:
     _last_log_time: float = field(default_factory=time.perf_counter)
     _last_log_step: int = 0
     _restored_from: str | None = None
+    engine: Any = None  # the DeepSpeed engine, under strategy deepspeed
+    fsdp: bool = False  # True once the model is wrapped with fully_shard
 
     # -- device and precision ------------------------------------------------------------
 
@@ -158,37 +170,154 @@ class Session:
         """Autocast context for the forward pass: bf16 on CPU or GPU, fp16 on GPU."""
         import torch
 
-        if self.precision == "fp32" or self.strategy == "deepspeed":
-            # DeepSpeed casts the model itself (its bf16/fp16 config sections).
+        if self.precision == "fp32" or self.engine is not None:
+            # DeepSpeed casts the model itself (its bf16/fp16 config sections) and turns an
+            # outer autocast off inside its forward; prepare() casts the inputs for it.
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     # -- wrapping ------------------------------------------------------------------------
 
-    def prepare(self, model, args: OptimArgs, total_steps: int, params=None):
+    def prepare(self, model, args: OptimArgs, total_steps: int, params=None, fsdp_wrap=None):
         """Move and wrap the model for the strategy; build optimizer and LR schedule.
 
         Returns (model, optimizer, scheduler). Use the returned model for forward passes.
+        `total_steps` counts optimizer steps (for the LR schedule). `fsdp_wrap` (or the
+        workload module's FSDP_WRAP) picks the modules FSDP shards as units: layer classes
+        or their names, or a function model -> list of modules; default: each child module
+        that holds parameters.
         """
         import torch
 
         self.args = args
         model = model.to(self.device)
-        if self.strategy == "ddp" or self.strategy == "auto":
+        if self.strategy == "deepspeed":
+            return self._prepare_deepspeed(model, args, total_steps, params)
+        if self.strategy == "fsdp" and self._distributed():
+            model = self._wrap_fsdp(model, fsdp_wrap)
+            optimizer = build_optimizer(params or model.parameters(), args)
+        elif self.strategy in ("ddp", "auto", "fsdp"):
+            # fsdp on one process without a process group: nothing to shard.
             if self.world_size > 1:
                 from torch.nn.parallel import DistributedDataParallel as DDP
 
                 device_ids = [self.local_rank] if self.device.type == "cuda" else None
-                model = DDP(model, device_ids=device_ids)
+                # Gradients live in DDP's buckets instead of beside them: 4Ψ bytes less.
+                model = DDP(model, device_ids=device_ids, gradient_as_bucket_view=True)
             optimizer = build_optimizer(params or model.parameters(), args)
         else:
-            raise NotImplementedError(f"strategy {self.strategy!r} is not available yet")
+            raise ValueError(f"unknown strategy {self.strategy!r}; expected ddp, fsdp or deepspeed")
         scheduler = build_scheduler(optimizer, args, total_steps)
         if self.precision == "fp16":
             self.scaler = torch.amp.GradScaler(self.device.type)
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         return model, optimizer, scheduler
+
+    def _distributed(self) -> bool:
+        import torch.distributed as dist
+
+        return dist.is_available() and dist.is_initialized()
+
+    # FSDP2 ----------------------------------------------------------------------------------
+
+    def _wrap_targets(self, model, fsdp_wrap) -> list:
+        """The submodules FSDP shards as their own units (the root is wrapped last, always)."""
+        if fsdp_wrap is None and self.config.get("workload"):
+            try:
+                from orchestrator.spec import import_workload
+
+                fsdp_wrap = getattr(import_workload(self.config["workload"]), "FSDP_WRAP", None)
+            except ImportError:
+                fsdp_wrap = None
+        if callable(fsdp_wrap) and not isinstance(fsdp_wrap, type):
+            return list(fsdp_wrap(model))
+        if fsdp_wrap:
+            wanted = tuple(fsdp_wrap) if not isinstance(fsdp_wrap, str | type) else (fsdp_wrap,)
+            names = {w for w in wanted if isinstance(w, str)}
+            classes = tuple(w for w in wanted if isinstance(w, type))
+            return [m for m in model.modules() if m is not model
+                    and (type(m).__name__ in names or (classes and isinstance(m, classes)))]
+        return [c for c in model.children() if any(True for _ in c.parameters())]
+
+    def _wrap_fsdp(self, model, fsdp_wrap):
+        import torch
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = init_device_mesh(self.device.type, (self.world_size,))
+        kwargs: dict[str, Any] = {"mesh": mesh}
+        if self.precision in ("bf16", "fp16"):
+            low = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            # Compute in low precision; keep the fp32 sharded master weights and reduce
+            # gradients in fp32 (as DeepSpeed does).
+            kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=low, reduce_dtype=torch.float32)
+        for module in self._wrap_targets(model, fsdp_wrap):
+            fully_shard(module, **kwargs)
+        fully_shard(model, **kwargs)
+        self.fsdp = True
+        return model
+
+    # DeepSpeed ------------------------------------------------------------------------------
+
+    def deepspeed_config(self, args: OptimArgs) -> dict[str, Any]:
+        """The plan's resolved DeepSpeed config, or one built from the session's choices."""
+        cfg = self.config.get("deepspeed_config")
+        if cfg:
+            return dict(cfg)
+        from orchestrator import deepspeed_config
+
+        ds = self.deepspeed
+        train = self.config.get("train") or {}
+        return deepspeed_config.from_parts(
+            stage=ds.get("stage") if ds.get("stage") is not None else deepspeed_config.DEFAULT_STAGE,
+            offload_optimizer=ds.get("offload_optimizer") or "none",
+            offload_param=ds.get("offload_param") or "none",
+            precision=self.precision,
+            grad_accum=args.grad_accum,
+            grad_clip=args.grad_clip,
+            micro_batch=int(train.get("batch_size", 1)),
+            workers=self.world_size,
+        )
+
+    def _prepare_deepspeed(self, model, args: OptimArgs, total_steps: int, params=None):
+        import torch
+
+        if not self._distributed():
+            _single_process_group(self.device)
+        import deepspeed
+
+        if self.device.type == "cpu":
+            # DeepSpeed's CPU backend compiles a shared-memory all-reduce op with gcc on first
+            # use (minutes on a busy machine; a build killed halfway leaves a lock that hangs
+            # every later start). Only inference_all_reduce uses it; training falls back to
+            # torch.distributed without it.
+            import importlib
+
+            # (import_module: `deepspeed.comm.torch` as an attribute is torch itself)
+            importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+
+        cfg = self.deepspeed_config(args)
+        # The DeepSpeed config decides accumulation and clipping; keep args in step with it so
+        # the LR schedule and logs agree (plan.py refuses a file that disagrees with train:).
+        accum = int(cfg.get("gradient_accumulation_steps", args.grad_accum))
+        if accum != args.grad_accum:
+            args = args.model_copy(update={"grad_accum": accum})
+            self.args = args
+        optimizer = build_optimizer(params or model.parameters(), args)
+        scheduler = build_scheduler(optimizer, args, total_steps)
+        engine, ds_optimizer, _, ds_scheduler = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=cfg,
+            dist_init_required=False,
+        )
+        low = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
+        if low is not None:
+            # DeepSpeed holds the module in bf16/fp16 but leaves the inputs to us.
+            engine.module.register_forward_pre_hook(_cast_inputs_hook(low), with_kwargs=True)
+        self.engine = engine
+        self.model, self.optimizer = engine, ds_optimizer
+        self.scheduler = ds_scheduler or scheduler
+        return engine, ds_optimizer, self.scheduler
 
     def unwrap(self, model=None):
         model = model if model is not None else self.model
@@ -204,12 +333,27 @@ class Session:
         import torch
 
         assert self.args is not None, "call prepare() first"
+        if self.engine is not None:
+            # DeepSpeed scales by its gradient_accumulation_steps, clips (gradient_clipping)
+            # and steps optimizer and LR schedule at the boundary itself.
+            boundary = self.engine.is_gradient_accumulation_boundary()
+            self.engine.backward(loss)
+            self.engine.step()
+            self.micro_step += 1
+            if boundary:
+                self.optimizer_steps += 1
+            return boundary
         accum = self.args.grad_accum
         self.micro_step += 1
         boundary = self.micro_step % accum == 0
         scaled = loss / accum
-        sync = boundary or self.world_size == 1 or not hasattr(self.model, "no_sync")
-        ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+        if self.fsdp:
+            # FSDP2: skip the reduce-scatter on micro-batches that only accumulate.
+            self.model.set_requires_gradient_sync(boundary or accum == 1)
+            ctx = contextlib.nullcontext()
+        else:
+            sync = boundary or self.world_size == 1 or not hasattr(self.model, "no_sync")
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
         with ctx:
             if self.scaler is not None:
                 self.scaler.scale(scaled).backward()
@@ -220,6 +364,7 @@ class Session:
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.args.grad_clip:
+            # Works on FSDP2's DTensor gradients too (the norm is reduced across shards).
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
@@ -243,6 +388,15 @@ class Session:
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        if self.world_size == 1 or not self._distributed():
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
 
     def barrier(self) -> None:
         if self.world_size > 1:
@@ -317,52 +471,91 @@ class Session:
     def should_checkpoint(self, step: int) -> bool:
         return step > 0 and step % self.checkpoint_every == 0
 
+    @property
+    def checkpoint_format(self) -> str:
+        if self.engine is not None:
+            return "deepspeed"
+        return "dcp" if self.fsdp else "torch"
+
     def save_checkpoint(self, step: int, metrics: dict[str, Any], state: dict | None = None,
                         final: bool = False) -> None:
         """Write a checkpoint of model, optimizer, schedule and `state`, and report it.
 
-        Every worker must call this (it is a collective under DDP/FSDP/DeepSpeed).
+        Every worker must call this (it is a collective under DDP/FSDP/DeepSpeed). Each rank
+        writes what it holds into its own directory; rank 0 writes the marker last, after
+        every rank has written (the sharded writers end in a collective).
         """
         import torch
 
         metrics = {**_plain(metrics), "step": step}
+        fmt = self.checkpoint_format
         state = {**(state or {}), "step": step, "optimizer_steps": self.optimizer_steps,
                  "micro_step": self.micro_step, "world_size": self.world_size,
-                 "strategy": self.strategy, "final": final}
+                 "strategy": self.strategy, "precision": self.precision, "format": fmt,
+                 "final": final}
         name = f"checkpoint_{step:06d}"
-        tmp = tempfile.mkdtemp(prefix=f"orch-{name}-")
+        tmp = tempfile.mkdtemp(prefix=f"orch-{name}-r{self.rank}-")
         try:
-            wrote = False
+            if fmt == "deepspeed":
+                # Each rank writes its ZeRO shards under deepspeed/<name>/; rank 0 also the
+                # module states. client_state travels with the engine checkpoint too.
+                self.engine.save_checkpoint(os.path.join(tmp, "deepspeed"), tag=name,
+                                            client_state={"orch_state": state}, save_latest=False)
+            elif fmt == "dcp":
+                import torch.distributed.checkpoint as dcp
+                from torch.distributed.checkpoint.state_dict import get_state_dict
+
+                model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+                dcp.save({"model": model_sd, "optimizer": optim_sd},
+                         checkpoint_id=os.path.join(tmp, "dcp"))
             if self.is_main:
-                torch.save(self.unwrap().state_dict(), os.path.join(tmp, "model.pt"))
-                torch.save(
-                    {"optimizer": self.optimizer.state_dict(),
-                     "scheduler": self.scheduler.state_dict(),
-                     "scaler": self.scaler.state_dict() if self.scaler else None},
-                    os.path.join(tmp, "optimizer.pt"),
-                )
+                if fmt == "torch":
+                    torch.save(self.unwrap().state_dict(), os.path.join(tmp, "model.pt"))
+                    torch.save(
+                        {"optimizer": self.optimizer.state_dict(),
+                         "scheduler": self.scheduler.state_dict(),
+                         "scaler": self.scaler.state_dict() if self.scaler else None},
+                        os.path.join(tmp, "optimizer.pt"),
+                    )
+                elif fmt == "dcp":
+                    torch.save({"scheduler": self.scheduler.state_dict(),
+                                "scaler": self.scaler.state_dict() if self.scaler else None},
+                               os.path.join(tmp, "trainer.pt"))
                 _write_json(os.path.join(tmp, "state.json"), state)
                 _write_json(os.path.join(tmp, "config.json"), self.config)
-                _write_json(os.path.join(tmp, COMPLETE_MARKER), {"step": step, "files": sorted(os.listdir(tmp))})
-                wrote = True
-            self._report_checkpoint(tmp if wrote else None, name, metrics)
+            # A collective: every rank's shards are on disk before rank 0 writes the marker,
+            # which lists every rank's files so restore can tell a partial merge.
+            files = self.all_gather_object(_walk(tmp))
+            if self.is_main:
+                _write_json(os.path.join(tmp, COMPLETE_MARKER),
+                            {"step": step, "format": fmt, "world_size": self.world_size,
+                             "files": sorted({f for rank_files in files for f in rank_files})})
+            self._report_checkpoint(tmp, name, metrics)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _report_checkpoint(self, directory: str | None, name: str, metrics: dict) -> None:
+    def _report_checkpoint(self, directory: str, name: str, metrics: dict) -> None:
         if self.is_main and (self._local_run_dir() or not self.in_ray):
             self._append_metrics({**metrics, "checkpoint": name})
+        has_files = any(True for _ in Path(directory).iterdir())
         if self.in_ray:
             import ray.train
 
-            ckpt = ray.train.Checkpoint.from_directory(directory) if directory else None
+            # Every rank with files reports them; Ray merges the directories into one.
+            ckpt = ray.train.Checkpoint.from_directory(directory) if has_files else None
             ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
-        else:
-            if directory and self.run_dir:
-                dest = Path(self.run_dir) / name
-                if dest.exists():
-                    shutil.rmtree(dest)
-                shutil.copytree(directory, dest)
+        elif self.run_dir:
+            dest = Path(self.run_dir) / name
+            if self.is_main and dest.exists():
+                shutil.rmtree(dest)
+            self.barrier()
+            marker = Path(directory) / COMPLETE_MARKER
+            if has_files:
+                shutil.copytree(directory, dest, dirs_exist_ok=True,
+                                ignore=lambda d, names: [COMPLETE_MARKER] if d == directory else [])
+            self.barrier()
+            if marker.exists():
+                shutil.copy2(marker, dest / COMPLETE_MARKER)
 
     def finish(self, metrics: dict[str, Any], step: int, state: dict | None = None) -> None:
         """Final report: always with a checkpoint, so Ray's Result carries these metrics."""
@@ -385,39 +578,129 @@ class Session:
 
     def restore(self) -> dict | None:
         """Load model/optimizer/schedule from the latest checkpoint; returns its state or None."""
-        import torch
+        from orchestrator.errors import CheckpointError
 
         with self.latest_checkpoint_dir() as d:
             if d is None:
                 return None
             d = Path(d)
             if not (d / COMPLETE_MARKER).exists():
-                from orchestrator.errors import CheckpointError
-
                 raise CheckpointError(f"checkpoint {d} is incomplete (no {COMPLETE_MARKER})")
             state = json.loads((d / "state.json").read_text())
-            model_state = torch.load(d / "model.pt", map_location=self.device, weights_only=True)
-            try:
-                self.unwrap().load_state_dict(model_state)
-            except RuntimeError as exc:
-                from orchestrator.errors import CheckpointError
-
+            fmt = state.get("format", "torch")
+            if fmt != self.checkpoint_format:
                 raise CheckpointError(
-                    f"checkpoint {d} holds a model of another shape: {str(exc).splitlines()[0]}"
+                    f"checkpoint {d} was written by strategy {state.get('strategy')} "
+                    f"({fmt} format); this run uses {self.strategy} ({self.checkpoint_format}). "
+                    "Resume with the same strategy, or start fresh (orch run SPEC --fresh)."
+                )
+            missing = [f for f in json.loads((d / COMPLETE_MARKER).read_text()).get("files", [])
+                       if not (d / f).exists()]
+            if missing:
+                raise CheckpointError(f"checkpoint {d} is missing {', '.join(missing[:5])}")
+            try:
+                if fmt == "deepspeed":
+                    self._load_deepspeed(d, state)
+                elif fmt == "dcp":
+                    self._load_dcp(d)
+                else:
+                    self._load_torch(d)
+            except RuntimeError as exc:
+                raise CheckpointError(
+                    f"checkpoint {d} does not fit this model: {str(exc).splitlines()[0]}"
                 ) from None
-            opt = torch.load(d / "optimizer.pt", map_location=self.device, weights_only=False)
-            self.optimizer.load_state_dict(opt["optimizer"])
-            self.scheduler.load_state_dict(opt["scheduler"])
-            if self.scaler is not None and opt.get("scaler"):
-                self.scaler.load_state_dict(opt["scaler"])
             self.optimizer_steps = state.get("optimizer_steps", 0)
             self.micro_step = state.get("micro_step", 0)
             self._restored_from = str(d)
             self._truncate_metrics(int(state.get("step", 0)))
             self._last_log_step = state.get("step", 0)
             if self.is_main:
-                print(f"[orch] resumed from {d.name} at step {state.get('step')}", flush=True)
+                print(f"[orch] resumed from {d.name} at step {state.get('step')} ({fmt})", flush=True)
             return state
+
+    def _load_torch(self, d: Path) -> None:
+        import torch
+
+        model_state = torch.load(d / "model.pt", map_location=self.device, weights_only=True)
+        self.unwrap().load_state_dict(model_state)
+        opt = torch.load(d / "optimizer.pt", map_location=self.device, weights_only=False)
+        self.optimizer.load_state_dict(opt["optimizer"])
+        self.scheduler.load_state_dict(opt["scheduler"])
+        if self.scaler is not None and opt.get("scaler"):
+            self.scaler.load_state_dict(opt["scaler"])
+
+    def _load_dcp(self, d: Path) -> None:
+        import torch
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        # Loads into this run's sharding (DCP reshards if the world size changed).
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        target = {"model": model_sd, "optimizer": optim_sd}
+        dcp.load(target, checkpoint_id=str(d / "dcp"))
+        set_state_dict(self.model, self.optimizer, model_state_dict=target["model"],
+                       optim_state_dict=target["optimizer"])
+        extra = torch.load(d / "trainer.pt", map_location="cpu", weights_only=False)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        if self.scaler is not None and extra.get("scaler"):
+            self.scaler.load_state_dict(extra["scaler"])
+
+    def _load_deepspeed(self, d: Path, state: dict) -> None:
+        from orchestrator.errors import CheckpointError
+
+        tag = d.name if (d / "deepspeed" / d.name).is_dir() else None
+        if tag is None:
+            tags = sorted(p.name for p in (d / "deepspeed").glob("checkpoint_*") if p.is_dir())
+            if not tags:
+                raise CheckpointError(f"checkpoint {d} holds no DeepSpeed engine checkpoint")
+            tag = tags[-1]
+        saved_world = int(state.get("world_size", self.world_size))
+        if saved_world != self.world_size:
+            raise CheckpointError(
+                f"DeepSpeed checkpoint {d} was written by {saved_world} workers, this run has "
+                f"{self.world_size}; resume with resources.workers={saved_world}"
+            )
+        path, _client = self.engine.load_checkpoint(
+            str(d / "deepspeed"), tag=tag, load_optimizer_states=True,
+            load_lr_scheduler_states=True)
+        if path is None:
+            raise CheckpointError(f"DeepSpeed could not load {d / 'deepspeed' / tag}")
+
+
+def _single_process_group(device) -> None:
+    """A one-process group, so DeepSpeed runs outside Ray and torchrun (main(), benchmarks)."""
+    import socket
+
+    import torch.distributed as dist
+
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+        os.environ.setdefault(key, value)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1)
+
+
+def _cast_inputs_hook(dtype):
+    import torch
+
+    def cast(x):
+        return x.to(dtype) if torch.is_tensor(x) and x.is_floating_point() else x
+
+    def hook(_module, args, kwargs):
+        return tuple(cast(a) for a in args), {k: cast(v) for k, v in kwargs.items()}
+
+    return hook
+
+
+def _walk(root: str) -> list[str]:
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            out.append(os.path.relpath(os.path.join(dirpath, f), root))
+    return out
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
