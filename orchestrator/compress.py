@@ -293,14 +293,46 @@ def mnist_adapter(config: dict[str, Any]) -> Adapter:
                               torch.from_numpy(xte), torch.from_numpy(yte))
 
 
-BUILTIN_ADAPTERS: dict[str, Callable[[dict], Adapter]] = {"mnist_mlp": mnist_adapter}
-HOOKS = ("example_inputs", "compress_eval", "train_batches", "compress_loss", "calibration_batches",
-         "compress_wrap")
+def _image_inputs_adapter(config: dict[str, Any]) -> Adapter:
+    """jobs/resnet_images.py until it grows hooks: random normalized images of the trained
+    size, for latency and export only (no metric, fine-tuning or calibration without hooks)."""
+    import torch
+
+    size = int((config.get("data") or {}).get("image_size") or 224)
+    g = torch.Generator().manual_seed(0)
+    return Adapter(example_inputs=lambda bs: (torch.randn(bs, 3, size, size, generator=g),),
+                   input_names=["images"])
 
 
-def adapter_for_workload(workload: str, module, config: dict[str, Any]) -> Adapter:
-    """Workload hooks win; the built-in adapter (mnist_mlp) fills what the workload lacks."""
-    base = BUILTIN_ADAPTERS[workload](config) if workload in BUILTIN_ADAPTERS else None
+def _t5_inputs_adapter(config: dict[str, Any], model=None) -> Adapter:
+    """jobs/t5_translation.py until it grows hooks: random token ids (source 24, target 16),
+    forward through (input_ids, decoder_input_ids) -> logits; no metric without hooks."""
+    import torch
+
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", 0) or 256)
+    g = torch.Generator().manual_seed(0)
+
+    def example_inputs(bs: int) -> tuple:
+        return (torch.randint(3, vocab, (bs, 24), generator=g),
+                torch.randint(3, vocab, (bs, 16), generator=g))
+
+    return Adapter(example_inputs=example_inputs, wrap=seq2seq_wrapper,
+                   input_names=["input_ids", "decoder_input_ids"])
+
+
+BUILTIN_ADAPTERS: dict[str, Callable[..., Adapter]] = {
+    "mnist_mlp": lambda config, model=None: mnist_adapter(config),
+    "resnet_images": lambda config, model=None: _image_inputs_adapter(config),
+    "t5_translation": _t5_inputs_adapter,
+}
+HOOKS = ("example_inputs", "compress_eval", "train_batches", "compress_loss",
+         "calibration_batches", "compress_wrap")
+
+
+def adapter_for_workload(workload: str, module, config: dict[str, Any], model=None) -> Adapter:
+    """Workload hooks win; the built-in adapter (mnist_mlp: everything; resnet_images and
+    t5_translation: example inputs only) fills what the workload lacks."""
+    base = BUILTIN_ADAPTERS[workload](config, model) if workload in BUILTIN_ADAPTERS else None
     hooks = {h: getattr(module, h, None) for h in HOOKS}
     if hooks["example_inputs"] is None and base is None:
         raise CompressError(
@@ -1039,6 +1071,8 @@ def compress_model(model, adapter: Adapter, spec: CompressSpec, out_dir: str | P
     model = copy.deepcopy(model).eval()
     reps = spec.latency_repeats
     rows = [measure("original", model, adapter, reps)]
+    if adapter.evaluate is None:
+        rows[0].notes.append("no task metric: the workload defines no compress_eval(model, config)")
     log(_row_line(rows[-1]))
     layers, exclude = spec.layers, spec.exclude
 
@@ -1243,16 +1277,42 @@ def load_checkpoint(path: str | Path, workload: str | None = None) -> Loaded:
         mod = import_workload(name)
     except ModuleNotFoundError as exc:
         raise CheckpointError(f"{ckpt}: workload '{name}' not found ({exc})") from None
-    args_cls = getattr(mod, "Args", None)
-    args = args_cls.model_validate(config.get("train", {})) if args_cls else config.get("train", {})
-    model = mod.build_model(args)
     state = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)
+    model = _rebuild(mod, name, config, ckpt, state)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"{ckpt}: weights do not fit workload '{name}' built from its "
                               f"config: {str(exc).splitlines()[0]}") from None
     return Loaded(model.eval(), config, name, mod, ckpt, run_dir)
+
+
+def _rebuild(mod, name: str, config: dict[str, Any], ckpt: Path, state: dict):
+    """An untrained model of the checkpoint's shape. A workload's `compress_build(config,
+    checkpoint_dir)` hook wins; T5 checkpoints record their T5Config in state.json; a
+    build_model(args, num_classes) gets the out-features of the state's last 2-D weight."""
+    import inspect
+
+    hook = getattr(mod, "compress_build", None)
+    if hook is not None:
+        return hook(config, ckpt)
+    saved = json.loads((ckpt / "state.json").read_text()) if (ckpt / "state.json").exists() else {}
+    if saved.get("t5_config") and hasattr(mod, "model_from_config"):
+        return mod.model_from_config(saved["t5_config"])
+    args_cls = getattr(mod, "Args", None)
+    args = args_cls.model_validate(config.get("train", {})) if args_cls else config.get("train", {})
+    if getattr(args, "weights", None):
+        args = args.model_copy(update={"weights": None})  # the checkpoint has the weights
+    params = list(inspect.signature(mod.build_model).parameters)
+    if len(params) == 2 and params[1] == "num_classes":
+        mats = [v for v in state.values() if getattr(v, "dim", lambda: 0)() == 2]
+        if not mats:
+            raise CheckpointError(f"{ckpt}: cannot tell num_classes for {name}.build_model")
+        return mod.build_model(args, mats[-1].shape[0])
+    if len(params) != 1:
+        raise CheckpointError(f"{ckpt}: {name}.build_model{inspect.signature(mod.build_model)} "
+                              "needs more than Args; add compress_build(config, checkpoint_dir)")
+    return mod.build_model(args)
 
 
 def source_run_id(run_dir: Path) -> str:
@@ -1318,7 +1378,8 @@ def compress_checkpoint(path: str | Path, spec: CompressSpec, workload: str | No
     """Load a checkpoint (or a run dir's latest), compress it, write the output folder and the
     ledger rows. Returns (result, compress run_id)."""
     loaded = load_checkpoint(path, workload)
-    adapter = adapter or adapter_for_workload(loaded.workload, loaded.module, loaded.config)
+    adapter = adapter or adapter_for_workload(loaded.workload, loaded.module, loaded.config,
+                                              loaded.model)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = Path(spec.out) if spec.out else loaded.run_dir / f"compress_{stamp}"
     parent = parent_run or source_run_id(loaded.run_dir)
