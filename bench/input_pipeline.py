@@ -1,0 +1,199 @@
+"""Input pipeline and scaling, side by side in one run:
+
+1. images/s of decode + augment (no model): image folder + torch DataLoader against Parquet
+   shards + Ray Data (read_parquet -> map_batches(decode) -> iter_torch_batches(augment)),
+   on the same generated images with the same augmentation;
+2. ResNet-50 training samples/s through `orch run`'s launcher at 1 and 2 Ray Train workers.
+
+    python bench/input_pipeline.py                                   # ~3-5 min on 2 cores
+    python bench/input_pipeline.py --images 2000 --size 64 --train-steps 12 --train-size 32
+    python bench/input_pipeline.py --skip-train                      # part 1 only
+
+Prints a table and the ratios; results go to docs/benchmarks.md by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+AUGMENT = {
+    "rotation_range": 15,
+    "width_shift_range": 0.1,
+    "height_shift_range": 0.1,
+    "zoom_range": 0.1,
+    "horizontal_flip": True,
+    "fill_mode": "nearest",
+}
+
+
+def folder_images_per_s(
+    folder: Path, size: int, batch: int, loader_workers: int
+) -> tuple[float, int]:
+    from orchestrator import data as D
+
+    d = D.ImageDataArgs.model_validate(
+        {
+            "path": str(folder),
+            "image_size": size,
+            "augment": AUGMENT,
+            "loader_workers": loader_workers,
+        }
+    )
+    idx = D.scan_folder(folder)
+    loader, sampler = D.folder_loader(idx.samples, d, batch, 0, 1, 0, train=True)
+    t = time.perf_counter()
+    n = sum(len(b["label"]) for b in loader)
+    return n / (time.perf_counter() - t), n
+
+
+def ray_data_images_per_s(shards: Path, size: int, batch: int) -> tuple[float, int, float]:
+    """One consumer over the whole dataset; returns (images/s of the pass, images, 2nd pass)."""
+    from orchestrator import data as D
+
+    d = D.ImageDataArgs.model_validate(
+        {"path": str(shards), "image_size": size, "augment": AUGMENT, "val_fraction": 0}
+    )
+    ds = D.ray_image_dataset(str(shards), d)
+    aug = D.Augmenter(d, train=True, seed=0)
+    rates = []
+    for epoch in range(2):
+        t = time.perf_counter()
+        n = sum(
+            len(b["label"])
+            for b in ds.iter_torch_batches(
+                batch_size=batch, collate_fn=D.augment_collate(aug, epoch), prefetch_batches=2
+            )
+        )
+        rates.append(n / (time.perf_counter() - t))
+    return rates[0], n, rates[1]
+
+
+def train_samples_per_s(
+    workers: int, steps: int, size: int, batch: int, storage: Path, data_path: Path
+) -> dict:
+    from rich.console import Console
+
+    from orchestrator.plan import plan
+    from orchestrator.spec import load_spec
+    from orchestrator.train import launch, read_metrics
+
+    spec = load_spec(
+        ROOT / "jobs/resnet_images.yaml",
+        [
+            "train.arch=resnet50",
+            f"train.max_steps={steps}",
+            "train.epochs=1000",
+            f"train.batch_size={batch}",
+            "train.log_every=1",
+            "train.channels_last=false",
+            f"data.image_size={size}",
+            f"data.path={data_path}",
+            "data.val_fraction=0.02",
+            "data.loader_workers=1",
+            f"resources.workers={workers}",
+            f"storage_path={storage}",
+            f"name=r50-{workers}w",
+            "checkpoint.every_steps=100000",
+        ],
+    )
+    t = time.perf_counter()
+    summary = launch(plan(spec), console=Console(quiet=True))
+    wall = time.perf_counter() - t
+    if summary["status"] != "SUCCEEDED":
+        raise SystemExit(f"training run failed: {summary['error']}")
+    rows = [r for r in read_metrics(summary["run_dir"]) if "samples_per_s" in r]
+    timed = [r["samples_per_s"] for r in rows if r["step"] > 2]  # steps 1-2: warm-up
+    return {
+        "workers": workers,
+        "samples_per_s": statistics.median(timed),
+        "steps": steps,
+        "batch_per_worker": batch,
+        "image_size": size,
+        "wall_s": wall,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--images", type=int, default=2000, help="generated images (4 classes)")
+    p.add_argument("--size", type=int, default=64, help="image side for part 1")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--loader-workers", type=int, default=1, help="DataLoader processes (folder)")
+    p.add_argument("--train-steps", type=int, default=12)
+    p.add_argument("--train-size", type=int, default=32, help="image side for ResNet-50 training")
+    p.add_argument("--train-batch", type=int, default=8, help="per worker")
+    p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--json", default=None)
+    a = p.parse_args(argv)
+
+    from orchestrator import data as D
+    from orchestrator import runtime
+    from orchestrator.shapes import make_shapes
+
+    work = Path(tempfile.mkdtemp(prefix="orch-bench-input-"))
+    per = max(1, a.images // 4)
+    root = make_shapes(work / "shapes", per_class=per, val_per_class=1, size=a.size)
+    t = time.perf_counter()
+    rep = D.pack_folder(root / "train", work / "shards", rows_per_shard=max(64, per // 4))
+    pack_s = time.perf_counter() - t
+    print(
+        f"{rep.rows} images {a.size}x{a.size} png; packed into {len(rep.shards)} shards "
+        f"({rep.bytes / 2**20:.1f} MiB) in {pack_s:.1f} s ({rep.rows / pack_s:.0f} img/s, decode-checked)"
+    )
+
+    out: dict = {"images": rep.rows, "size": a.size, "batch": a.batch}
+    f_rate, n = folder_images_per_s(root / "train", a.size, a.batch, a.loader_workers)
+    runtime.connect(num_cpus=4)
+    try:
+        r_rate, n2, r_rate2 = ray_data_images_per_s(work / "shards", a.size, a.batch)
+        assert n == n2 == rep.rows, (n, n2, rep.rows)
+        out.update(folder_img_s=f_rate, ray_data_img_s=r_rate, ray_data_img_s_pass2=r_rate2)
+        print("\ndecode + augment, no model (one consumer, whole data set):")
+        print(f"  folder + DataLoader ({a.loader_workers} worker proc): {f_rate:8.0f} img/s")
+        print(
+            f"  Parquet + Ray Data, pass 1:            {r_rate:8.0f} img/s  ({r_rate / f_rate:.2f}x folder)"
+        )
+        print(
+            f"  Parquet + Ray Data, pass 2:            {r_rate2:8.0f} img/s  ({r_rate2 / f_rate:.2f}x folder)"
+        )
+        if not a.skip_train:
+            res = [
+                train_samples_per_s(
+                    w, a.train_steps, a.train_size, a.train_batch, work / "runs", root / "train"
+                )
+                for w in (1, 2)
+            ]
+            out["train"] = res
+            print(
+                f"\nResNet-50 training, {a.train_size}x{a.train_size}, batch {a.train_batch}/worker, "
+                f"{a.train_steps} steps (median after 2 warm-up steps):"
+            )
+            for r in res:
+                print(
+                    f"  {r['workers']} worker(s): {r['samples_per_s']:7.1f} samples/s  (run wall {r['wall_s']:.0f} s)"
+                )
+            print(
+                f"  2 workers / 1 worker: {res[1]['samples_per_s'] / res[0]['samples_per_s']:.2f}x"
+            )
+    finally:
+        import ray
+
+        ray.shutdown()
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()

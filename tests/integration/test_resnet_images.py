@@ -1,0 +1,158 @@
+"""ResNet-18 on generated shapes, 2 Ray Train workers, through both data paths:
+
+- folder + DataLoader (ShardSampler), and
+- Parquet shards + Ray Data (streaming_split(equal=False) via ray_datasets / DataConfig),
+
+each reaching >= 90% validation accuracy, and each worker's per-epoch sample ids (written by
+`train.record_samples`) covering every readable training image exactly once. One truncated
+image sits in the training folder: the folder path must skip and count it every epoch; the
+packer must leave it out of the shards and list it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orchestrator import data as imgdata
+from orchestrator.plan import plan
+from orchestrator.shapes import make_shapes
+from orchestrator.spec import load_spec
+from orchestrator.train import launch
+
+ROOT = Path(__file__).resolve().parents[2]
+EPOCHS = 6
+BAD = "square/square_00003.png"
+# 4 classes x 151 = 604 training images (603 readable): 2 workers split them unevenly.
+COMMON = [
+    "train.arch=resnet18",
+    f"train.epochs={EPOCHS}",
+    "train.batch_size=32",
+    "train.lr=2e-3",
+    "train.lr_schedule=cosine",
+    "train.warmup_steps=5",
+    "train.record_samples=true",
+    "train.channels_last=false",
+    "train.log_every=5",
+    "data.image_size=32",
+    "data.augment={horizontal_flip: true}",
+    "data.loader_workers=1",
+    "data.on_bad=skip",
+    "resources.workers=2",
+    "checkpoint.every_steps=100000",
+    "seed=0",
+]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = make_shapes(
+        tmp_path_factory.mktemp("imgs") / "shapes", per_class=151, val_per_class=40, size=32
+    )
+    bad = root / "train" / BAD
+    bad.write_bytes(bad.read_bytes()[:60])  # truncated
+    report = imgdata.pack_folder(root / "train", root / "shards" / "train", rows_per_shard=40)
+    imgdata.pack_folder(root / "val", root / "shards" / "val", rows_per_shard=40)
+    idx = imgdata.scan_folder(root / "train")
+    readable = sorted(s.index for s in idx.samples if s.rel != BAD)
+    return {
+        "root": root,
+        "report": report,
+        "readable": readable,
+        "bad_index": next(s.index for s in idx.samples if s.rel == BAD),
+    }
+
+
+def _run(tmp_path_factory, name, extra):
+    runs = tmp_path_factory.mktemp(f"runs-{name}")
+    spec = load_spec(
+        ROOT / "jobs/resnet_images.yaml", [*COMMON, f"storage_path={runs}", f"name={name}", *extra]
+    )
+    summary = launch(plan(spec))
+    assert summary["status"] == "SUCCEEDED", summary["error"]
+    return summary
+
+
+@pytest.fixture(scope="module")
+def folder_run(ray_local, dataset, tmp_path_factory):
+    root = dataset["root"]
+    return _run(
+        tmp_path_factory,
+        "folder",
+        ["data.format=folder", f"data.path={root / 'train'}", f"data.val_path={root / 'val'}"],
+    )
+
+
+@pytest.fixture(scope="module")
+def parquet_run(ray_local, dataset, tmp_path_factory):
+    root = dataset["root"]
+    return _run(
+        tmp_path_factory,
+        "parquet",
+        [
+            "data.format=parquet",
+            f"data.path={root / 'shards/train'}",
+            f"data.val_path={root / 'shards/val'}",
+            "data.shuffle_buffer=128",
+        ],
+    )
+
+
+def _seen(summary) -> dict[int, dict[int, list[int]]]:
+    out: dict[int, dict[int, list[int]]] = {}
+    for f in sorted((Path(summary["run_dir"]) / "samples").glob("train-epoch*-rank*.json")):
+        epoch = int(f.stem.split("epoch")[1].split("-")[0])
+        rank = int(f.stem.split("rank")[1])
+        out.setdefault(epoch, {})[rank] = json.loads(f.read_text())
+    return out
+
+
+def _assert_exactly_once(summary, expected: list[int]):
+    seen = _seen(summary)
+    assert sorted(seen) == list(range(EPOCHS)), f"epochs recorded: {sorted(seen)}"
+    for epoch, ranks in seen.items():
+        assert sorted(ranks) == [0, 1], f"epoch {epoch}: ranks {sorted(ranks)}"
+        assert all(ranks[r] for r in ranks), f"epoch {epoch}: a worker trained on nothing"
+        both = ranks[0] + ranks[1]
+        dupes = len(both) - len(set(both))
+        assert dupes == 0, f"epoch {epoch}: {dupes} image(s) seen twice"
+        missing = set(expected) - set(both)
+        assert not missing, f"epoch {epoch}: {len(missing)} image(s) never seen"
+        assert sorted(both) == expected
+    # shuffled per epoch: rank 0's first ids differ between epochs
+    assert seen[0][0][:10] != seen[1][0][:10]
+
+
+def test_folder_path_reaches_90_percent(folder_run):
+    m = folder_run["metrics"]
+    assert m["accuracy"] >= 0.90, m
+    assert m["bad_samples"] == 1, "the truncated image is skipped and counted"
+
+
+def test_folder_path_sees_each_image_exactly_once_per_epoch(folder_run, dataset):
+    _assert_exactly_once(folder_run, dataset["readable"])
+
+
+def test_pack_left_out_and_listed_the_bad_image(dataset):
+    rep = dataset["report"]
+    assert rep.rows == len(dataset["readable"]) and [Path(f).name for f, _ in rep.bad] == [
+        "square_00003.png"
+    ]
+
+
+def test_parquet_ray_data_path_reaches_90_percent(parquet_run):
+    m = parquet_run["metrics"]
+    assert m["accuracy"] >= 0.90, m
+    assert m["bad_samples"] == 0
+
+
+def test_parquet_ray_data_path_sees_each_row_exactly_once_per_epoch(parquet_run, dataset):
+    _assert_exactly_once(parquet_run, dataset["readable"])
+    rows = [
+        json.loads(line)
+        for line in (Path(parquet_run["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+    ]
+    val = [r["val_samples"] for r in rows if "val_samples" in r]
+    assert val and all(v == 160 for v in val), "each validation row counted once"
