@@ -936,6 +936,17 @@ def print_sweep_summary(summary: dict[str, Any], console) -> None:
     console.print(t)
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (orch scheduler's concurrency: replace, a job manager) ends the sweep like
+    Ctrl-C: Tune saves its state, the sweep row says STOPPED, --resume can continue it."""
+    import signal
+
+    def _term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _term)
+
+
 def register(app) -> None:
     import typer
 
@@ -956,6 +967,7 @@ def register(app) -> None:
         from orchestrator.cli import console, fail
         from orchestrator.spec import load_spec
 
+        stop_on_sigterm()
         try:
             s = load_spec(spec, overrides or [])
             if not resume:

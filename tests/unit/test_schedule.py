@@ -347,3 +347,25 @@ def test_add_schedule_errors(tmp_path):
     Store(tmp_path / "s.db").remove("mem")
     with pytest.raises(ScheduleError, match="no schedule"):
         Store(tmp_path / "s.db").remove("mem")
+
+
+def test_cli_add_list_remove(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    spec_path = tmp_path / "mem.yaml"
+    spec_path.write_text(SPEC.format(storage=tmp_path / "runs"))
+    db = str(tmp_path / "s.db")
+    r = CliRunner().invoke(app, ["schedule", "add", str(spec_path), "--cron", "*/5 * * * *",
+                                 "--name", "five", "--concurrency", "replace", "--db", db])
+    assert r.exit_code == 0, r.output
+    assert "added schedule five" in r.output
+    r = CliRunner().invoke(app, ["schedule", "list", "--db", db])
+    assert r.exit_code == 0 and "five" in r.output and "replace" in r.output
+    r = CliRunner().invoke(app, ["schedule", "add", str(spec_path), "--cron", "bad", "--db", db])
+    assert r.exit_code == 2 and "schedule.cron" in r.output
+    r = CliRunner().invoke(app, ["schedule", "remove", "five", "--db", db])
+    assert r.exit_code == 0
+    r = CliRunner().invoke(app, ["schedule", "remove", "five", "--db", db])
+    assert r.exit_code == 6 and "no schedule 'five'" in r.output

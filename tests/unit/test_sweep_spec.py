@@ -129,3 +129,4 @@ def test_pbt_makes_every_report_carry_a_checkpoint():
     sw = validate_sweep(spec)
     d = trial_spec_dict(trial_base(spec), {}, sw, "/t", "x")
     assert d["checkpoint"]["every_steps"] == 4 == d["train"]["log_every"]
+

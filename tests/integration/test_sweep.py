@@ -1,0 +1,238 @@
+"""Sweeps on real local Ray: MNIST MLP over the learning rate, ASHA, kill + --resume.
+
+Budget: tiny trials (1 worker, 60-80 steps of a 32-unit MLP); about 2-3 minutes together on
+an idle 2-core machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator import ledger
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SPEC = {
+    "name": "lr-sweep",
+    "workload": "mnist_mlp",
+    "resources": {"workers": 1, "cpus_per_worker": 1},
+    "train": {"epochs": 1, "max_steps": 60, "batch_size": 32, "hidden": [32], "log_every": 10},
+    "checkpoint": {"every_steps": 30, "keep": 2},
+    "sweep": {
+        "metric": "loss",
+        "mode": "min",
+        "num_samples": 1,
+        "max_concurrent": 2,
+        "algorithm": "grid",
+        # Good rates first: asynchronous ASHA compares a trial with those that reached the
+        # same rung before it, so the poor ones (1e-6, 1e-7) meet the good ones' results.
+        "search_space": {"train.lr": {"grid": [3e-3, 1e-3, 1e-6, 1e-7]}},
+        "scheduler": {"type": "asha", "grace_period": 2, "reduction_factor": 2, "max_t": 6},
+    },
+}
+
+
+def trial_rows(storage, sweep_id):
+    return [r for r in ledger.read_events(storage).to_pylist()
+            if r["kind"] == "trial" and r["sweep_id"] == sweep_id]
+
+
+def terminal_by_trial(rows):
+    out: dict[str, list[dict]] = {}
+    for r in rows:
+        tid = json.loads(r["extra"])["trial_id"]
+        out.setdefault(tid, [])
+        if r["status"] in ("SUCCEEDED", "STOPPED", "FAILED"):
+            out[tid].append(r)
+    return out
+
+
+def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
+    from rich.console import Console
+
+    from orchestrator.spec import validate_spec
+    from orchestrator.sweep import print_sweep_summary, run_sweep
+
+    spec = validate_spec({**SPEC, "storage_path": str(tmp_runs)})
+    t0 = time.time()
+    summary = run_sweep(spec, sweep_id="lr-asha", console=Console(), live_every_s=1e9)
+    wall = time.time() - t0
+    print_sweep_summary(summary, Console())
+    print(f"4-trial ASHA sweep: {wall:.1f} s")
+    assert summary["status"] == "SUCCEEDED", summary.get("error")
+    trials = summary["trials"]
+    assert len(trials) == 4
+    # The best trial is one of the two sane learning rates, with a real loss and checkpoint.
+    assert summary["best_config"]["train.lr"] in (3e-3, 1e-3)
+    assert summary["best_metric"] < 2.0
+    assert Path(summary["best_checkpoint"]).is_dir()
+    assert Path(summary["plot"]).stat().st_size > 1000
+    # ASHA stopped at least one poor trial early: fewer reports than a full trial (6), and
+    # never reaching the last step; a completed trial reports finished=1 at step 60.
+    full = [t for t in trials if t["finished"]]
+    early = [t for t in trials if not t["finished"]]
+    assert full and all(t["step"] == 60 and t["reports"] == 6 for t in full)
+    assert early, f"ASHA stopped nothing: {trials}"
+    assert all(t["reports"] < 6 and t["step"] < 60 for t in early)
+    assert all(t["config"]["train.lr"] <= 1e-6 for t in early)
+    # Every trial is one ledger row chain tied to the sweep, ending once.
+    ends = terminal_by_trial(trial_rows(tmp_runs, "lr-asha"))
+    assert len(ends) == 4 and all(len(v) == 1 for v in ends.values())
+    stopped = [v[0] for v in ends.values() if v[0]["status"] == "STOPPED"]
+    assert len(stopped) == len(early) and all(json.loads(r["extra"])["early_stopped"] for r in stopped)
+    sweep_rows = [r for r in ledger.read_events(tmp_runs).to_pylist() if r["kind"] == "sweep"]
+    assert [r["status"] for r in sweep_rows] == ["RUNNING", "SUCCEEDED"]
+    assert json.loads(sweep_rows[-1]["extra"])["best_config"] == summary["best_config"]
+
+
+def _ledger_ends(storage, sweep_id):
+    try:
+        return terminal_by_trial(trial_rows(storage, sweep_id))
+    except Exception:  # a row being renamed into place
+        return {}
+
+
+def test_killed_sweep_resumes_and_runs_every_trial_once(tmp_path):
+    storage = tmp_path / "runs"
+    spec = json.loads(json.dumps(SPEC))
+    spec["storage_path"] = str(storage)
+    spec["name"] = "resume-me"
+    spec["train"]["max_steps"] = 80
+    spec["checkpoint"]["every_steps"] = 10  # every report carries a checkpoint
+    spec["sweep"].update(algorithm="random", seed=7, num_samples=4, scheduler="none",
+                         search_space={"train.lr": {"loguniform": [1e-4, 3e-3]}})
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    sweep_id = "resume-me-sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    orch = [sys.executable, "-m", "orchestrator.cli", "sweep", str(path), "--name", sweep_id]
+    log1 = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(orch, cwd=ROOT, env=env, stdout=log1, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    killed_at = None
+    try:
+        deadline = time.time() + 240
+        # Kill the driver (and its embedded Ray) once a trial has finished and another has
+        # reported a checkpoint but not finished.
+        while time.time() < deadline and driver.poll() is None:
+            ends = _ledger_ends(storage, sweep_id)
+            done = {t for t, v in ends.items() if v}
+            running = [t for t in ends if t not in done
+                       and any((storage / sweep_id / "trials").glob(f"{t}*/checkpoint_*"))]
+            if done and running:
+                killed_at = {"done": done, "running": set(running), "time": time.time()}
+                break
+            time.sleep(0.5)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=60)
+        log1.close()
+    assert killed_at, "the sweep ended before it could be killed mid-way:\n" + (tmp_path / "first.log").read_text()[-3000:]
+    rows_before = {r["event_id"] for r in trial_rows(storage, sweep_id)}
+    sweep_rows = [r for r in ledger.read_events(storage).to_pylist() if r["kind"] == "sweep"]
+    assert [r["status"] for r in sweep_rows] == ["RUNNING"]  # killed: no terminal row
+
+    resumed = subprocess.run(orch[:-2] + ["--resume"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+
+    rows = trial_rows(storage, sweep_id)
+    ends = terminal_by_trial(rows)
+    assert len(ends) == 4, ends.keys()
+    # Every trial ended exactly once, and successfully.
+    assert all(len(v) == 1 and v[0]["status"] == "SUCCEEDED" for v in ends.values()), ends
+    # Trials that had finished before the kill got no new rows (not run again).
+    after = [r for r in rows if r["event_id"] not in rows_before]
+    rerun = {json.loads(r["extra"])["trial_id"] for r in after} & killed_at["done"]
+    assert not rerun, f"finished trials ran again: {rerun}"
+    # Unfinished trials continued: no step was trained from scratch twice. Each trial's
+    # Train runs (trial_id, trial_id-r1, ...) log step 10 exactly once between them.
+    for tid in ends:
+        steps = []
+        for mf in (storage / sweep_id / "trials").glob(f"{tid}*/metrics.jsonl"):
+            steps += [json.loads(line)["step"] for line in mf.read_text().splitlines() if line.strip()]
+        assert steps.count(10) == 1, (tid, sorted(steps))
+        assert max(steps) == 80
+    for tid in killed_at["running"]:
+        starts = [json.loads(r["extra"]) for r in rows
+                  if r["status"] == "RUNNING" and json.loads(r["extra"])["trial_id"] == tid]
+        assert [s["attempt"] for s in starts] == [1, 2]
+    sweep_rows = [r for r in ledger.read_events(storage).to_pylist() if r["kind"] == "sweep"]
+    assert sweep_rows[-1]["status"] == "SUCCEEDED"
+    best = json.loads((storage / sweep_id / "best.json").read_text())
+    assert len(best["trials"]) == 4 and best["best_config"]["train.lr"] > 0
+
+
+def _spec_with(*overrides):
+    from orchestrator.spec import load_spec_text
+
+    base = yaml.safe_dump({**SPEC, "sweep": {"metric": "accuracy", "mode": "max", "num_samples": 4,
+                                             "max_concurrent": 2,
+                                             "search_space": {"train.lr": {"loguniform": [1e-4, 1e-1]}}}})
+    return load_spec_text(base, list(overrides))
+
+
+def test_maps_onto_ray_tune_objects():
+    """Builds Tune's objects (imports ray.tune; starts nothing)."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.sample import Categorical, Float, Integer
+
+    from orchestrator.sweep import (
+        param_space,
+        search_algorithm,
+        trial_scheduler,
+        tune_config,
+        validate_sweep,
+    )
+
+    spec = _spec_with("sweep.search_space.train.batch_size.choice=[16, 32]",
+                     "sweep.search_space.seed.randint=[0, 9]",
+                     "sweep.scheduler.type=asha", "sweep.scheduler.max_t=6")
+    sw = validate_sweep(spec)
+    space = param_space(sw)
+    assert isinstance(space["train.lr"], Float) and isinstance(space["seed"], Integer)
+    assert isinstance(space["train.batch_size"], Categorical)
+    sched = trial_scheduler(sw)
+    assert isinstance(sched, ASHAScheduler) and sched._max_t == 6
+    warm = [{"train.lr": 0.003, "train.batch_size": 32, "seed": 1}]
+    alg = search_algorithm(sw, warm)
+    assert isinstance(alg, BasicVariantGenerator)
+    assert alg._points_to_evaluate == warm and alg.max_concurrent == 2
+    cfg = tune_config(sw, warm)
+    assert (cfg.metric, cfg.mode, cfg.num_samples) == ("accuracy", "max", 4)
+    grid = validate_sweep(_spec_with("sweep.algorithm=grid", "sweep.search_space.train.lr.choice=[0.1, 0.01]"))
+    assert param_space(grid)["train.lr"] == {"grid_search": [0.1, 0.01]}
+    pbt = validate_sweep(_spec_with("sweep.scheduler=pbt"))
+    assert isinstance(trial_scheduler(pbt), PopulationBasedTraining)
+    assert isinstance(trial_scheduler(validate_sweep(_spec_with())), FIFOScheduler)
+
+
+@pytest.mark.slow
+def test_rllib_sweep(ray_local, tmp_runs):
+    """Two tiny DQN trials on CartPole through the same sweep path (RUN_SLOW=1)."""
+    from orchestrator.spec import load_spec
+    from orchestrator.sweep import run_sweep
+
+    spec = load_spec(ROOT / "jobs" / "cartpole_dqn.yaml", [
+        f"storage_path={tmp_runs}", "train.stop_env_steps=2000", "train.steps_per_iteration=500",
+        "train.learning_starts=200", "train.eval_episodes=1", "train.buffer_capacity=5000",
+        "checkpoint.every_steps=1000",
+        "sweep.metric=episode_return_mean", "sweep.mode=max", "sweep.num_samples=2",
+        "sweep.max_concurrent=1", "sweep.search_space.train.lr.loguniform=[1.0e-4, 1.0e-3]"])
+    summary = run_sweep(spec, sweep_id="dqn", live_every_s=1e9)
+    assert summary["status"] == "SUCCEEDED", summary.get("error")
+    assert len(summary["trials"]) == 2 and all(t["finished"] for t in summary["trials"])
+    assert summary["best_checkpoint"]
