@@ -433,43 +433,75 @@ class RunTracker:
         exists = self.metrics_path.exists()
         self.offset = 0 if from_start or not exists else self.metrics_path.stat().st_size
         self._inode = self.metrics_path.stat().st_ino if exists else None
+        self._start_offset = self.offset
         self.backends: dict[str, Any] = {}
         self.last_step = 0
         self.last_time: float | None = None
         self.rows = 0
+        self.rows_sent = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._opener: threading.Thread | None = None
         self._last_sample = 0.0
         self._session: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> RunTracker:
+        """Open TensorBoard now and MLflow in the tracker thread (a slow or unreachable
+        tracking server, or a new SQLite store creating its tables, never delays training)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.config.tensorboard:
             self._open("tensorboard", lambda: _TensorBoard(self.run_dir))
             if "tensorboard" in self.backends:
                 self.backends["tensorboard"].restart(self._first_new_step())
                 self.backends["tensorboard"].text("spec", "```yaml\n" + _yaml(self.spec) + "\n```")
-        if self.config.mlflow:
-            uri = resolve_uri(self.config.mlflow)
-            tags = {"orch.run_name": self.run_name, "orch.run_id": self.run_id,
-                    "orch.workload": self.workload, "orch.kind": self.kind,
-                    "orch.run_dir": str(self.run_dir.resolve()), **self.config.tags}
-            if self.sweep_id:
-                tags["orch.sweep_id"] = self.sweep_id
-            experiment = self.config.experiment or str(self.spec.get("name") or self.run_name)
-            self._open("mlflow", lambda: _MLflow(uri, experiment, self.run_name, tags,
-                                                  self.run_dir, hparams_of(self.spec)))
-        if self.tail and self.backends:
+        if self.tail and self.config.mlflow:
+            self._opener = threading.Thread(target=self._open_mlflow, name="orch-mlflow", daemon=True)
+            self._opener.start()
+        else:
+            self._open_mlflow()
+        if self.tail and (self.backends or self.config.mlflow):
             self._thread = threading.Thread(target=self._loop, name="orch-tracker", daemon=True)
             self._thread.start()
         return self
 
+    def _open_mlflow(self) -> None:
+        if not self.config.mlflow:
+            return
+        uri = resolve_uri(self.config.mlflow)
+        tags = {"orch.run_name": self.run_name, "orch.run_id": self.run_id,
+                "orch.workload": self.workload, "orch.kind": self.kind,
+                "orch.run_dir": str(self.run_dir.resolve()), **self.config.tags}
+        if self.sweep_id:
+            tags["orch.sweep_id"] = self.sweep_id
+        experiment = self.config.experiment or str(self.spec.get("name") or self.run_name)
+        backend = None
+        try:
+            backend = _MLflow(uri, experiment, self.run_name, tags, self.run_dir, hparams_of(self.spec))
+        except Exception as exc:  # noqa: BLE001 - tracking never stops a run
+            self._warn(f"mlflow tracking is off for this run: {type(exc).__name__}: {exc}")
+        if backend is not None:
+            with self._lock:
+                # Rows sent while MLflow was opening go to MLflow alone, first.
+                if self.rows_sent:
+                    self._replay_to(backend)
+                self.backends["mlflow"] = backend
+
+    def _replay_to(self, backend) -> None:
+        for row in read_rows(self.metrics_path, self._start_offset, self.offset):
+            step, values, wall = self._values(row)
+            backend.scalars(values, step, wall)
+        backend.flush()
+
     def finish(self, status: str, metrics: dict[str, Any] | None = None) -> None:
         """Send the remaining rows, the hyper-parameters with the final metrics, the status."""
         self._stop.set()
+        if self._opener is not None:
+            self._opener.join(timeout=300)  # MLflow retries an unreachable server ~2 min
+            if self._opener.is_alive():
+                self._warn("MLflow is still connecting; giving up on it for this run")
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.poll()
@@ -566,17 +598,20 @@ class RunTracker:
             for name in list(self.backends):
                 self._safe(name, lambda b: b.flush())
 
-    def _send(self, row: dict[str, Any]) -> None:
+    def _values(self, row: dict[str, Any]) -> tuple[int, dict[str, float], float | None]:
         step = row.get("step")
         if not isinstance(step, (int, float)) or isinstance(step, bool):
             step = self.last_step + 1
-        step = int(step)
-        self.last_step = step
-        if isinstance(row.get("time"), (int, float)):
-            self.last_time = float(row["time"])
-        values = numeric_items(row)
         wall = row.get("time") if isinstance(row.get("time"), (int, float)) else None
+        return int(step), numeric_items(row), wall
+
+    def _send(self, row: dict[str, Any]) -> None:
+        step, values, wall = self._values(row)
+        self.last_step = step
+        if wall is not None:
+            self.last_time = float(wall)
         self.rows += 1
+        self.rows_sent += 1
         for name in list(self.backends):
             self._safe(name, lambda b: b.scalars(values, step, wall))
 
@@ -634,6 +669,25 @@ class RunTracker:
             self.console.print(f"[yellow]warning[/yellow]: {text}", highlight=False)
         else:
             warnings.warn(text, stacklevel=3)
+
+
+def read_rows(path: Path, start: int, end: int) -> list[dict[str, Any]]:
+    """The JSON rows of a metrics file between two byte offsets."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            chunk = fh.read(max(0, end - start))
+    except OSError:
+        return []
+    rows = []
+    for line in chunk.decode(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def _yaml(obj: Any) -> str:

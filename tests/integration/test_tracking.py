@@ -144,3 +144,23 @@ def test_resumed_run_continues_its_mlflow_run_and_tensorboard_drops_recomputed_s
     track_finished_run(other)
     tb_late, _ = scalars(other)
     assert [s for s, _ in tb_late["loss"]] == [10, 20, 30, 40, 50]
+
+
+def test_tune_callbacks_are_rays_own_loggers(tmp_path, monkeypatch):
+    """Sweeps hand these to their Tuner: Ray's TBX logger, and with tracking.mlflow Ray's
+    MLflowLoggerCallback on an experiment created beforehand."""
+    from mlflow import MlflowClient
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.tune.logger import TBXLoggerCallback
+
+    from orchestrator.tracking import tune_callbacks
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    spec = {"name": "sw", "workload": "mnist_mlp"}
+    assert [type(c) for c in tune_callbacks(spec)] == [TBXLoggerCallback]
+    assert tune_callbacks({**spec, "tracking": {"tensorboard": False}}) == []
+    uri = (tmp_path / "mlruns").as_uri()
+    cbs = tune_callbacks({**spec, "tracking": {"mlflow": uri}}, tags={"orch.sweep_id": "sw-1"})
+    assert [type(c) for c in cbs] == [TBXLoggerCallback, MLflowLoggerCallback]
+    assert cbs[1].experiment_name == "sw" and cbs[1].tags == {"orch.sweep_id": "sw-1"}
+    assert MlflowClient(tracking_uri=uri).get_experiment_by_name("sw") is not None
