@@ -469,6 +469,12 @@ class Session:
         os.replace(tmp, path)
 
     def should_checkpoint(self, step: int) -> bool:
+        """True every `checkpoint.every_steps` steps. Workloads call it once per step, which
+        is also where ORCH_FAULTS injects a failure (orchestrator/faults.py)."""
+        if self.config.get("faults"):
+            from orchestrator import faults
+
+            faults.maybe_fail(self.config["faults"], step, self.rank, self.run_dir)
         return step > 0 and step % self.checkpoint_every == 0
 
     @property
@@ -576,6 +582,40 @@ class Session:
             return contextlib.nullcontext(resume)
         return contextlib.nullcontext(None)
 
+    @staticmethod
+    def _is_complete(d: Path) -> bool:
+        marker = d / COMPLETE_MARKER
+        if not marker.exists():
+            return False
+        try:
+            files = json.loads(marker.read_text()).get("files", [])
+        except (json.JSONDecodeError, OSError):
+            return False
+        return all((d / f).exists() for f in files)
+
+    def _newest_complete(self, d: Path) -> Path:
+        """`d` if it is complete, else the newest complete checkpoint before it in its run dir.
+
+        A crash while a checkpoint was written leaves a directory without `_COMPLETE`; Ray may
+        still hand it out as the latest, so resume falls back rather than failing.
+        """
+        from orchestrator.errors import CheckpointError
+
+        if self._is_complete(d):
+            return d
+        siblings = [c for c in d.parent.glob("checkpoint_*")
+                    if c.is_dir() and c != d and c.name < d.name and self._is_complete(c)]
+        if not siblings:
+            raise CheckpointError(
+                f"checkpoint {d} is incomplete (no {COMPLETE_MARKER} or missing files) and no "
+                f"older complete checkpoint is in {d.parent}; start fresh (orch run SPEC --fresh)"
+            )
+        chosen = max(siblings, key=lambda c: c.name)
+        if self.is_main:
+            print(f"[orch] {d.name} is incomplete (half-written?); falling back to {chosen.name}",
+                  flush=True)
+        return chosen
+
     def restore(self) -> dict | None:
         """Load model/optimizer/schedule from the latest checkpoint; returns its state or None."""
         from orchestrator.errors import CheckpointError
@@ -583,9 +623,7 @@ class Session:
         with self.latest_checkpoint_dir() as d:
             if d is None:
                 return None
-            d = Path(d)
-            if not (d / COMPLETE_MARKER).exists():
-                raise CheckpointError(f"checkpoint {d} is incomplete (no {COMPLETE_MARKER})")
+            d = self._newest_complete(Path(d))
             state = json.loads((d / "state.json").read_text())
             fmt = state.get("format", "torch")
             if fmt != self.checkpoint_format:
