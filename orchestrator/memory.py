@@ -12,15 +12,15 @@ ZeRO-3 gathers at once). Model states per device, N data-parallel workers:
     ddp                  16Ψ                                    16Ψ (fp32 weights under autocast)
     fsdp (FSDP2)         16Ψ/N                                  16Ψ/N (fp32 shards) + gather buffer
     ZeRO-1               4Ψ + 12Ψ/N                             4Ψ + 16Ψ/N
-    ZeRO-2               2Ψ + 14Ψ/N                             2Ψ + 18Ψ/N
-    ZeRO-3               16Ψ/N                                  18Ψ/N + 4·largest layer
+    ZeRO-2               2Ψ + 14Ψ/N                             2Ψ + 2·min(Ψ, bucket) + 16Ψ/N
+    ZeRO-3               16Ψ/N                                  20Ψ/N + 4·largest layer
     + offload_optimizer  optimizer states (and ZeRO-1/2 grads) in host memory
 
-DeepSpeed keeps an fp32 copy of its gradient partition (4Ψ/N) besides the 16-bit one, which
-the paper leaves out; its estimators (`estimate_zero2_model_states_mem_needs_all_cold`, the
-zero3 one) count it, and so does the "engine" column here, which `strategy: auto` uses: it is
-what the engine really allocates (bench/zero_memory.py measures it), and running out of GPU
-memory costs more than a conservative pick. In fp32 the 16-bit copies are fp32 and there is
+DeepSpeed keeps an fp32 copy of its gradient partition (4Ψ/N) besides the 16-bit gradients,
+which the paper leaves out; its estimators (`estimate_zero2_model_states_mem_needs_all_cold`,
+the zero3 one) count it as 2Ψ+18Ψ/N and 18Ψ/N + 4·largest layer (the "DS est." column). The
+"engine" column is what bench/zero_memory.py measured DeepSpeed 0.19 and torch allocating, per
+rank; `strategy: auto` uses it: running out of GPU memory costs more than a conservative pick. In fp32 the 16-bit copies are fp32 and there is
 no separate master copy: DDP 16Ψ, ZeRO-1 8Ψ + 8Ψ/N, ZeRO-2 4Ψ + 12Ψ/N, ZeRO-3 16Ψ/N (paper).
 
 Activations: a workload may define `activation_shape(args) -> {"batch", "seq", "hidden",
@@ -46,6 +46,7 @@ from orchestrator.errors import FieldError, SpecError
 
 GiB = 2**30
 HEADROOM = 0.8
+REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements)
 
 # Options in the order `strategy: auto` tries them (least communication first).
 OPTIONS = ("ddp", "zero1", "zero2", "fsdp", "zero3", "zero2_offload_opt", "zero3_offload_opt",
@@ -152,7 +153,9 @@ def engine_states(option: str, psi: float, n: int, precision: str, opt_bytes: in
     if option == "zero1":
         return States(p16 * psi, p16 * psi + gpart, opt)
     if option == "zero2":
-        return States(p16 * psi, p16 * psi / n + gpart, opt)
+        # Gradients are reduced bucket by bucket (reduce_bucket_size elements); the 16-bit
+        # bucket is the high-water mark, all of them when the model is smaller than a bucket.
+        return States(p16 * psi, p16 * min(psi, REDUCE_BUCKET) + gpart, opt)
     if option == "zero3":
         return States(p16 * psi / n, p16 * psi / n + gpart, opt, 4 * largest_layer)
     if option == "zero2_offload_opt":

@@ -168,8 +168,8 @@ def test_planner_matches_deepspeed_estimators(psi, largest, gpus):
     for option, ds_gib in want.items():
         ours = rows[option]["deepspeed_estimator"] / GiB
         assert ours == pytest.approx(ds_gib, rel=0.05, abs=0.01), option
-        # The engine figure auto uses for ZeRO-2 is DeepSpeed's count exactly.
-        if option.startswith("zero2"):
+        if option == "zero2_offload_opt" or option.startswith("zero3_offload"):
+            # where nothing but weights stay on the GPU the engine figure is the same count
             assert rows[option]["model_states"] / GiB == pytest.approx(ds_gib, rel=0.05, abs=0.01)
 
 

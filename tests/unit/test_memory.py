@@ -49,12 +49,17 @@ def test_deepspeed_formula_t5_3b_matches_the_printed_figures():
         assert got[k] == pytest.approx(want[k], abs=0.006), k
 
 
-@pytest.mark.parametrize("n", [2, 8])
-def test_engine_zero2_equals_deepspeed_count(n):
-    st = memory.engine_states("zero2", PSI, n, "bf16", 8)
-    assert st.total == pytest.approx(memory.deepspeed_estimate("zero2", PSI, n, 0), rel=1e-6)
-    # ... which is the paper's figure plus DeepSpeed's fp32 gradient partition (4Ψ/N).
-    assert st.total - memory.paper_states("zero2", PSI, n, "bf16") == pytest.approx(4 * PSI / n)
+@pytest.mark.parametrize("psi, n", [(PSI, 2), (PSI, 8), (2_851_598_336, 8)])
+def test_engine_zero2_is_deepspeeds_count_with_its_gradient_bucket(psi, n):
+    st = memory.engine_states("zero2", psi, n, "bf16", 8)
+    ds = memory.deepspeed_estimate("zero2", psi, n, 0)
+    # DeepSpeed's count (2Ψ + 18Ψ/N) holds a 2Ψ/N 16-bit gradient partition; the engine's
+    # high-water mark is the 16-bit reduce bucket instead: min(Ψ, reduce_bucket_size).
+    bucket = 2 * min(psi, memory.REDUCE_BUCKET)
+    assert st.total == pytest.approx(ds - 2 * psi / n + bucket, rel=1e-6)
+    # ... and the paper's figure plus DeepSpeed's fp32 gradient partition (4Ψ/N) and bucket.
+    paper = memory.paper_states("zero2", psi, n, "bf16")
+    assert st.total == pytest.approx(paper + 4 * psi / n + bucket - 2 * psi / n, rel=1e-6)
 
 
 def test_count_parameters_on_meta_mnist():
@@ -169,7 +174,7 @@ def test_auto_on_cpu_is_ddp_and_explicit_strategy_is_kept():
 
 def test_explicit_strategy_that_does_not_fit_warns():
     wl = _big_workload(1600)
-    spec = _spec(strategy="ddp", resources={"gpu_memory_gb": 12})
+    spec = _spec(strategy="ddp", resources={"gpu_memory_gb": 10})
     _mem, strategy, why = memory.plan_memory(spec, wl)
     assert strategy == "ddp" and why.startswith("warning") and "ZeRO-2" in why
 
