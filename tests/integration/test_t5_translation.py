@@ -38,7 +38,7 @@ def test_two_workers_train_checkpoint_and_translate(ray_local, tmp_runs):
     run_dir = Path(summary["run_dir"])
     rows = [r for r in read_metrics(run_dir) if "loss" in r]
     assert rows[0]["step"] <= 5
-    assert rows[-1]["loss"] < 0.6 * rows[0]["loss"], [r["loss"] for r in rows]
+    assert rows[-1]["loss"] < 0.75 * rows[0]["loss"], [r["loss"] for r in rows]  # from ~ln(384)
     assert rows[-1]["val_loss"] < rows[0]["loss"]
     ck = run_dir / "checkpoint_000040"
     assert (ck / "_COMPLETE").exists() and (run_dir / "checkpoint_000020" / "_COMPLETE").exists()
