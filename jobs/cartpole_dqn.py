@@ -12,9 +12,9 @@ stop criterion holds (mean return, env steps, wall time), saves RLlib's own chec
 (`Algorithm.save_to_path`) as `checkpoint_NNNNNN/` in the run directory, appends one row per
 training iteration to `metrics.jsonl`, and finishes with greedy evaluation episodes.
 
-"Mean return" is RLlib's `env_runners/episode_return_mean`: the mean over the last
-`return_window` training episodes (epsilon-greedy, as in RLlib's own CartPole example, which
-stops at 450). The greedy evaluation at the end is reported beside it. The `step` of every
+"Mean return" is the mean undiscounted return of the last `return_window` training episodes
+(epsilon-greedy, as in RLlib's own CartPole example, which stops at 450), built from RLlib's
+per-iteration `env_runners/episode_return_mean` (see `smoothed_return`). The greedy evaluation at the end is reported beside it. The `step` of every
 metrics row, checkpoint and resume is the lifetime env-step count, so a resumed run keeps it.
 
 Workers: the driver process holds the Learner (and the replay buffer). `num_env_runners: 0`
@@ -255,7 +255,9 @@ def iteration_row(result: dict[str, Any], args: Args, time_total_s: float) -> di
         "step": env_steps,
         "env_steps": env_steps,
         "iteration": int(result.get("training_iteration", 0)),
-        "episode_return_mean": num(er.get("episode_return_mean")),
+        "episode_return_mean": num(er.get("episode_return_mean")),  # smoothed by train_loop
+        "episode_return_mean_iter": num(er.get("episode_return_mean")),
+        "episodes_iter": int(er.get("num_episodes", 0) or 0),
         "episode_return_max": num(er.get("episode_return_max")),
         "episode_len_mean": num(er.get("episode_len_mean")),
         "episodes": int(er.get("num_episodes_lifetime", 0) or 0),
@@ -269,6 +271,31 @@ def iteration_row(result: dict[str, Any], args: Args, time_total_s: float) -> di
     if sampled and row["iteration_time_s"]:
         row["env_steps_per_s"] = round(sampled / row["iteration_time_s"], 1)
     return row
+
+
+def smoothed_return(history: list[list[float]], window: int) -> float | None:
+    """Mean return of the last `window` episodes, from per-iteration [mean, episodes] pairs.
+
+    RLlib 2.60 reports `episode_return_mean` over the episodes that finished in the current
+    iteration only (its metrics are cleared on every reduce), which late in training is a
+    handful of 500-step episodes; this is the window the spec asks for. The oldest iteration
+    counts with part of its episodes when it straddles the window edge."""
+    total, count = 0.0, 0
+    for mean, n in reversed(history):
+        take = min(int(n), window - count)
+        total += mean * take
+        count += take
+        if count >= window:
+            break
+    return total / count if count else None
+
+
+def push_returns(history: list[list[float]], row: dict[str, Any], window: int) -> None:
+    """Record this iteration's [mean, episodes] and drop what no longer reaches the window."""
+    if row.get("episode_return_mean_iter") is not None and row.get("episodes_iter"):
+        history.append([row["episode_return_mean_iter"], row["episodes_iter"]])
+    while len(history) > 1 and sum(n for _, n in history[1:]) >= window:
+        history.pop(0)
 
 
 def stop_reason(args: Args, row: dict[str, Any]) -> str | None:
@@ -302,6 +329,7 @@ def save_checkpoint(algo, run_dir: Path, row: dict[str, Any], args: Args, keep: 
     state = {k: row.get(k) for k in ("step", "env_steps", "iteration", "episode_return_mean",
                                      "episodes", "time_total_s")}
     state["env"] = args.env
+    state["recent_returns"] = row.get("_recent_returns", [])
     (path / STATE_FILE).write_text(json.dumps(state, indent=2))
     (path / COMPLETE_MARKER).write_text("")
     done = sorted(c for c in run_dir.glob("checkpoint_*") if (c / COMPLETE_MARKER).exists())
@@ -400,10 +428,12 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
     row: dict[str, Any] = {"step": 0, "env_steps": 0, "iteration": 0, "time_total_s": 0.0,
                            "episode_return_mean": None}
     prior_time = 0.0
+    recent: list[list[float]] = []  # [mean return, episodes] of the latest iterations
     if config.get("resume_from"):
         state = restore(algo, Path(config["resume_from"]))
         row.update({k: v for k, v in state.items() if k in row})
         prior_time = float(state.get("time_total_s") or 0.0)
+        recent = [list(x) for x in state.get("recent_returns") or []]
     last_saved = row["env_steps"]
     reason = stop_reason(args, row) if config.get("resume_from") else None
     started = time.time()
@@ -412,12 +442,16 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
         while reason is None:
             result = algo.train()
             row = iteration_row(result, args, prior_time + time.time() - started)
+            push_returns(recent, row, args.return_window)
+            row["episode_return_mean"] = smoothed_return(recent, args.return_window)
+            row["_recent_returns"] = recent
             reason = stop_reason(args, row)
             due = row["env_steps"] // every > last_saved // every
             if run_dir is not None and (due or reason is not None):
                 checkpoint = str(save_checkpoint(algo, run_dir, row, args, keep))
                 last_saved = row["env_steps"]
                 row["checkpoint"] = checkpoint
+            row.pop("_recent_returns", None)
             if run_dir is not None:
                 with open(run_dir / METRICS_FILE, "a") as fh:
                     fh.write(json.dumps({**row, "time": time.time()}) + "\n")
@@ -436,7 +470,7 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
     except KeyboardInterrupt:
         # Save where we are so that rerunning the same command continues from here.
         if run_dir is not None and row.get("iteration") and row["env_steps"] != last_saved:
-            save_checkpoint(algo, run_dir, row, args, keep)
+            save_checkpoint(algo, run_dir, {**row, "_recent_returns": recent}, args, keep)
         raise
     finally:
         algo.stop()

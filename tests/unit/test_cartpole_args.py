@@ -152,3 +152,16 @@ def test_rollout_refuses_what_is_not_a_checkpoint(tmp_path):
     (tmp_path / "checkpoint_000010" / "_COMPLETE").write_text("")
     # 000011 is half-written (no marker): never chosen.
     assert rl.resolve_checkpoint(tmp_path).name == "checkpoint_000010"
+
+
+def test_mean_return_covers_the_last_window_of_episodes():
+    # RLlib 2.60 reports each iteration's own episodes only; the loop keeps the window.
+    hist: list[list[float]] = []
+    for mean, n in ((20.0, 50), (100.0, 30), (400.0, 5), (500.0, 2)):
+        dqn.push_returns(hist, {"episode_return_mean_iter": mean, "episodes_iter": n}, window=10)
+    # last 10 episodes: 2 x 500, 5 x 400, 3 of the 30 at 100
+    assert dqn.smoothed_return(hist, 10) == pytest.approx((2 * 500 + 5 * 400 + 3 * 100) / 10)
+    assert [m for m, _ in hist] == [100.0, 400.0, 500.0]  # the 50 at 20.0 no longer count
+    dqn.push_returns(hist, {"episode_return_mean_iter": None, "episodes_iter": 0}, window=10)
+    assert len(hist) == 3
+    assert dqn.smoothed_return([], 10) is None
