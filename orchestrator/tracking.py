@@ -242,9 +242,10 @@ def sample_system(session_dir: str | None = None) -> dict[str, float]:
             workers += 1
         except psutil.Error:
             continue
-    out = {
-        "system/cpu_rss_mb": rss / 2**20,
-        "system/ray_worker_procs": float(workers),
+    # No busy worker (before the workers start, after Ray shut down): no RSS figure at all,
+    # rather than a misleading 0.
+    out = {"system/cpu_rss_mb": rss / 2**20, "system/ray_worker_procs": float(workers)} if workers else {}
+    out |= {
         "system/node_mem_used_pct": psutil.virtual_memory().percent,
         "system/cpu_util_pct": psutil.cpu_percent(interval=None),
         "system/driver_rss_mb": psutil.Process().memory_info().rss / 2**20,
