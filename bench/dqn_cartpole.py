@@ -34,26 +34,34 @@ def run_seed(spec, seed: int, target: float, max_steps: int, quiet: bool) -> dic
     from orchestrator.plan import plan
     from orchestrator.rl import env_runner_resources
 
-    train = {**spec.train, "stop_return": target, "stop_env_steps": max_steps,
-             "stop_time_s": None}
+    train = {**spec.train, "stop_return": target, "stop_env_steps": max_steps, "stop_time_s": None}
     p = plan(spec)
     config = {"train": train, "seed": seed, "run_dir": None, **env_runner_resources(p)}
 
     def show(row):
         if not quiet:
             ret = row["episode_return_mean"]
-            print(f"  seed {seed}  iter {row['iteration']:>4}  env steps {row['env_steps']:>7,}  "
-                  f"mean return {'-' if ret is None else f'{ret:6.1f}'}  "
-                  f"{row['time_total_s'] / 60:5.1f} min", flush=True)
+            print(
+                f"  seed {seed}  iter {row['iteration']:>4}  env steps {row['env_steps']:>7,}  "
+                f"mean return {'-' if ret is None else f'{ret:6.1f}'}  "
+                f"{row['time_total_s'] / 60:5.1f} min",
+                flush=True,
+            )
 
     t0, c0 = time.time(), time.process_time()
     final = dqn.train_loop(config, on_iteration=show)
     wall, cpu = time.time() - t0, time.process_time() - c0
     reached = final["episode_return_mean"] is not None and final["episode_return_mean"] >= target
-    return {"seed": seed, "reached": reached, "env_steps": final["env_steps"],
-            "mean_return": final["episode_return_mean"], "wall_min": wall / 60,
-            "cpu_min": cpu / 60, "eval_return_mean": final.get("eval_return_mean"),
-            "eval_return_std": final.get("eval_return_std")}
+    return {
+        "seed": seed,
+        "reached": reached,
+        "env_steps": final["env_steps"],
+        "mean_return": final["episode_return_mean"],
+        "wall_min": wall / 60,
+        "cpu_min": cpu / 60,
+        "eval_return_mean": final.get("eval_return_mean"),
+        "eval_return_std": final.get("eval_return_std"),
+    }
 
 
 def start_ray(tries: int = 8) -> None:
@@ -63,8 +71,9 @@ def start_ray(tries: int = 8) -> None:
 
     for i in range(tries):
         try:
-            ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING",
-                     log_to_driver=False)
+            ray.init(
+                num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False
+            )
             return
         except Exception as exc:  # noqa: BLE001 - "node timed out during startup"
             if i == tries - 1:
@@ -75,14 +84,20 @@ def start_ray(tries: int = 8) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--spec", default=str(ROOT / "jobs" / "cartpole_dqn.yaml"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--target", type=float, default=450.0)
     ap.add_argument("--max-env-steps", type=int, default=RLLIB_ANCHOR)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="spec override, e.g. train.lr=5e-4 (repeatable)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="spec override, e.g. train.lr=5e-4 (repeatable)",
+    )
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
@@ -103,27 +118,41 @@ def main(argv: list[str] | None = None) -> None:
 
         ray.shutdown()
 
-    print(f"\n{spec.workload} ({a.spec}{' ' + ' '.join(a.set) if a.set else ''}): "
-          f"env steps to mean return {a.target:g}")
-    print(f"{'seed':>4}  {'reached':>7}  {'env steps':>9}  {'vs 200k':>7}  {'vs 100k':>7}  "
-          f"{'wall min':>8}  {'cpu min':>7}  {'greedy eval':>11}")
+    print(
+        f"\n{spec.workload} ({a.spec}{' ' + ' '.join(a.set) if a.set else ''}): "
+        f"env steps to mean return {a.target:g}"
+    )
+    print(
+        f"{'seed':>4}  {'reached':>7}  {'env steps':>9}  {'vs 200k':>7}  {'vs 100k':>7}  "
+        f"{'wall min':>8}  {'cpu min':>7}  {'greedy eval':>11}"
+    )
     for r in results:
-        ev = "" if r["eval_return_mean"] is None else \
-            f"{r['eval_return_mean']:.0f} ± {r['eval_return_std']:.0f}"
-        print(f"{r['seed']:>4}  {'yes' if r['reached'] else 'NO':>7}  {r['env_steps']:>9,}  "
-              f"{r['env_steps'] / RLLIB_ANCHOR:>7.2f}  {r['env_steps'] / AIM:>7.2f}  "
-              f"{r['wall_min']:>8.1f}  {r['cpu_min']:>7.1f}  {ev:>11}")
+        ev = (
+            ""
+            if r["eval_return_mean"] is None
+            else f"{r['eval_return_mean']:.0f} ± {r['eval_return_std']:.0f}"
+        )
+        print(
+            f"{r['seed']:>4}  {'yes' if r['reached'] else 'NO':>7}  {r['env_steps']:>9,}  "
+            f"{r['env_steps'] / RLLIB_ANCHOR:>7.2f}  {r['env_steps'] / AIM:>7.2f}  "
+            f"{r['wall_min']:>8.1f}  {r['cpu_min']:>7.1f}  {ev:>11}"
+        )
     steps = [r["env_steps"] for r in results]
     summary = {
-        "target": a.target, "overrides": a.set, "results": results,
+        "target": a.target,
+        "overrides": a.set,
+        "results": results,
         "all_reached": all(r["reached"] for r in results),
-        "max_env_steps": max(steps), "median_env_steps": statistics.median(steps),
+        "max_env_steps": max(steps),
+        "median_env_steps": statistics.median(steps),
         "all_under_aim": all(r["reached"] and r["env_steps"] < AIM for r in results),
         "worst_vs_rllib_anchor": max(steps) / RLLIB_ANCHOR,
     }
-    print(f"worst seed: {max(steps):,} env steps = {max(steps) / RLLIB_ANCHOR:.2f} x RLlib's "
-          f"200k anchor, {max(steps) / AIM:.2f} x the 100k aim; all reached: "
-          f"{summary['all_reached']}; all under 100k: {summary['all_under_aim']}")
+    print(
+        f"worst seed: {max(steps):,} env steps = {max(steps) / RLLIB_ANCHOR:.2f} x RLlib's "
+        f"200k anchor, {max(steps) / AIM:.2f} x the 100k aim; all reached: "
+        f"{summary['all_reached']}; all under 100k: {summary['all_under_aim']}"
+    )
     if a.json:
         Path(a.json).write_text(json.dumps(summary, indent=2))
 

@@ -59,19 +59,29 @@ class Args(BaseModel):
     train_batch_size: int = Field(64, ge=1, le=65_536, description="Transitions per SGD update.")
     grad_clip: float | None = Field(40.0, gt=0, description="Clip the global gradient norm.")
     training_intensity: float | None = Field(
-        None, gt=0, le=10_000,
-        description="Replayed / sampled transitions; None: one update per rollout fragment.")
+        None,
+        gt=0,
+        le=10_000,
+        description="Replayed / sampled transitions; None: one update per rollout fragment.",
+    )
     # --- replay
     replay_buffer: Literal["prioritized", "uniform"] = Field(
-        "prioritized", description="PrioritizedEpisodeReplayBuffer or EpisodeReplayBuffer.")
-    buffer_capacity: int = Field(50_000, ge=100, le=10**8, description="Replay buffer size (steps).")
+        "prioritized", description="PrioritizedEpisodeReplayBuffer or EpisodeReplayBuffer."
+    )
+    buffer_capacity: int = Field(
+        50_000, ge=100, le=10**8, description="Replay buffer size (steps)."
+    )
     prioritized_alpha: float = Field(0.6, ge=0, le=1, description="Priority exponent.")
     prioritized_beta: float = Field(0.4, ge=0, le=1, description="Importance-sampling exponent.")
-    learning_starts: int = Field(1000, ge=0, le=10**9, description="Env steps before the first update.")
+    learning_starts: int = Field(
+        1000, ge=0, le=10**9, description="Env steps before the first update."
+    )
     n_step: int | list[int] = Field(
-        [2, 5], description="N-step returns: an int, or [lo, hi] drawn per batch.")
+        [2, 5], description="N-step returns: an int, or [lo, hi] drawn per batch."
+    )
     checkpoint_replay_buffer: bool = Field(
-        True, description="Save the replay buffer in checkpoints so a resume keeps its experience.")
+        True, description="Save the replay buffer in checkpoints so a resume keeps its experience."
+    )
     # --- Q-network
     double_q: bool = Field(True, description="Double Q-learning.")
     dueling: bool = Field(True, description="Dueling value/advantage heads.")
@@ -79,25 +89,35 @@ class Args(BaseModel):
     head_hiddens: list[int] = Field([256], max_length=8, description="Q-head layers.")
     activation: Literal["tanh", "relu"] = Field("tanh", description="Encoder activation.")
     target_update_freq: int = Field(
-        500, ge=1, le=10**9, description="Env steps between target-network updates.")
+        500, ge=1, le=10**9, description="Env steps between target-network updates."
+    )
     tau: float = Field(1.0, gt=0, le=1, description="Target update mix; 1.0 copies the weights.")
     # --- exploration
     epsilon_start: float = Field(1.0, ge=0, le=1, description="Epsilon at env step 0.")
     epsilon_end: float = Field(0.02, ge=0, le=1, description="Epsilon after epsilon_steps.")
-    epsilon_steps: int = Field(10_000, ge=1, le=10**9, description="Linear decay length (env steps).")
+    epsilon_steps: int = Field(
+        10_000, ge=1, le=10**9, description="Linear decay length (env steps)."
+    )
     # --- sampling and reporting
     envs_per_runner: int = Field(1, ge=1, le=1024, description="Vectorized envs per EnvRunner.")
     rollout_fragment_length: int | None = Field(
-        None, ge=1, le=10_000, description="Steps per env per sample call; None: the largest n_step.")
+        None,
+        ge=1,
+        le=10_000,
+        description="Steps per env per sample call; None: the largest n_step.",
+    )
     steps_per_iteration: int = Field(
-        1000, ge=1, le=10**7, description="Env steps per training iteration (one metrics row).")
+        1000, ge=1, le=10**7, description="Env steps per training iteration (one metrics row)."
+    )
     return_window: int = Field(
-        100, ge=1, le=10_000, description="Episodes in the mean return (RLlib's smoothing window).")
+        100, ge=1, le=10_000, description="Episodes in the mean return (RLlib's smoothing window)."
+    )
     # --- stop criteria (any one that holds stops the run)
     stop_return: float | None = Field(450.0, description="Stop when the mean return reaches this.")
     stop_env_steps: int | None = Field(200_000, ge=1, description="Stop after this many env steps.")
     stop_time_s: float | None = Field(
-        3600.0, gt=0, description="Stop after this much training time (summed over resumes).")
+        3600.0, gt=0, description="Stop after this much training time (summed over resumes)."
+    )
     # --- evaluation
     eval_episodes: int = Field(10, ge=0, le=10_000, description="Greedy episodes after training.")
 
@@ -138,14 +158,16 @@ class Args(BaseModel):
         if self.epsilon_end > self.epsilon_start:
             raise ValueError(
                 f"epsilon_end ({self.epsilon_end}) must not exceed epsilon_start "
-                f"({self.epsilon_start})")
+                f"({self.epsilon_start})"
+            )
         if self.rollout_fragment_length is not None and isinstance(self.n_step, list):
             # RLlib 2.60's DQNConfig.validate compares the two and fails on a range.
             raise ValueError("rollout_fragment_length needs an int n_step (not a [lo, hi] range)")
         if self.rollout_fragment_length is not None and self.rollout_fragment_length < self.n_max:
             raise ValueError(
                 f"rollout_fragment_length ({self.rollout_fragment_length}) must be >= the "
-                f"largest n_step ({self.n_max})")
+                f"largest n_step ({self.n_max})"
+            )
         return self
 
     @property
@@ -177,8 +199,12 @@ def build_config(
     from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
     if args.replay_buffer == "prioritized":
-        buffer = {"type": "PrioritizedEpisodeReplayBuffer", "capacity": args.buffer_capacity,
-                  "alpha": args.prioritized_alpha, "beta": args.prioritized_beta}
+        buffer = {
+            "type": "PrioritizedEpisodeReplayBuffer",
+            "capacity": args.buffer_capacity,
+            "alpha": args.prioritized_alpha,
+            "beta": args.prioritized_beta,
+        }
     else:
         buffer = {"type": "EpisodeReplayBuffer", "capacity": args.buffer_capacity}
     epsilon = [(0, args.epsilon_start), (args.epsilon_steps, args.epsilon_end)]
@@ -230,7 +256,8 @@ def build_config(
         config = config.fault_tolerance(
             restart_failed_env_runners=max_env_runner_restarts != 0,
             max_num_env_runner_restarts=(
-                10**6 if max_env_runner_restarts < 0 else max_env_runner_restarts),
+                10**6 if max_env_runner_restarts < 0 else max_env_runner_restarts
+            ),
         )
     return config
 
@@ -326,8 +353,17 @@ def save_checkpoint(algo, run_dir: Path, row: dict[str, Any], args: Args, keep: 
     if args.checkpoint_replay_buffer and getattr(algo, "local_replay_buffer", None) is not None:
         with open(path / BUFFER_FILE, "wb") as fh:
             pickle.dump(algo.local_replay_buffer.get_state(), fh, protocol=pickle.HIGHEST_PROTOCOL)
-    state = {k: row.get(k) for k in ("step", "env_steps", "iteration", "episode_return_mean",
-                                     "episodes", "time_total_s")}
+    state = {
+        k: row.get(k)
+        for k in (
+            "step",
+            "env_steps",
+            "iteration",
+            "episode_return_mean",
+            "episodes",
+            "time_total_s",
+        )
+    }
     state["env"] = args.env
     state["recent_returns"] = row.get("_recent_returns", [])
     (path / STATE_FILE).write_text(json.dumps(state, indent=2))
@@ -362,8 +398,9 @@ def load_module(checkpoint: str | Path):
 
     path = Path(checkpoint) / MODULE_SUBDIR
     if not path.is_dir():
-        raise FileNotFoundError(f"{checkpoint}: no RLModule at {MODULE_SUBDIR} (not an RLlib "
-                                "DQN checkpoint?)")
+        raise FileNotFoundError(
+            f"{checkpoint}: no RLModule at {MODULE_SUBDIR} (not an RLlib DQN checkpoint?)"
+        )
     return RLModule.from_checkpoint(str(path))
 
 
@@ -419,14 +456,20 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
         ray.init(include_dashboard=False, logging_level="WARNING", log_to_driver=False)
 
     algo = build_config(
-        args, seed,
+        args,
+        seed,
         num_env_runners=int(config.get("num_env_runners", 0)),
         cpus_per_env_runner=float(config.get("cpus_per_env_runner", 1.0)),
         gpus_per_learner=float(config.get("gpus_per_learner", 0.0)),
         max_env_runner_restarts=int(config.get("max_failures", 0)),
     ).build_algo()
-    row: dict[str, Any] = {"step": 0, "env_steps": 0, "iteration": 0, "time_total_s": 0.0,
-                           "episode_return_mean": None}
+    row: dict[str, Any] = {
+        "step": 0,
+        "env_steps": 0,
+        "iteration": 0,
+        "time_total_s": 0.0,
+        "episode_return_mean": None,
+    }
     prior_time = 0.0
     recent: list[list[float]] = []  # [mean return, episodes] of the latest iterations
     if config.get("resume_from"):
@@ -457,14 +500,21 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
                     fh.write(json.dumps({**row, "time": time.time()}) + "\n")
             if on_iteration is not None:
                 on_iteration(row)
-        final = {k: v for k, v in row.items() if k not in ("checkpoint", "iteration_time_s",
-                                                           "env_steps_per_s")}
+        final = {
+            k: v
+            for k, v in row.items()
+            if k not in ("checkpoint", "iteration_time_s", "env_steps_per_s")
+        }
         final["stop_reason"] = reason
         if args.eval_episodes:
-            returns = greedy_returns(algo.get_module(), args.env, args.eval_episodes,
-                                     seed=seed + 1_000_000)
-            final.update(eval_return_mean=float(sum(returns) / len(returns)),
-                         eval_return_std=_std(returns), eval_episodes=len(returns))
+            returns = greedy_returns(
+                algo.get_module(), args.env, args.eval_episodes, seed=seed + 1_000_000
+            )
+            final.update(
+                eval_return_mean=float(sum(returns) / len(returns)),
+                eval_return_std=_std(returns),
+                eval_episodes=len(returns),
+            )
         final["checkpoint"] = checkpoint
         return final
     except KeyboardInterrupt:
@@ -490,13 +540,21 @@ def main(argv: list[str] | None = None) -> None:
     train, _data, ns = parse_args(Args, None, argv, __doc__ or "")
     if ns.run_dir:
         Path(ns.run_dir).mkdir(parents=True, exist_ok=True)
-    config = {"train": train, "seed": ns.seed, "run_dir": ns.run_dir,
-              "checkpoint": {"every_steps": 10_000, "keep": 2}, "resume_from": ns.resume_from}
+    config = {
+        "train": train,
+        "seed": ns.seed,
+        "run_dir": ns.run_dir,
+        "checkpoint": {"every_steps": 10_000, "keep": 2},
+        "resume_from": ns.resume_from,
+    }
 
     def show(row):
         ret = row["episode_return_mean"]
-        print(f"iter {row['iteration']:>4}  env steps {row['env_steps']:>8,}  mean return "
-              f"{'-' if ret is None else f'{ret:7.1f}'}", flush=True)
+        print(
+            f"iter {row['iteration']:>4}  env steps {row['env_steps']:>8,}  mean return "
+            f"{'-' if ret is None else f'{ret:7.1f}'}",
+            flush=True,
+        )
 
     final = train_loop(config, on_iteration=show)
     print(json.dumps(final, indent=2))

@@ -59,16 +59,25 @@ def check_plan(plan: RunPlan) -> None:
     spec = plan.spec
     errors = []
     if spec.precision != "fp32":
-        errors.append(FieldError("precision", "RLlib jobs train in fp32; expected fp32",
-                                 spec.precision))
+        errors.append(
+            FieldError("precision", "RLlib jobs train in fp32; expected fp32", spec.precision)
+        )
     if spec.strategy in ("deepspeed", "fsdp"):
-        errors.append(FieldError(
-            "strategy", "RLlib jobs use one local Learner; expected ddp or auto (ignored)",
-            spec.strategy))
+        errors.append(
+            FieldError(
+                "strategy",
+                "RLlib jobs use one local Learner; expected ddp or auto (ignored)",
+                spec.strategy,
+            )
+        )
     if "://" in plan.run_dir:
-        errors.append(FieldError(
-            "storage_path", "RLlib checkpoints are written by the driver; expected a local or "
-            "mounted path", spec.storage_path))
+        errors.append(
+            FieldError(
+                "storage_path",
+                "RLlib checkpoints are written by the driver; expected a local or mounted path",
+                spec.storage_path,
+            )
+        )
     if errors:
         raise SpecError(errors)
 
@@ -114,8 +123,11 @@ def format_progress(row: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
-def plot_learning_curve(run_dir: str | Path, target: float | None = None,
-                        eval_point: tuple[float, float, float] | None = None) -> Path | None:
+def plot_learning_curve(
+    run_dir: str | Path,
+    target: float | None = None,
+    eval_point: tuple[float, float, float] | None = None,
+) -> Path | None:
     """learning_curve.png: mean return against env steps (and the greedy evaluation, if any)."""
     rows = [r for r in read_metrics(run_dir) if r.get("episode_return_mean") is not None]
     if not rows:
@@ -126,14 +138,24 @@ def plot_learning_curve(run_dir: str | Path, target: float | None = None,
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot([r["env_steps"] for r in rows], [r["episode_return_mean"] for r in rows],
-            label="mean return (training episodes)")
+    ax.plot(
+        [r["env_steps"] for r in rows],
+        [r["episode_return_mean"] for r in rows],
+        label="mean return (training episodes)",
+    )
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
     if eval_point is not None:
         x, m, s = eval_point
-        ax.errorbar([x], [m], yerr=[s], fmt="o", color="C3", capsize=4,
-                    label=f"greedy eval {m:.0f} ± {s:.0f}")
+        ax.errorbar(
+            [x],
+            [m],
+            yerr=[s],
+            fmt="o",
+            color="C3",
+            capsize=4,
+            label=f"greedy eval {m:.0f} ± {s:.0f}",
+        )
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
     ax.set_title(Path(run_dir).name)
@@ -153,8 +175,9 @@ def _root_cause(exc: BaseException) -> str:
     return f"{type(seen).__name__}: {seen}".strip()[:2000]
 
 
-def launch(plan: RunPlan, console=None, address: str | None = None,
-           sweep_id: str = "") -> dict[str, Any]:
+def launch(
+    plan: RunPlan, console=None, address: str | None = None, sweep_id: str = ""
+) -> dict[str, Any]:
     """Run an RLlib plan; returns the same summary dict as orchestrator.train.launch."""
     from rich.console import Console
 
@@ -172,8 +195,10 @@ def launch(plan: RunPlan, console=None, address: str | None = None,
     if plan.resumes_from:
         resumed_step = mod.read_state(plan.resumes_from).get("env_steps")
         if resumed_step is None:
-            raise CheckpointError(f"{plan.resumes_from}: no state.json; not a checkpoint of "
-                                  "this job (start over with --fresh)")
+            raise CheckpointError(
+                f"{plan.resumes_from}: no state.json; not a checkpoint of "
+                "this job (start over with --fresh)"
+            )
         truncate_metrics(run_dir, int(resumed_step))
 
     mapping = env_runner_resources(plan)
@@ -184,19 +209,33 @@ def launch(plan: RunPlan, console=None, address: str | None = None,
         drv = ledger.driver_of(live[0])
         raise RunInProgressError(
             f"run '{plan.run_name}' is already running (driver pid {drv[1] if drv else '?'} on "
-            f"{drv[0] if drv else '?'}); stop it first, or use --fresh / --name for a separate run")
+            f"{drv[0] if drv else '?'}); stop it first, or use --fresh / --name for a separate run"
+        )
     if closed:
-        console.print(f"[yellow]closed {len(closed)} run row(s) of '{plan.run_name}' whose "
-                      f"driver had died: {', '.join(closed)}[/yellow]")
+        console.print(
+            f"[yellow]closed {len(closed)} run row(s) of '{plan.run_name}' whose "
+            f"driver had died: {', '.join(closed)}[/yellow]"
+        )
     run_id = f"{plan.run_name}-{uuid.uuid4().hex[:8]}"
     state = RunState()
-    common = dict(run_id=run_id, run_name=plan.run_name, workload=spec.workload,
-                  spec_hash=spec.spec_hash(), run_dir=str(run_dir), sweep_id=sweep_id)
-    extra = {"resumes_from": plan.resumes_from or "", "algorithm": "DQN",
-             "num_env_runners": mapping["num_env_runners"], "driver_pid": os.getpid()}
+    common = dict(
+        run_id=run_id,
+        run_name=plan.run_name,
+        workload=spec.workload,
+        spec_hash=spec.spec_hash(),
+        run_dir=str(run_dir),
+        sweep_id=sweep_id,
+    )
+    extra = {
+        "resumes_from": plan.resumes_from or "",
+        "algorithm": "DQN",
+        "num_env_runners": mapping["num_env_runners"],
+        "driver_pid": os.getpid(),
+    }
     started = time.time()
-    ledger.record(plan.storage_path, status=JobStatus.PENDING, start_time=started,
-                  extra=extra, **common)
+    ledger.record(
+        plan.storage_path, status=JobStatus.PENDING, start_time=started, extra=extra, **common
+    )
 
     tracker = _start_tracking(plan, run_id, sweep_id, console)
     info = None
@@ -206,29 +245,40 @@ def launch(plan: RunPlan, console=None, address: str | None = None,
         info = runtime.connect(address)
         if mapping["num_env_runners"]:
             per_runner = {"CPU": mapping["cpus_per_env_runner"]}
-            runtime.check_fits(mapping["num_env_runners"], per_runner,
-                               cluster_yaml=getattr(plan, "cluster_config", None))
+            runtime.check_fits(
+                mapping["num_env_runners"],
+                per_runner,
+                cluster_yaml=getattr(plan, "cluster_config", None),
+            )
         state.to(JobStatus.RUNNING)
-        ledger.record(plan.storage_path, status=JobStatus.RUNNING, start_time=started,
-                      extra=extra, **common)
-        where = (f"resuming from {Path(plan.resumes_from).name} at {resumed_step:,} env steps"
-                 if plan.resumes_from else "fresh run")
+        ledger.record(
+            plan.storage_path, status=JobStatus.RUNNING, start_time=started, extra=extra, **common
+        )
+        where = (
+            f"resuming from {Path(plan.resumes_from).name} at {resumed_step:,} env steps"
+            if plan.resumes_from
+            else "fresh run"
+        )
         runners = mapping["num_env_runners"]
         console.print(
             f"[bold]orch run[/bold] {plan.run_name}: {spec.workload} (RLlib DQN, "
             f"{'sampling in the driver' if not runners else f'{runners} EnvRunner actor(s)'}), "
-            f"{where}; run dir {run_dir}", highlight=False)
+            f"{where}; run dir {run_dir}",
+            highlight=False,
+        )
         config = plan.worker_config()
         config.update(mapping, resume_from=plan.resumes_from)
-        final = mod.train_loop(config, on_iteration=lambda row: console.print(
-            format_progress(row), highlight=False))
+        final = mod.train_loop(
+            config, on_iteration=lambda row: console.print(format_progress(row), highlight=False)
+        )
         if final.get("stop_reason"):
             console.print(f"stopped: {final['stop_reason']}", highlight=False)
         if final.get("eval_episodes"):
             console.print(
                 f"greedy evaluation: mean return {final['eval_return_mean']:.1f} ± "
                 f"{final['eval_return_std']:.1f} over {final['eval_episodes']} episodes",
-                highlight=False)
+                highlight=False,
+            )
         state.to(JobStatus.SUCCEEDED)
     except KeyboardInterrupt:
         state.to(JobStatus.STOPPED)
@@ -243,17 +293,28 @@ def launch(plan: RunPlan, console=None, address: str | None = None,
         metrics, checkpoint = _final(final, run_dir)
         ended = time.time()
         # The terminal row goes before Ray's shutdown, which can be slow or interrupted.
-        ledger.record(plan.storage_path, status=state.status, start_time=started,
-                      end_time=ended, metrics=metrics, latest_checkpoint=checkpoint,
-                      error=error, extra=extra, **common)
+        ledger.record(
+            plan.storage_path,
+            status=state.status,
+            start_time=started,
+            end_time=ended,
+            metrics=metrics,
+            latest_checkpoint=checkpoint,
+            error=error,
+            extra=extra,
+            **common,
+        )
         if info is not None:
             runtime.shutdown(info)
 
     try:
         eval_point = None
         if metrics.get("eval_episodes"):
-            eval_point = (metrics.get("env_steps", 0), metrics["eval_return_mean"],
-                          metrics["eval_return_std"])
+            eval_point = (
+                metrics.get("env_steps", 0),
+                metrics["eval_return_mean"],
+                metrics["eval_return_std"],
+            )
         curve = plot_learning_curve(run_dir, spec.train.get("stop_return"), eval_point)
         if curve is not None:
             console.print(f"learning curve: {curve}", highlight=False)
@@ -297,8 +358,11 @@ def _final(final: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any], str]:
     if not checkpoint:
         done = sorted(c for c in run_dir.glob("checkpoint_*") if (c / "_COMPLETE").exists())
         checkpoint = str(done[-1]) if done else ""
-    metrics = {k: v for k, v in final.items()
-               if v is not None and not (isinstance(v, float) and math.isnan(v))}
+    metrics = {
+        k: v
+        for k, v in final.items()
+        if v is not None and not (isinstance(v, float) and math.isnan(v))
+    }
     return metrics, checkpoint
 
 
@@ -316,12 +380,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not done:
         raise CheckpointError(
             f"{p}: not a checkpoint (no _COMPLETE or rllib_checkpoint.json) and holds no "
-            "complete checkpoint_NNNNNN/ directory")
+            "complete checkpoint_NNNNNN/ directory"
+        )
     return done[-1]
 
 
-def rollout(checkpoint: str | Path, episodes: int, seed: int = 0,
-            env: str | None = None) -> dict[str, Any]:
+def rollout(
+    checkpoint: str | Path, episodes: int, seed: int = 0, env: str | None = None
+) -> dict[str, Any]:
     """Greedy episodes with a trained policy; no Ray cluster needed."""
     ck = resolve_checkpoint(checkpoint)
     state = {}
@@ -338,11 +404,22 @@ def rollout(checkpoint: str | Path, episodes: int, seed: int = 0,
         raise CheckpointError(str(exc)) from None
     returns = dqn.greedy_returns(module, env_id, episodes, seed=seed)
     mean = sum(returns) / len(returns)
-    std = math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1)) \
-        if len(returns) > 1 else 0.0
-    return {"checkpoint": str(ck), "env": env_id, "env_steps": state.get("env_steps"),
-            "episodes": len(returns), "returns": returns, "mean": mean, "std": std,
-            "min": min(returns), "max": max(returns)}
+    std = (
+        math.sqrt(sum((r - mean) ** 2 for r in returns) / (len(returns) - 1))
+        if len(returns) > 1
+        else 0.0
+    )
+    return {
+        "checkpoint": str(ck),
+        "env": env_id,
+        "env_steps": state.get("env_steps"),
+        "episodes": len(returns),
+        "returns": returns,
+        "mean": mean,
+        "std": std,
+        "min": min(returns),
+        "max": max(returns),
+    }
 
 
 def _workload_of(checkpoint: Path) -> str:
@@ -363,16 +440,18 @@ def register(app) -> None:
     @app.command("rollout")
     def rollout_cmd(
         checkpoint: str = typer.Argument(
-            ..., help="A checkpoint_NNNNNN directory, or a run directory (its latest checkpoint)."),
+            ..., help="A checkpoint_NNNNNN directory, or a run directory (its latest checkpoint)."
+        ),
         episodes: int = typer.Option(10, "--episodes", "-n", min=1, help="Episodes to run."),
         seed: int = typer.Option(0, "--seed", help="Env seed of the first episode (+1 each)."),
-        env: str | None = typer.Option(None, "--env", help="Gymnasium env id; default: the "
-                                                           "checkpoint's own."),
+        env: str | None = typer.Option(
+            None, "--env", help="Gymnasium env id; default: the checkpoint's own."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     ) -> None:
         """Run a trained RLlib policy greedily (argmax Q) and report each episode's return.
 
-            orch rollout runs/cartpole-dqn --episodes 20
+        orch rollout runs/cartpole-dqn --episodes 20
         """
         from rich.console import Console
 
@@ -388,9 +467,15 @@ def register(app) -> None:
             print(json.dumps(out, indent=2))
             return
         steps = out["env_steps"]
-        console.print(f"{out['checkpoint']} ({out['env']}"
-                      f"{f', trained {steps:,} env steps' if steps else ''})", highlight=False)
+        console.print(
+            f"{out['checkpoint']} ({out['env']}"
+            f"{f', trained {steps:,} env steps' if steps else ''})",
+            highlight=False,
+        )
         for i, r in enumerate(out["returns"]):
             console.print(f"  episode {i:>3}  return {r:6.1f}", highlight=False)
-        console.print(f"mean return {out['mean']:.1f} ± {out['std']:.1f} over {out['episodes']} "
-                      f"episodes (min {out['min']:.0f}, max {out['max']:.0f})", highlight=False)
+        console.print(
+            f"mean return {out['mean']:.1f} ± {out['std']:.1f} over {out['episodes']} "
+            f"episodes (min {out['min']:.0f}, max {out['max']:.0f})",
+            highlight=False,
+        )

@@ -63,8 +63,11 @@ def test_short_run_learns_within_30k_env_steps(first_run):
         assert (cks[-1] / name).exists(), name
     assert json.loads((cks[-1] / "state.json").read_text())["env_steps"] == m["env_steps"]
 
-    events = [r["status"] for r in ledger.read_events(p.storage_path).to_pylist()
-              if r["run_id"] == summary["run_id"]]
+    events = [
+        r["status"]
+        for r in ledger.read_events(p.storage_path).to_pylist()
+        if r["run_id"] == summary["run_id"]
+    ]
     assert events == ["PENDING", "RUNNING", "SUCCEEDED"]
 
 
@@ -82,9 +85,16 @@ def test_rerun_resumes_and_keeps_its_env_step_count(first_run):
     last_iter = summary["metrics"]["iteration"]
     # Same run name and storage: the plan picks up the latest checkpoint. A higher budget
     # lets it train on for two more iterations.
-    again = load_spec(SPEC, SHORT + [f"storage_path={p.storage_path}", "name=dqn-test",
-                                     "train.stop_return=null",
-                                     f"train.stop_env_steps={done + 2000}"])
+    again = load_spec(
+        SPEC,
+        SHORT
+        + [
+            f"storage_path={p.storage_path}",
+            "name=dqn-test",
+            "train.stop_return=null",
+            f"train.stop_env_steps={done + 2000}",
+        ],
+    )
     p2 = plan(again)
     assert p2.resumes_from == summary["checkpoint"]
     s2 = rl.launch(p2)

@@ -93,12 +93,20 @@ def test_epsilon_schedule_is_linear_then_flat():
 
 
 def fake_result(steps: int, ret: float | None, it: int = 3) -> dict:
-    er = {"num_env_steps_sampled_lifetime": steps, "num_env_steps_sampled": 1000,
-          "num_episodes_lifetime": 40, "episode_len_mean": ret}
+    er = {
+        "num_env_steps_sampled_lifetime": steps,
+        "num_env_steps_sampled": 1000,
+        "num_episodes_lifetime": 40,
+        "episode_len_mean": ret,
+    }
     if ret is not None:
         er.update(episode_return_mean=ret, episode_return_max=ret + 10)
-    return {"training_iteration": it, "time_this_iter_s": 2.0, "env_runners": er,
-            "learners": {"default_policy": {"qf_loss": 0.5}}}
+    return {
+        "training_iteration": it,
+        "time_this_iter_s": 2.0,
+        "env_runners": er,
+        "learners": {"default_policy": {"qf_loss": 0.5}},
+    }
 
 
 def test_iteration_row_and_stop_reasons():
@@ -132,8 +140,10 @@ def test_meaningless_choices_are_refused(tmp_path):
 
 
 def test_metrics_truncation_and_progress_line(tmp_path):
-    rows = [{"step": s, "env_steps": s, "iteration": i + 1, "episode_return_mean": 20.0 + i}
-            for i, s in enumerate((1000, 2000, 3000))]
+    rows = [
+        {"step": s, "env_steps": s, "iteration": i + 1, "episode_return_mean": 20.0 + i}
+        for i, s in enumerate((1000, 2000, 3000))
+    ]
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "{cut")
     rl.truncate_metrics(tmp_path, 2000)
     assert [r["step"] for r in rl.read_metrics(tmp_path)] == [1000, 2000]
