@@ -531,9 +531,12 @@ def register(app) -> None:
             _logs(sub.submission_id, address, True)
 
     def _logs(job: str, address: str | None, follow: bool) -> None:
+        import logging
+
         addr = normalise_address(address)
         try:
             client = make_client(addr)
+            logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
             if follow:
                 status = follow_logs(client, addr, job, write=lambda s: print(s, end="", flush=True))
                 colour = "green" if status == "SUCCEEDED" else "red"
@@ -620,8 +623,10 @@ def register(app) -> None:
             console.print(f"no jobs on {addr}")
             return
         table = Table(title=f"jobs on {addr}")
-        for col in ("submission id", "status", "spec", "start", "end", "entrypoint"):
-            table.add_column(col, overflow="fold")
+        for col in ("submission id", "status", "spec", "start", "end"):
+            table.add_column(col, no_wrap=col != "spec", overflow="fold")
+        # The entrypoint gets what width is left, cut short (orch status JOB shows it whole).
+        table.add_column("entrypoint", no_wrap=True, overflow="ellipsis", min_width=12)
         for d in jobs:
             table.add_row(d["submission_id"] or "-", d["status"], d["spec"] or "-", d["start_time"],
                           d["end_time"], d["entrypoint"])

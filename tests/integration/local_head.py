@@ -75,7 +75,10 @@ class LocalHead:
         for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS"):
             env.pop(k, None)
         env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
-                   PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}")
+                   PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+                   # Else Ray swaps --node-ip-address=127.0.0.1 for the machine's routable
+                   # address (services.resolve_ip_for_localhost) and its agents listen there.
+                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
         return env
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -138,6 +141,19 @@ class LocalHead:
                     self.procs.setdefault(p.pid, p)
         except Exception:  # noqa: BLE001 - the process tree changes while we look
             pass
+
+    def diagnose(self, n: int = 1500) -> str:
+        """For assertion messages: is the head alive, does the Jobs API answer, recent logs."""
+        alive = self.proc is not None and self.proc.poll() is None
+        parts = [f"head: ray start {'alive' if alive else 'EXITED'}; Jobs API "
+                 f"{'answers' if self._dashboard_answers() else 'does not answer'} at {self.dashboard_url}",
+                 "--- ray start ---", self.log_tail(n)]
+        logs = Path(self.temp_dir) / "session_latest" / "logs"
+        for name in ("ray_process_exit.log", "dashboard.err", "dashboard.log", "raylet.err"):
+            f = logs / name
+            if f.is_file() and f.stat().st_size:
+                parts += [f"--- {name} ---", f.read_text(errors="replace")[-n:]]
+        return "\n".join(parts)
 
     def log_tail(self, n: int = 4000) -> str:
         try:

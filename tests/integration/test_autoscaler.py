@@ -52,8 +52,6 @@ def test_gpu_job_scales_the_gpu_pool_from_zero_and_back(tmp_path):
     head = LocalHead(num_cpus=1, gcs_port_from=6480, extra_env={
         "RAY_FAKE_CLUSTER": "1",
         "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-        # Fake nodes take the node IP from here: keep them on loopback like the head.
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     })
     config = cluster.fake_multinode_config(ROOT / "cluster" / "gpu.yaml", gcs_address=head.gcs_address,
                                            idle_timeout_minutes=0.1)

@@ -81,13 +81,13 @@ def test_submit_small_job_follow_to_succeeded_and_resubmit(head, project):
             "resources.workers=1", f"storage_path={project['runs']}",
             "--address", head.dashboard_url, "--submission-id", sid, "--max-upload-mb", "1"]
     res = orch(args, env, cwd=project["dir"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, res.output + "\n" + head.diagnose()
     assert f"submitted {sid}" in res.output
 
     t0 = time.monotonic()
     res = orch(["logs", sid, "--follow", "--address", head.dashboard_url], env)
     follow_s = time.monotonic() - t0
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 0, res.output + "\n" + head.diagnose()
     assert f"job {sid}: SUCCEEDED" in res.output
     # The driver's own last lines (orch run's summary) came through before the end.
     assert "final test accuracy" in res.output or "status" in res.output, res.output[-2000:]
@@ -127,8 +127,8 @@ def test_plain_ray_job_submit_long_job_then_stop_twice_and_list(head, project):
            "--submission-id", sid, "--no-wait", "--working-dir", str(project["dir"]),
            "--", "orch", "run", "mnist_remote.yaml", "train.epochs=1000", "resources.workers=1",
            f"storage_path={project['runs']}", "--name", "long"]
-    out = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    out = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:] + head.diagnose()
 
     deadline = time.monotonic() + 120
     status = _status(head, project, sid)
