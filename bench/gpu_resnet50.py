@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         results.append(r)
         mem = f", peak {r['max_mem_gib']:.1f} GiB" if r["max_mem_gib"] else ""
         print(
-            f"  {r['mode']:>7}: {r['img_s']:9.1f} img/s  (median step {r['median_step_s'] * 1e3:.1f} ms "
+            f"  {r['mode']:>7}: {r['img_s']:9.2f} img/s  (median step {r['median_step_s'] * 1e3:.1f} ms "
             f"over {a.steps}; warm-up {r['warmup_s']:.1f} s{mem})",
             flush=True,
         )
