@@ -55,20 +55,37 @@ WORLD_CIDRS = {"0.0.0.0/0", "::/0"}
 # GPUs per AWS instance type (the common ones); other p*/g* types must still declare a GPU.
 AWS_GPUS: dict[str, tuple[int, str]] = {
     **{f"g5.{s}": (1, "A10G") for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
-    "g5.12xlarge": (4, "A10G"), "g5.24xlarge": (4, "A10G"), "g5.48xlarge": (8, "A10G"),
+    "g5.12xlarge": (4, "A10G"),
+    "g5.24xlarge": (4, "A10G"),
+    "g5.48xlarge": (8, "A10G"),
     **{f"g6.{s}": (1, "L4") for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
-    "g6.12xlarge": (4, "L4"), "g6.24xlarge": (4, "L4"), "g6.48xlarge": (8, "L4"),
+    "g6.12xlarge": (4, "L4"),
+    "g6.24xlarge": (4, "L4"),
+    "g6.48xlarge": (8, "L4"),
     **{f"g4dn.{s}": (1, "T4") for s in ("xlarge", "2xlarge", "4xlarge", "8xlarge", "16xlarge")},
-    "g4dn.12xlarge": (4, "T4"), "g4dn.metal": (8, "T4"),
-    "p3.2xlarge": (1, "V100"), "p3.8xlarge": (4, "V100"), "p3.16xlarge": (8, "V100"),
+    "g4dn.12xlarge": (4, "T4"),
+    "g4dn.metal": (8, "T4"),
+    "p3.2xlarge": (1, "V100"),
+    "p3.8xlarge": (4, "V100"),
+    "p3.16xlarge": (8, "V100"),
     "p3dn.24xlarge": (8, "V100"),
-    "p4d.24xlarge": (8, "A100"), "p4de.24xlarge": (8, "A100"),
-    "p5.48xlarge": (8, "H100"), "p5e.48xlarge": (8, "H200"),
+    "p4d.24xlarge": (8, "A100"),
+    "p4de.24xlarge": (8, "A100"),
+    "p5.48xlarge": (8, "H100"),
+    "p5e.48xlarge": (8, "H200"),
 }
 AWS_GPU_FAMILY = re.compile(r"^(p\d+[a-z]*|g\d+[a-z]*|gr\d+[a-z]*)\.")
 # GCP machine types with GPUs built in.
-GCP_G2_GPUS = {"g2-standard-4": 1, "g2-standard-8": 1, "g2-standard-12": 1, "g2-standard-16": 1,
-               "g2-standard-24": 2, "g2-standard-32": 1, "g2-standard-48": 4, "g2-standard-96": 8}
+GCP_G2_GPUS = {
+    "g2-standard-4": 1,
+    "g2-standard-8": 1,
+    "g2-standard-12": 1,
+    "g2-standard-16": 1,
+    "g2-standard-24": 2,
+    "g2-standard-32": 1,
+    "g2-standard-48": 4,
+    "g2-standard-96": 8,
+}
 GCP_A_SERIES = re.compile(r"^a[23]-(?:high|mega|ultra|edge)gpu-(\d+)g$")
 
 
@@ -92,14 +109,23 @@ def load_documents(path: str | Path) -> list[dict[str, Any]]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError([FieldError("<yaml>", f"invalid YAML{where}: {getattr(exc, 'problem', exc)}")],
-                        str(p)) from None
+        raise SpecError(
+            [FieldError("<yaml>", f"invalid YAML{where}: {getattr(exc, 'problem', exc)}")], str(p)
+        ) from None
     if not docs:
         raise SpecError([FieldError("<root>", "empty file: expected a cluster config")], str(p))
     for i, d in enumerate(docs):
         if not isinstance(d, dict):
-            raise SpecError([FieldError(f"[{i}]" if len(docs) > 1 else "<root>",
-                                        "expected a mapping of keys to values", _show(d))], str(p))
+            raise SpecError(
+                [
+                    FieldError(
+                        f"[{i}]" if len(docs) > 1 else "<root>",
+                        "expected a mapping of keys to values",
+                        _show(d),
+                    )
+                ],
+                str(p),
+            )
     return docs
 
 
@@ -128,9 +154,16 @@ def node_types(path: str | Path) -> dict[str, NodeType]:
     docs = load_documents(path)
     config = docs[0]
     if is_kubernetes(config):
-        raise SpecError([FieldError("<root>", "expected a `ray up` config, got a Kubernetes "
-                                    f"{config.get('kind')} (node types come from available_node_types)")],
-                        str(path))
+        raise SpecError(
+            [
+                FieldError(
+                    "<root>",
+                    "expected a `ray up` config, got a Kubernetes "
+                    f"{config.get('kind')} (node types come from available_node_types)",
+                )
+            ],
+            str(path),
+        )
     head = config.get("head_node_type")
     out = {}
     for name, nt in (config.get("available_node_types") or {}).items():
@@ -264,7 +297,9 @@ def schema_errors(config: dict[str, Any]) -> list[FieldError]:
     validator = jsonschema.Draft7Validator(ray_schema())
     out = []
     for err in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path))):
-        out.append(FieldError(_path(err.absolute_path), f"Ray's cluster schema: {_short(err.message)}"))
+        out.append(
+            FieldError(_path(err.absolute_path), f"Ray's cluster schema: {_short(err.message)}")
+        )
     return out
 
 
@@ -275,17 +310,29 @@ def launcher_errors(config: dict[str, Any]) -> list[FieldError]:
     ptype = provider.get("type", "")
     types = config.get("available_node_types")
     if not isinstance(types, dict) or not types:
-        errors.append(FieldError("available_node_types", "declare the node types (a head type and "
-                                 "the worker pools), each with its resources"))
+        errors.append(
+            FieldError(
+                "available_node_types",
+                "declare the node types (a head type and "
+                "the worker pools), each with its resources",
+            )
+        )
         types = {}
     head = config.get("head_node_type")
     if head is None:
         errors.append(FieldError("head_node_type", "required: the name of the head's node type"))
     elif head not in types:
-        errors.append(FieldError("head_node_type", f"must be one of available_node_types "
-                                 f"({', '.join(types) or 'none declared'})", str(head)))
+        errors.append(
+            FieldError(
+                "head_node_type",
+                f"must be one of available_node_types ({', '.join(types) or 'none declared'})",
+                str(head),
+            )
+        )
     if config.get("idle_timeout_minutes") is None:
-        errors.append(FieldError("idle_timeout_minutes", "set it so idle (GPU) nodes are given back"))
+        errors.append(
+            FieldError("idle_timeout_minutes", "set it so idle (GPU) nodes are given back")
+        )
 
     cluster_max = config.get("max_workers")
     sum_min = 0
@@ -299,15 +346,34 @@ def launcher_errors(config: dict[str, Any]) -> list[FieldError]:
             sum_min += lo if name != head else 0
         if name != head:
             if hi is None:
-                errors.append(FieldError(f"{where}.max_workers", "set an upper bound for this pool"))
+                errors.append(
+                    FieldError(f"{where}.max_workers", "set an upper bound for this pool")
+                )
             if "CPU" not in res:
-                errors.append(FieldError(f"{where}.resources.CPU", "declare the pool's CPUs so the "
-                                         "autoscaler can plan from zero nodes"))
+                errors.append(
+                    FieldError(
+                        f"{where}.resources.CPU",
+                        "declare the pool's CPUs so the autoscaler can plan from zero nodes",
+                    )
+                )
         if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
-            errors.append(FieldError(f"{where}.min_workers", f"must be <= max_workers ({hi})", str(lo)))
-        if isinstance(hi, int) and isinstance(cluster_max, int) and hi > cluster_max and name != head:
-            errors.append(FieldError(f"{where}.max_workers", f"exceeds the cluster's max_workers "
-                                     f"({cluster_max}); raise max_workers or lower this", str(hi)))
+            errors.append(
+                FieldError(f"{where}.min_workers", f"must be <= max_workers ({hi})", str(lo))
+            )
+        if (
+            isinstance(hi, int)
+            and isinstance(cluster_max, int)
+            and hi > cluster_max
+            and name != head
+        ):
+            errors.append(
+                FieldError(
+                    f"{where}.max_workers",
+                    f"exceeds the cluster's max_workers "
+                    f"({cluster_max}); raise max_workers or lower this",
+                    str(hi),
+                )
+            )
         errors += _gpu_errors(ptype, where, nt.get("node_config") or {}, res)
         docker = nt.get("docker") if isinstance(nt.get("docker"), dict) else {}
         if docker.get("worker_image"):
@@ -315,8 +381,13 @@ def launcher_errors(config: dict[str, Any]) -> list[FieldError]:
         for i, cmd in enumerate(nt.get("worker_setup_commands") or []):
             errors += _command_errors(f"{where}.worker_setup_commands[{i}]", cmd)
     if isinstance(cluster_max, int) and sum_min > cluster_max:
-        errors.append(FieldError("max_workers", f"smaller than the sum of the pools' min_workers "
-                                 f"({sum_min})", str(cluster_max)))
+        errors.append(
+            FieldError(
+                "max_workers",
+                f"smaller than the sum of the pools' min_workers ({sum_min})",
+                str(cluster_max),
+            )
+        )
 
     errors += _security_group_errors(provider)
     docker = config.get("docker") if isinstance(config.get("docker"), dict) else {}
@@ -324,8 +395,14 @@ def launcher_errors(config: dict[str, Any]) -> list[FieldError]:
         if docker.get(key):
             errors += _image_errors(f"docker.{key}", docker[key])
 
-    command_keys = ("initialization_commands", "setup_commands", "head_setup_commands",
-                    "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+    command_keys = (
+        "initialization_commands",
+        "setup_commands",
+        "head_setup_commands",
+        "worker_setup_commands",
+        "head_start_ray_commands",
+        "worker_start_ray_commands",
+    )
     for key in command_keys:
         for i, cmd in enumerate(config.get(key) or []):
             errors += _command_errors(f"{key}[{i}]", cmd)
@@ -359,16 +436,23 @@ def _gpu_errors(ptype: str, where: str, node_config: dict, res: dict) -> list[Fi
             for item in sched if isinstance(sched, list) else [sched or {}]:
                 merged.update(item if isinstance(item, dict) else {})
             if merged.get("onHostMaintenance") != "TERMINATE":
-                return _gpu_count(where, machine, declared, expected, accel, res) + [FieldError(
-                    f"{where}.node_config.scheduling.onHostMaintenance",
-                    "GPU VMs cannot live-migrate: set TERMINATE",
-                    _show(merged.get("onHostMaintenance")))]
+                return _gpu_count(where, machine, declared, expected, accel, res) + [
+                    FieldError(
+                        f"{where}.node_config.scheduling.onHostMaintenance",
+                        "GPU VMs cannot live-migrate: set TERMINATE",
+                        _show(merged.get("onHostMaintenance")),
+                    )
+                ]
     if expected is None:
         if declared:
             if ptype in ("aws", "gcp") and machine:
-                return [FieldError(f"{where}.resources.GPU",
-                                   f"{machine} has no GPU; use a GPU machine type or drop GPU",
-                                   _show(declared))]
+                return [
+                    FieldError(
+                        f"{where}.resources.GPU",
+                        f"{machine} has no GPU; use a GPU machine type or drop GPU",
+                        _show(declared),
+                    )
+                ]
         return []
     return _gpu_count(where, machine, declared, expected, accel, res)
 
@@ -376,17 +460,28 @@ def _gpu_errors(ptype: str, where: str, node_config: dict, res: dict) -> list[Fi
 def _gpu_count(where, machine, declared, expected, accel, res) -> list[FieldError]:
     if not declared:
         n = f"{expected} " if expected and expected > 0 else ""
-        return [FieldError(f"{where}.resources.GPU",
-                           f"GPU pool declares no GPU resources: {machine} has {n}GPU(s); "
-                           f"set resources.GPU so jobs asking for GPUs scale this pool")]
+        return [
+            FieldError(
+                f"{where}.resources.GPU",
+                f"GPU pool declares no GPU resources: {machine} has {n}GPU(s); "
+                f"set resources.GPU so jobs asking for GPUs scale this pool",
+            )
+        ]
     if expected and expected > 0 and declared != expected:
-        return [FieldError(f"{where}.resources.GPU", f"{machine} has {expected} GPU(s)",
-                           _show(declared))]
+        return [
+            FieldError(
+                f"{where}.resources.GPU", f"{machine} has {expected} GPU(s)", _show(declared)
+            )
+        ]
     errs = []
     for key in res:
         if key.startswith("accelerator_type:") and accel and key.split(":", 1)[1] != accel:
-            errs.append(FieldError(f"{where}.resources.{key}",
-                                   f"{machine} has {accel} GPUs (accelerator_type:{accel})"))
+            errs.append(
+                FieldError(
+                    f"{where}.resources.{key}",
+                    f"{machine} has {accel} GPUs (accelerator_type:{accel})",
+                )
+            )
     return errs
 
 
@@ -418,10 +513,14 @@ def _security_group_errors(provider: dict) -> list[FieldError]:
             for j, rng in enumerate(perm.get(key) or []):
                 cidr = rng.get(cidr_key) if isinstance(rng, dict) else None
                 if cidr in WORLD_CIDRS:
-                    out.append(FieldError(
-                        f"provider.security_group.IpPermissions[{i}].{key}[{j}].{cidr_key}",
-                        f"opens Ray's ports {', '.join(hit)} to the internet; keep them closed "
-                        f"and reach the head with `ray dashboard` / an SSH tunnel", cidr))
+                    out.append(
+                        FieldError(
+                            f"provider.security_group.IpPermissions[{i}].{key}[{j}].{cidr_key}",
+                            f"opens Ray's ports {', '.join(hit)} to the internet; keep them closed "
+                            f"and reach the head with `ray dashboard` / an SSH tunnel",
+                            cidr,
+                        )
+                    )
     return out
 
 
@@ -434,13 +533,20 @@ def _command_errors(path: str, cmd: Any) -> list[FieldError]:
         return []
     out = []
     if _WORLD_BIND.search(cmd):
-        out.append(FieldError(path, "binds the dashboard / Jobs API to every interface; drop "
-                              "--dashboard-host (localhost) and use `ray dashboard CLUSTER.yaml`"))
+        out.append(
+            FieldError(
+                path,
+                "binds the dashboard / Jobs API to every interface; drop "
+                "--dashboard-host (localhost) and use `ray dashboard CLUSTER.yaml`",
+            )
+        )
     if re.search(r"RAY_AUTH_MODE\s*=\s*['\"]?disabled", cmd):
         out.append(FieldError(path, "turns Ray token authentication off; keep RAY_AUTH_MODE=token"))
     for m in _RAY_PIN.finditer(cmd):
         if m.group(1) != _ray_version():
-            out.append(FieldError(path, f"pins Ray {m.group(1)}; this project runs Ray {_ray_version()}"))
+            out.append(
+                FieldError(path, f"pins Ray {m.group(1)}; this project runs Ray {_ray_version()}")
+            )
     return out
 
 
@@ -450,20 +556,38 @@ def _token_errors(config: dict, ptype: str) -> list[FieldError]:
         return []  # e.g. fake_multinode / KubeRay-managed: nothing here starts Ray
     out = []
     if not any(re.search(r"RAY_AUTH_MODE\s*=\s*['\"]?token", c) for c in starts):
-        out.append(FieldError("head_start_ray_commands", "start Ray with token authentication: "
-                              "`export RAY_AUTH_MODE=token;` before `ray start --head`"))
+        out.append(
+            FieldError(
+                "head_start_ray_commands",
+                "start Ray with token authentication: "
+                "`export RAY_AUTH_MODE=token;` before `ray start --head`",
+            )
+        )
     workers = [c for c in (config.get("worker_start_ray_commands") or []) if isinstance(c, str)]
     if any("ray start" in c for c in workers) and not any(
-            re.search(r"RAY_AUTH_MODE\s*=\s*['\"]?token", c) for c in workers):
-        out.append(FieldError("worker_start_ray_commands", "workers need RAY_AUTH_MODE=token too "
-                              "(`export RAY_AUTH_MODE=token;` before `ray start --address`)"))
+        re.search(r"RAY_AUTH_MODE\s*=\s*['\"]?token", c) for c in workers
+    ):
+        out.append(
+            FieldError(
+                "worker_start_ray_commands",
+                "workers need RAY_AUTH_MODE=token too "
+                "(`export RAY_AUTH_MODE=token;` before `ray start --address`)",
+            )
+        )
     mounts = config.get("file_mounts") or {}
     everything = " ".join(starts + workers + [str(c) for c in config.get("setup_commands") or []])
-    if not any(str(k).rstrip("/").endswith("auth_token") for k in mounts) and \
-            "RAY_AUTH_TOKEN" not in everything:
-        out.append(FieldError("file_mounts", "the cluster's token must reach every node: mount "
-                              "`~/.ray/auth_token: ~/.ray/auth_token` (after `ray get-auth-token "
-                              "--generate`) or set RAY_AUTH_TOKEN_PATH in the start commands"))
+    if (
+        not any(str(k).rstrip("/").endswith("auth_token") for k in mounts)
+        and "RAY_AUTH_TOKEN" not in everything
+    ):
+        out.append(
+            FieldError(
+                "file_mounts",
+                "the cluster's token must reach every node: mount "
+                "`~/.ray/auth_token: ~/.ray/auth_token` (after `ray get-auth-token "
+                "--generate`) or set RAY_AUTH_TOKEN_PATH in the start commands",
+            )
+        )
     return out
 
 
@@ -475,8 +599,14 @@ def _image_errors(path: str, image: Any) -> list[FieldError]:
     tag = m.group("tag") or "latest"
     version = _ray_version()
     if not tag.startswith(version):
-        return [FieldError(path, f"Ray image tag must start with this project's Ray version "
-                           f"{version} (e.g. rayproject/ray:{version}-py311-gpu)", image)]
+        return [
+            FieldError(
+                path,
+                f"Ray image tag must start with this project's Ray version "
+                f"{version} (e.g. rayproject/ray:{version}-py311-gpu)",
+                image,
+            )
+        ]
     return []
 
 
@@ -507,26 +637,42 @@ def kuberay_errors(doc: dict[str, Any], prefix: str = "") -> list[FieldError]:
     if kind not in ("RayCluster", "RayJob"):
         return errors
     if not str(doc.get("apiVersion", "")).startswith("ray.io/"):
-        errors.append(FieldError(f"{prefix}.apiVersion", "expected ray.io/v1", _show(doc.get("apiVersion"))))
+        errors.append(
+            FieldError(f"{prefix}.apiVersion", "expected ray.io/v1", _show(doc.get("apiVersion")))
+        )
     spec = doc.get("spec")
     if not isinstance(spec, dict):
         return errors + [FieldError(f"{prefix}.spec", "required")]
     if kind == "RayJob":
         if not spec.get("entrypoint"):
-            errors.append(FieldError(f"{prefix}.spec.entrypoint", "required: the command to run, "
-                                     "e.g. `orch run jobs/mnist_mlp.yaml storage_path=s3://...`"))
+            errors.append(
+                FieldError(
+                    f"{prefix}.spec.entrypoint",
+                    "required: the command to run, "
+                    "e.g. `orch run jobs/mnist_mlp.yaml storage_path=s3://...`",
+                )
+            )
         sub = ((spec.get("submitterPodTemplate") or {}).get("spec") or {}).get("containers") or []
         auth_on = (spec.get("rayClusterSpec") or {}).get("authOptions", {}).get("mode") == "token"
         for i, c in enumerate(sub):
             if not auth_on and not _env_token(c):
-                errors.append(FieldError(
-                    f"{prefix}.spec.submitterPodTemplate.spec.containers[{i}].env",
-                    "the submitter calls the Jobs API: give it RAY_AUTH_MODE=token and RAY_AUTH_TOKEN"))
+                errors.append(
+                    FieldError(
+                        f"{prefix}.spec.submitterPodTemplate.spec.containers[{i}].env",
+                        "the submitter calls the Jobs API: give it RAY_AUTH_MODE=token and RAY_AUTH_TOKEN",
+                    )
+                )
         if "rayClusterSpec" in spec:
-            errors += _raycluster_spec_errors(spec["rayClusterSpec"], f"{prefix}.spec.rayClusterSpec")
+            errors += _raycluster_spec_errors(
+                spec["rayClusterSpec"], f"{prefix}.spec.rayClusterSpec"
+            )
         elif not spec.get("clusterSelector"):
-            errors.append(FieldError(f"{prefix}.spec.rayClusterSpec",
-                                     "required (or clusterSelector to use a running RayCluster)"))
+            errors.append(
+                FieldError(
+                    f"{prefix}.spec.rayClusterSpec",
+                    "required (or clusterSelector to use a running RayCluster)",
+                )
+            )
         return errors
     return errors + _raycluster_spec_errors(spec, f"{prefix}.spec")
 
@@ -543,16 +689,26 @@ def _raycluster_spec_errors(spec: Any, where: str) -> list[FieldError]:
     errors: list[FieldError] = []
     version = _ray_version()
     if str(spec.get("rayVersion", "")) != version:
-        errors.append(FieldError(f"{where}.rayVersion", f"must be this project's Ray version {version}",
-                                 _show(spec.get("rayVersion"))))
+        errors.append(
+            FieldError(
+                f"{where}.rayVersion",
+                f"must be this project's Ray version {version}",
+                _show(spec.get("rayVersion")),
+            )
+        )
     auth_on = (spec.get("authOptions") or {}).get("mode") == "token"
     head = spec.get("headGroupSpec")
     if not isinstance(head, dict):
         return errors + [FieldError(f"{where}.headGroupSpec", "required")]
     if head.get("serviceType") in ("LoadBalancer", "NodePort"):
-        errors.append(FieldError(f"{where}.headGroupSpec.serviceType",
-                                 "exposes the dashboard / Jobs API and GCS outside the cluster; use "
-                                 "ClusterIP and `kubectl port-forward`", head["serviceType"]))
+        errors.append(
+            FieldError(
+                f"{where}.headGroupSpec.serviceType",
+                "exposes the dashboard / Jobs API and GCS outside the cluster; use "
+                "ClusterIP and `kubectl port-forward`",
+                head["serviceType"],
+            )
+        )
     groups = [(f"{where}.headGroupSpec", head)]
     autoscale_needed = False
     for i, g in enumerate(spec.get("workerGroupSpecs") or []):
@@ -565,21 +721,32 @@ def _raycluster_spec_errors(spec: Any, where: str) -> list[FieldError]:
         if hi is None:
             errors.append(FieldError(f"{gw}.maxReplicas", "set an upper bound for this group"))
         elif isinstance(lo, int) and lo > hi:
-            errors.append(FieldError(f"{gw}.minReplicas", f"must be <= maxReplicas ({hi})", str(lo)))
+            errors.append(
+                FieldError(f"{gw}.minReplicas", f"must be <= maxReplicas ({hi})", str(lo))
+            )
         elif isinstance(n, int) and not (lo <= n <= hi):
-            errors.append(FieldError(f"{gw}.replicas", f"must lie in minReplicas..maxReplicas ({lo}..{hi})",
-                                     str(n)))
+            errors.append(
+                FieldError(
+                    f"{gw}.replicas", f"must lie in minReplicas..maxReplicas ({lo}..{hi})", str(n)
+                )
+            )
         if isinstance(hi, int) and isinstance(lo, int) and hi > lo:
             autoscale_needed = True
         errors += _k8s_gpu_errors(gw, g)
     if autoscale_needed and not spec.get("enableInTreeAutoscaling"):
-        errors.append(FieldError(f"{where}.enableInTreeAutoscaling",
-                                 "worker groups have minReplicas < maxReplicas but nothing scales "
-                                 "them: set enableInTreeAutoscaling: true"))
+        errors.append(
+            FieldError(
+                f"{where}.enableInTreeAutoscaling",
+                "worker groups have minReplicas < maxReplicas but nothing scales "
+                "them: set enableInTreeAutoscaling: true",
+            )
+        )
     for gw, g in groups:
         containers = ((g.get("template") or {}).get("spec") or {}).get("containers") or []
         if not containers:
-            errors.append(FieldError(f"{gw}.template.spec.containers", "required: the Ray container"))
+            errors.append(
+                FieldError(f"{gw}.template.spec.containers", "required: the Ray container")
+            )
         for j, c in enumerate(containers):
             cw = f"{gw}.template.spec.containers[{j}]"
             if not isinstance(c, dict):
@@ -587,20 +754,32 @@ def _raycluster_spec_errors(spec: Any, where: str) -> list[FieldError]:
             if c.get("image"):
                 errors += _image_errors(f"{cw}.image", c["image"])
             if not auth_on and not _env_token(c):
-                errors.append(FieldError(f"{cw}.env", "token authentication is off: set "
-                                         "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (from a Secret), or "
-                                         "spec.authOptions.mode: token (KubeRay >= 1.5.1)"))
+                errors.append(
+                    FieldError(
+                        f"{cw}.env",
+                        "token authentication is off: set "
+                        "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (from a Secret), or "
+                        "spec.authOptions.mode: token (KubeRay >= 1.5.1)",
+                    )
+                )
             env = {e.get("name"): e.get("value") for e in c.get("env") or [] if isinstance(e, dict)}
             if env.get("RAY_AUTH_MODE") == "disabled":
-                errors.append(FieldError(f"{cw}.env", "RAY_AUTH_MODE=disabled turns token authentication off"))
+                errors.append(
+                    FieldError(f"{cw}.env", "RAY_AUTH_MODE=disabled turns token authentication off")
+                )
     return errors
 
 
 def _k8s_gpu_errors(gw: str, g: dict) -> list[FieldError]:
     pod = (g.get("template") or {}).get("spec") or {}
-    wants_gpu = "gpu" in str(g.get("groupName", "")).lower() or any(
-        "gpu" in str(k).lower() or "accelerator" in str(k).lower() for k in (pod.get("nodeSelector") or {})
-    ) or any("gpu" in str((t or {}).get("key", "")).lower() for t in pod.get("tolerations") or [])
+    wants_gpu = (
+        "gpu" in str(g.get("groupName", "")).lower()
+        or any(
+            "gpu" in str(k).lower() or "accelerator" in str(k).lower()
+            for k in (pod.get("nodeSelector") or {})
+        )
+        or any("gpu" in str((t or {}).get("key", "")).lower() for t in pod.get("tolerations") or [])
+    )
     errors = []
     has_gpu = False
     for j, c in enumerate(pod.get("containers") or []):
@@ -611,28 +790,59 @@ def _k8s_gpu_errors(gw: str, g: dict) -> list[FieldError]:
         req = (res.get("requests") or {}).get("nvidia.com/gpu")
         cw = f"{gw}.template.spec.containers[{j}].resources"
         if req is not None and str(req) != str(lim):
-            errors.append(FieldError(f"{cw}.limits.nvidia.com/gpu",
-                                     f"must equal requests.nvidia.com/gpu ({req}): Kubernetes "
-                                     "schedules GPUs by limits", _show(lim)))
+            errors.append(
+                FieldError(
+                    f"{cw}.limits.nvidia.com/gpu",
+                    f"must equal requests.nvidia.com/gpu ({req}): Kubernetes "
+                    "schedules GPUs by limits",
+                    _show(lim),
+                )
+            )
         if lim is not None:
             has_gpu = True
             num = (g.get("rayStartParams") or {}).get("num-gpus")
             if num is not None and str(num) != str(lim):
-                errors.append(FieldError(f"{gw}.rayStartParams.num-gpus",
-                                         f"disagrees with limits.nvidia.com/gpu ({lim})", str(num)))
+                errors.append(
+                    FieldError(
+                        f"{gw}.rayStartParams.num-gpus",
+                        f"disagrees with limits.nvidia.com/gpu ({lim})",
+                        str(num),
+                    )
+                )
     if wants_gpu and not has_gpu:
-        errors.append(FieldError(f"{gw}.template.spec.containers[0].resources.limits",
-                                 "GPU group declares no GPU resources: set nvidia.com/gpu in limits "
-                                 "(KubeRay gives Ray that many GPUs)"))
+        errors.append(
+            FieldError(
+                f"{gw}.template.spec.containers[0].resources.limits",
+                "GPU group declares no GPU resources: set nvidia.com/gpu in limits "
+                "(KubeRay gives Ray that many GPUs)",
+            )
+        )
     return errors
 
 
 # ---------------------------------------------------------------------------------------------
 # Storage across nodes
 
-SHARED_FSTYPES = {"nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "glusterfs",
-                  "cephfs", "ceph", "fuse.gcsfuse", "fuse.s3fs", "fuse.mountpoint-s3", "efs",
-                  "9p", "virtiofs", "fuse.juicefs", "wekafs"}
+SHARED_FSTYPES = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "glusterfs",
+    "cephfs",
+    "ceph",
+    "fuse.gcsfuse",
+    "fuse.s3fs",
+    "fuse.mountpoint-s3",
+    "efs",
+    "9p",
+    "virtiofs",
+    "fuse.juicefs",
+    "wekafs",
+}
 
 
 def _fstype(path: str) -> str:
@@ -651,8 +861,9 @@ def _fstype(path: str) -> str:
         return ""
 
 
-def shared_storage_problem(storage_path: str, alive_nodes: int, needs_new_nodes: bool = False,
-                           fstype: str | None = None) -> str | None:
+def shared_storage_problem(
+    storage_path: str, alive_nodes: int, needs_new_nodes: bool = False, fstype: str | None = None
+) -> str | None:
     """Why `storage_path` cannot hold a run that spans nodes, or None when it can."""
     if "://" in str(storage_path):
         scheme = str(storage_path).split("://", 1)[0]
@@ -667,17 +878,23 @@ def shared_storage_problem(storage_path: str, alive_nodes: int, needs_new_nodes:
     fstype = _fstype(str(storage_path).split("://", 1)[-1]) if fstype is None else fstype
     if fstype in SHARED_FSTYPES or fstype.startswith("fuse."):
         return None
-    why = (f"the cluster has {alive_nodes} nodes" if alive_nodes > 1
-           else "this run needs nodes the cluster has yet to add")
-    return (f"storage_path {storage_path!r} is a local directory ({fstype or 'local disk'}), but {why}: "
-            "checkpoints written on one node are invisible to the others, so resuming and the "
-            "final result break. Use shared storage that every node mounts or reaches: "
-            "storage_path=s3://BUCKET/runs, gs://BUCKET/runs, or an NFS path mounted on every "
-            "node (set ORCH_SHARED_STORAGE=1 if yours is shared but not detected).")
+    why = (
+        f"the cluster has {alive_nodes} nodes"
+        if alive_nodes > 1
+        else "this run needs nodes the cluster has yet to add"
+    )
+    return (
+        f"storage_path {storage_path!r} is a local directory ({fstype or 'local disk'}), but {why}: "
+        "checkpoints written on one node are invisible to the others, so resuming and the "
+        "final result break. Use shared storage that every node mounts or reaches: "
+        "storage_path=s3://BUCKET/runs, gs://BUCKET/runs, or an NFS path mounted on every "
+        "node (set ORCH_SHARED_STORAGE=1 if yours is shared but not detected)."
+    )
 
 
-def require_shared_storage(storage_path: str, per_worker: dict[str, float] | None = None,
-                           num_workers: int = 1) -> None:
+def require_shared_storage(
+    storage_path: str, per_worker: dict[str, float] | None = None, num_workers: int = 1
+) -> None:
     """Call after connecting to Ray: refuse a local storage_path when the run may span nodes
     (more than one alive node, or a request no current node can hold, so the autoscaler must
     add one). Raises SharedStorageError."""
@@ -686,6 +903,7 @@ def require_shared_storage(storage_path: str, per_worker: dict[str, float] | Non
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     needs_new = False
     if per_worker:
+
         def fits(n):
             have = n.get("Resources") or {}
             return all(have.get(k, 0) >= v for k, v in per_worker.items() if v)
@@ -727,10 +945,14 @@ def describe(path: str | Path) -> str:
             for g in (cs or {}).get("workerGroupSpecs") or []:
                 c = (((g.get("template") or {}).get("spec") or {}).get("containers") or [{}])[0]
                 gpu = ((c.get("resources") or {}).get("limits") or {}).get("nvidia.com/gpu")
-                groups.append(f"{g.get('groupName')} {g.get('minReplicas', 0)}-{g.get('maxReplicas')}"
-                              + (f" ({gpu} GPU)" if gpu else ""))
-            lines.append(f"{doc.get('kind')} {(doc.get('metadata') or {}).get('name')}: "
-                         + (", ".join(groups) or "no worker groups"))
+                groups.append(
+                    f"{g.get('groupName')} {g.get('minReplicas', 0)}-{g.get('maxReplicas')}"
+                    + (f" ({gpu} GPU)" if gpu else "")
+                )
+            lines.append(
+                f"{doc.get('kind')} {(doc.get('metadata') or {}).get('name')}: "
+                + (", ".join(groups) or "no worker groups")
+            )
         else:
             pools = []
             head = doc.get("head_node_type")
@@ -738,10 +960,14 @@ def describe(path: str | Path) -> str:
                 if name == head:
                     continue
                 gpu = (nt.get("resources") or {}).get("GPU")
-                pools.append(f"{name} {nt.get('min_workers', 0)}-{nt.get('max_workers')}"
-                             + (f" ({gpu} GPU)" if gpu else ""))
-            lines.append(f"ray up config, {(doc.get('provider') or {}).get('type')}: "
-                         + (", ".join(pools) or "no worker pools"))
+                pools.append(
+                    f"{name} {nt.get('min_workers', 0)}-{nt.get('max_workers')}"
+                    + (f" ({gpu} GPU)" if gpu else "")
+                )
+            lines.append(
+                f"ray up config, {(doc.get('provider') or {}).get('type')}: "
+                + (", ".join(pools) or "no worker pools")
+            )
     return "; ".join(lines)
 
 
@@ -762,7 +988,8 @@ def register(app) -> None:
     @cluster_app.command("validate")
     def validate_cmd(
         files: list[str] | None = typer.Argument(
-            None, help="Cluster YAMLs (default: every *.yaml in ./cluster)."),
+            None, help="Cluster YAMLs (default: every *.yaml in ./cluster)."
+        ),
     ) -> None:
         """Check cluster YAMLs against Ray's cluster schema and this project's rules.
 

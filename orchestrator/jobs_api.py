@@ -34,8 +34,17 @@ from orchestrator.errors import OrchestratorError
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Anchored ("/runs") so a package directory called data/ deeper down still goes up.
-DEFAULT_EXCLUDES = ["/.venv", "/runs", "/data", ".git", "__pycache__", "*.pyc", ".pytest_cache",
-                    ".ruff_cache", "*.egg-info"]
+DEFAULT_EXCLUDES = [
+    "/.venv",
+    "/runs",
+    "/data",
+    ".git",
+    "__pycache__",
+    "*.pyc",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.egg-info",
+]
 DEFAULT_MAX_UPLOAD_MB = 100.0
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 META_PREFIX = "orch_"
@@ -92,7 +101,9 @@ def read_token(env: dict[str, str] | None = None, home: Path | None = None) -> s
         try:
             token = path.read_text().strip()
         except OSError as exc:
-            raise ClusterAuthError(f"RAY_AUTH_TOKEN_PATH={path} cannot be read: {exc.strerror}") from None
+            raise ClusterAuthError(
+                f"RAY_AUTH_TOKEN_PATH={path} cannot be read: {exc.strerror}"
+            ) from None
         if not token:
             raise ClusterAuthError(f"RAY_AUTH_TOKEN_PATH={path} is empty")
         return token
@@ -134,22 +145,28 @@ def make_client(address: str | None = None, env: dict[str, str] | None = None):
 def normalise_address(address: str | None) -> str:
     address = (address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS).strip()
     if address.startswith("ray://"):
-        raise JobsApiError(f"--address {address}: the Jobs API is the dashboard's HTTP address, "
-                           "e.g. http://127.0.0.1:8265 (not the ray:// client address)")
+        raise JobsApiError(
+            f"--address {address}: the Jobs API is the dashboard's HTTP address, "
+            "e.g. http://127.0.0.1:8265 (not the ray:// client address)"
+        )
     if "://" not in address:
         address = f"http://{address}"
     return address.rstrip("/")
 
 
 @contextmanager
-def translate_errors(address: str, sent_token: bool = False, job: str | None = None) -> Iterator[None]:
+def translate_errors(
+    address: str, sent_token: bool = False, job: str | None = None
+) -> Iterator[None]:
     """Ray's client errors -> errors that say what to do."""
     try:
         yield
     except ConnectionError as exc:
-        raise JobsApiError(f"cannot reach the Ray Jobs API at {address}: is the head up, and the "
-                           "tunnel open (`ray dashboard cluster/gpu.yaml` or `kubectl port-forward "
-                           f"svc/HEAD-svc 8265:8265`)? ({exc})") from None
+        raise JobsApiError(
+            f"cannot reach the Ray Jobs API at {address}: is the head up, and the "
+            "tunnel open (`ray dashboard cluster/gpu.yaml` or `kubectl port-forward "
+            f"svc/HEAD-svc 8265:8265`)? ({exc})"
+        ) from None
     except RuntimeError as exc:
         text = str(exc)
         if job and ("does not exist" in text or "404" in text):
@@ -163,10 +180,13 @@ def translate_errors(address: str, sent_token: bool = False, job: str | None = N
         if not isinstance(exc, AuthenticationError):
             raise
         if sent_token:
-            raise ClusterAuthError(f"the cluster at {address} refused our token (wrong cluster "
-                                   f"or an old token). {_AUTH_HELP}") from None
-        raise ClusterAuthError(f"the cluster at {address} requires its token and none was "
-                               f"sent. {_AUTH_HELP}") from None
+            raise ClusterAuthError(
+                f"the cluster at {address} refused our token (wrong cluster "
+                f"or an old token). {_AUTH_HELP}"
+            ) from None
+        raise ClusterAuthError(
+            f"the cluster at {address} requires its token and none was sent. {_AUTH_HELP}"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,9 +228,11 @@ def upload_size(working_dir: str | Path, excludes: list[str]) -> UploadSize:
     ignores = [(root, _pathspec(ray_default_excludes() + list(excludes)))]
 
     def skipped(path: Path) -> bool:
-        return any(base != path and spec.match_file(path.relative_to(base).as_posix()
-                                                     + ("/" if path.is_dir() else ""))
-                   for base, spec in ignores)
+        return any(
+            base != path
+            and spec.match_file(path.relative_to(base).as_posix() + ("/" if path.is_dir() else ""))
+            for base, spec in ignores
+        )
 
     def travel(path: Path) -> None:
         nonlocal count
@@ -231,7 +253,7 @@ def upload_size(working_dir: str | Path, excludes: list[str]) -> UploadSize:
             elif path.is_dir():
                 for sub in sorted(path.iterdir()):
                     travel(sub)
-        del ignores[len(ignores) - added:]
+        del ignores[len(ignores) - added :]
 
     travel(root)
     largest = sorted(per_top.items(), key=lambda kv: -kv[1])[:5]
@@ -270,8 +292,9 @@ def fingerprint(spec_hash: str, run_name: str | None) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_entrypoint(spec_rel: str, overrides: list[str], run_name: str | None,
-                     command: str = "orch run") -> str:
+def build_entrypoint(
+    spec_rel: str, overrides: list[str], run_name: str | None, command: str = "orch run"
+) -> str:
     parts = shlex.split(command) + [spec_rel, *overrides]
     if run_name:
         parts += ["--name", run_name]
@@ -306,8 +329,10 @@ def submit(
     try:
         spec_rel = spec_abs.relative_to(wd).as_posix()
     except ValueError:
-        raise JobsApiError(f"{spec_path} is outside the working_dir {wd}: the cluster only sees "
-                           "what is uploaded; move the spec under it or pass --working-dir") from None
+        raise JobsApiError(
+            f"{spec_path} is outside the working_dir {wd}: the cluster only sees "
+            "what is uploaded; move the spec under it or pass --working-dir"
+        ) from None
     all_excludes = DEFAULT_EXCLUDES + list(excludes or [])
     _check_spec_uploaded(wd, spec_rel, all_excludes)
 
@@ -336,8 +361,15 @@ def submit(
     }
     sid = submission_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
     try:
-        job_id = _submit_retrying(client, address, sent_token, entrypoint=entrypoint,
-                                  runtime_env=runtime_env, submission_id=sid, metadata=metadata)
+        job_id = _submit_retrying(
+            client,
+            address,
+            sent_token,
+            entrypoint=entrypoint,
+            runtime_env=runtime_env,
+            submission_id=sid,
+            metadata=metadata,
+        )
     except JobsApiError as exc:
         # Two submits with one id at once: the loser finds the winner's job here.
         if submission_id and "already exists" in str(exc):
@@ -348,7 +380,9 @@ def submit(
     return Submission(job_id, False, "PENDING", entrypoint, size.total_bytes / 2**20)
 
 
-def _submit_retrying(client, address: str, sent_token: bool, retry_s: float = 60.0, **kwargs) -> str:
+def _submit_retrying(
+    client, address: str, sent_token: bool, retry_s: float = 60.0, **kwargs
+) -> str:
     """submit_job, retried while the head says its job agent is not up yet (right after
     `ray up` / `ray start`: "No available agent to submit job, please try again later")."""
     deadline = time.monotonic() + retry_s
@@ -368,8 +402,10 @@ def _check_spec_uploaded(wd: Path, spec_rel: str, excludes: list[str]) -> None:
     for i in range(1, len(parts) + 1):
         sub = "/".join(parts[:i]) + ("/" if i < len(parts) else "")
         if spec.match_file(sub):
-            raise JobsApiError(f"{spec_rel} lies in an excluded path ({sub.rstrip('/')}): "
-                               "it would not be uploaded; move the spec elsewhere")
+            raise JobsApiError(
+                f"{spec_rel} lies in an excluded path ({sub.rstrip('/')}): "
+                "it would not be uploaded; move the spec elsewhere"
+            )
 
 
 def _existing(client, address, submission_id, fp, spec_rel, sent_token) -> Submission | None:
@@ -380,8 +416,11 @@ def _existing(client, address, submission_id, fp, spec_rel, sent_token) -> Submi
     if meta.get(f"{META_PREFIX}fingerprint") == fp:
         return Submission(submission_id, True, str(info.status.value), info.entrypoint)
     theirs = meta.get(f"{META_PREFIX}spec")
-    what = (f"spec {theirs} (hash {meta.get(f'{META_PREFIX}spec_hash')})" if theirs
-            else f"entrypoint {info.entrypoint!r}")
+    what = (
+        f"spec {theirs} (hash {meta.get(f'{META_PREFIX}spec_hash')})"
+        if theirs
+        else f"entrypoint {info.entrypoint!r}"
+    )
     raise SubmissionConflictError(
         f"submission id '{submission_id}' already names a job ({info.status.value}) with {what}; "
         f"this is {spec_rel} with other settings. Use another --submission-id, or leave it out."
@@ -435,7 +474,9 @@ def follow_logs(client, address: str, job: str, write=print) -> str:
     return wait_terminal(client, address, job, timeout_s=30.0)
 
 
-def wait_terminal(client, address: str, job: str, timeout_s: float = 60.0, every: float = 0.5) -> str:
+def wait_terminal(
+    client, address: str, job: str, timeout_s: float = 60.0, every: float = 0.5
+) -> str:
     deadline = time.monotonic() + timeout_s
     sent = "Authorization" in getattr(client, "_headers", {})
     while True:
@@ -480,23 +521,39 @@ def register(app) -> None:
         raise typer.Exit(exc.exit_code)
 
     address_opt = typer.Option(
-        None, "--address", envvar="RAY_API_SERVER_ADDRESS",
-        help=f"The head's Jobs API (dashboard) address; default {DEFAULT_ADDRESS} (a tunnel).")
+        None,
+        "--address",
+        envvar="RAY_API_SERVER_ADDRESS",
+        help=f"The head's Jobs API (dashboard) address; default {DEFAULT_ADDRESS} (a tunnel).",
+    )
 
     @app.command("submit")
     def submit_cmd(
         spec: str = typer.Argument(..., help="Path to a job spec YAML, inside the working dir."),
-        overrides: list[str] | None = typer.Argument(None, help="Dotted overrides, e.g. train.lr=3e-4"),
+        overrides: list[str] | None = typer.Argument(
+            None, help="Dotted overrides, e.g. train.lr=3e-4"
+        ),
         address: str | None = address_opt,
         submission_id: str | None = typer.Option(
-            None, "--submission-id", help="Names the job; resubmitting the same spec with it is a no-op."),
-        name: str | None = typer.Option(None, "--name", help="Run name on the cluster (orch run --name)."),
-        working_dir: str = typer.Option(".", "--working-dir", help="Uploaded as the job's working_dir."),
+            None,
+            "--submission-id",
+            help="Names the job; resubmitting the same spec with it is a no-op.",
+        ),
+        name: str | None = typer.Option(
+            None, "--name", help="Run name on the cluster (orch run --name)."
+        ),
+        working_dir: str = typer.Option(
+            ".", "--working-dir", help="Uploaded as the job's working_dir."
+        ),
         exclude: list[str] | None = typer.Option(
-            None, "--exclude", help="More gitignore-style excludes (repeatable)."),
-        max_upload_mb: float = typer.Option(DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb",
-                                            help="Refuse to upload more than this."),
-        follow: bool = typer.Option(False, "--follow", "-f", help="Then stream the logs to the end."),
+            None, "--exclude", help="More gitignore-style excludes (repeatable)."
+        ),
+        max_upload_mb: float = typer.Option(
+            DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb", help="Refuse to upload more than this."
+        ),
+        follow: bool = typer.Option(
+            False, "--follow", "-f", help="Then stream the logs to the end."
+        ),
     ) -> None:
         """Submit `orch run SPEC` to a Ray cluster through the Jobs API.
 
@@ -509,24 +566,45 @@ def register(app) -> None:
 
         # Ray logs every .gitignore it honours and its default excludes while packing; orch
         # prints what was uploaded itself.
-        for noisy in ("ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir",
-                      "ray.dashboard.modules.dashboard_sdk"):
+        for noisy in (
+            "ray._private.runtime_env.packaging",
+            "ray._private.runtime_env.working_dir",
+            "ray.dashboard.modules.dashboard_sdk",
+        ):
             logging.getLogger(noisy).setLevel(logging.ERROR)
         try:
-            sub = submit(spec, overrides or [], address, submission_id, working_dir, name,
-                         exclude or [], max_upload_mb)
+            sub = submit(
+                spec,
+                overrides or [],
+                address,
+                submission_id,
+                working_dir,
+                name,
+                exclude or [],
+                max_upload_mb,
+            )
         except OrchestratorError as exc:
             fail(exc)
         addr = normalise_address(address)
         if sub.reused:
-            console.print(f"job [bold]{sub.submission_id}[/bold] was already submitted with this "
-                          f"spec ({sub.status}); not submitting again", highlight=False, soft_wrap=True)
+            console.print(
+                f"job [bold]{sub.submission_id}[/bold] was already submitted with this "
+                f"spec ({sub.status}); not submitting again",
+                highlight=False,
+                soft_wrap=True,
+            )
         else:
-            console.print(f"submitted [bold]{sub.submission_id}[/bold] to {addr} "
-                          f"({sub.upload_mb:.2f} MiB uploaded): {sub.entrypoint}", highlight=False,
-                          soft_wrap=True)
-        console.print(f"  orch logs {sub.submission_id} --follow --address {addr}", highlight=False,
-                      soft_wrap=True)
+            console.print(
+                f"submitted [bold]{sub.submission_id}[/bold] to {addr} "
+                f"({sub.upload_mb:.2f} MiB uploaded): {sub.entrypoint}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            f"  orch logs {sub.submission_id} --follow --address {addr}",
+            highlight=False,
+            soft_wrap=True,
+        )
         if follow:
             _logs(sub.submission_id, address, True)
 
@@ -538,9 +616,13 @@ def register(app) -> None:
             client = make_client(addr)
             logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
             if follow:
-                status = follow_logs(client, addr, job, write=lambda s: print(s, end="", flush=True))
+                status = follow_logs(
+                    client, addr, job, write=lambda s: print(s, end="", flush=True)
+                )
                 colour = "green" if status == "SUCCEEDED" else "red"
-                console.print(f"job {job}: [{colour}]{status}[/{colour}]", highlight=False, soft_wrap=True)
+                console.print(
+                    f"job {job}: [{colour}]{status}[/{colour}]", highlight=False, soft_wrap=True
+                )
                 if status != "SUCCEEDED":
                     raise typer.Exit(1)
                 return
@@ -579,8 +661,16 @@ def register(app) -> None:
         table = Table(title=f"job {job}", show_header=False)
         table.add_column("key", style="bold")
         table.add_column("value")
-        for k in ("status", "spec", "spec_hash", "entrypoint", "start_time", "end_time",
-                  "driver_exit_code", "message"):
+        for k in (
+            "status",
+            "spec",
+            "spec_hash",
+            "entrypoint",
+            "start_time",
+            "end_time",
+            "driver_exit_code",
+            "message",
+        ):
             if d.get(k) not in (None, ""):
                 table.add_row(k, str(d[k]))
         console.print(table)
@@ -589,7 +679,9 @@ def register(app) -> None:
     def stop_cmd(
         job: str = typer.Argument(..., help="Submission id."),
         address: str | None = address_opt,
-        wait: float = typer.Option(30.0, "--wait", help="Seconds to wait for it to end (0: don't)."),
+        wait: float = typer.Option(
+            30.0, "--wait", help="Seconds to wait for it to end (0: don't)."
+        ),
     ) -> None:
         """Stop a job. Stopping one that has already ended is harmless (exit 0)."""
         addr = normalise_address(address)
@@ -598,9 +690,15 @@ def register(app) -> None:
         except OrchestratorError as exc:
             fail(exc)
         if requested:
-            console.print(f"stop requested for {job}: now {status}", highlight=False, soft_wrap=True)
+            console.print(
+                f"stop requested for {job}: now {status}", highlight=False, soft_wrap=True
+            )
         else:
-            console.print(f"{job} has already ended ({status}); nothing to stop", highlight=False, soft_wrap=True)
+            console.print(
+                f"{job} has already ended ({status}); nothing to stop",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     @app.command("list")
     def list_cmd(
@@ -628,6 +726,12 @@ def register(app) -> None:
         # The entrypoint gets what width is left, cut short (orch status JOB shows it whole).
         table.add_column("entrypoint", no_wrap=True, overflow="ellipsis", min_width=12)
         for d in jobs:
-            table.add_row(d["submission_id"] or "-", d["status"], d["spec"] or "-", d["start_time"],
-                          d["end_time"], d["entrypoint"])
+            table.add_row(
+                d["submission_id"] or "-",
+                d["status"],
+                d["spec"] or "-",
+                d["start_time"],
+                d["end_time"],
+                d["entrypoint"],
+            )
         console.print(table)

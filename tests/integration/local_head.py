@@ -39,8 +39,14 @@ def free_port(start: int, span: int = 400) -> int:
 
 
 class LocalHead:
-    def __init__(self, num_cpus: int = 2, gcs_port_from: int = 6380, autoscaling_config: str | None = None,
-                 extra_env: dict[str, str] | None = None, start_timeout_s: float = 150.0):
+    def __init__(
+        self,
+        num_cpus: int = 2,
+        gcs_port_from: int = 6380,
+        autoscaling_config: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        start_timeout_s: float = 150.0,
+    ):
         self.num_cpus = num_cpus
         self.gcs_port_from = gcs_port_from
         self.autoscaling_config = autoscaling_config
@@ -74,11 +80,14 @@ class LocalHead:
         env = dict(os.environ)
         for k in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH", "RAY_API_SERVER_ADDRESS"):
             env.pop(k, None)
-        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token,
-                   PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-                   # Else Ray swaps --node-ip-address=127.0.0.1 for the machine's routable
-                   # address (services.resolve_ip_for_localhost) and its agents listen there.
-                   RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+        env.update(
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=self.token,
+            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+            # Else Ray swaps --node-ip-address=127.0.0.1 for the machine's routable
+            # address (services.resolve_ip_for_localhost) and its agents listen there.
+            RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0",
+        )
         return env
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -99,19 +108,33 @@ class LocalHead:
         env = self.env
         env.update(self.extra_env)
         cmd = [
-            str(VENV_BIN / "ray"), "start", "--head", "--block",
-            "--node-ip-address=127.0.0.1", f"--port={self.gcs_port}",
-            "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+            str(VENV_BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--node-ip-address=127.0.0.1",
+            f"--port={self.gcs_port}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={self.dashboard_port}",
             f"--dashboard-agent-listen-port={self.agent_port}",
             f"--ray-client-server-port={self.client_port}",
-            f"--temp-dir={self.temp_dir}", f"--num-cpus={self.num_cpus}", "--num-gpus=0",
-            "--object-store-memory=200000000", "--include-dashboard=true", "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+            f"--num-cpus={self.num_cpus}",
+            "--num-gpus=0",
+            "--object-store-memory=200000000",
+            "--include-dashboard=true",
+            "--disable-usage-stats",
         ]
         if self.autoscaling_config:
             cmd.append(f"--autoscaling-config={self.autoscaling_config}")
         self.log_path = Path(self.temp_dir) / "ray-start.log"
-        self.proc = subprocess.Popen(cmd, env=env, stdout=open(self.log_path, "w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            stdout=open(self.log_path, "w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             self._remember_children()
@@ -145,9 +168,12 @@ class LocalHead:
     def diagnose(self, n: int = 1500) -> str:
         """For assertion messages: is the head alive, does the Jobs API answer, recent logs."""
         alive = self.proc is not None and self.proc.poll() is None
-        parts = [f"head: ray start {'alive' if alive else 'EXITED'}; Jobs API "
-                 f"{'answers' if self._dashboard_answers() else 'does not answer'} at {self.dashboard_url}",
-                 "--- ray start ---", self.log_tail(n)]
+        parts = [
+            f"head: ray start {'alive' if alive else 'EXITED'}; Jobs API "
+            f"{'answers' if self._dashboard_answers() else 'does not answer'} at {self.dashboard_url}",
+            "--- ray start ---",
+            self.log_tail(n),
+        ]
         logs = Path(self.temp_dir) / "session_latest" / "logs"
         for name in ("ray_process_exit.log", "dashboard.err", "dashboard.log", "raylet.err"):
             f = logs / name

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 GPU_JOB = (
-    "python -c \"import os, ray; ray.init(); "
+    'python -c "import os, ray; ray.init(); '
     "f = ray.remote(num_gpus=1, accelerator_type='A10G')"
     "(lambda: (os.environ.get('RAY_NODE_TYPE_NAME'), ray.get_gpu_ids())); "
     "print('ran on', ray.get(f.remote()))\""
@@ -31,11 +31,16 @@ GPU_JOB = (
 
 def _gpu_nodes(head) -> dict[str, str]:
     """node id -> state for nodes with GPUs, from the dashboard's state API."""
-    req = urllib.request.Request(head.dashboard_url + "/api/v0/nodes?limit=100&detail=1",
-                                 headers={"Authorization": f"Bearer {head.token}"})
+    req = urllib.request.Request(
+        head.dashboard_url + "/api/v0/nodes?limit=100&detail=1",
+        headers={"Authorization": f"Bearer {head.token}"},
+    )
     data = json.loads(urllib.request.urlopen(req, timeout=10).read())
-    return {n["node_id"]: n["state"] for n in data["data"]["result"]["result"]
-            if (n.get("resources_total") or {}).get("GPU")}
+    return {
+        n["node_id"]: n["state"]
+        for n in data["data"]["result"]["result"]
+        if (n.get("resources_total") or {}).get("GPU")
+    }
 
 
 def _wait(cond, timeout_s: float, every: float = 1.0):
@@ -49,12 +54,17 @@ def _wait(cond, timeout_s: float, every: float = 1.0):
 
 
 def test_gpu_job_scales_the_gpu_pool_from_zero_and_back(tmp_path):
-    head = LocalHead(num_cpus=1, gcs_port_from=6480, extra_env={
-        "RAY_FAKE_CLUSTER": "1",
-        "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-    })
-    config = cluster.fake_multinode_config(ROOT / "cluster" / "gpu.yaml", gcs_address=head.gcs_address,
-                                           idle_timeout_minutes=0.1)
+    head = LocalHead(
+        num_cpus=1,
+        gcs_port_from=6480,
+        extra_env={
+            "RAY_FAKE_CLUSTER": "1",
+            "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+        },
+    )
+    config = cluster.fake_multinode_config(
+        ROOT / "cluster" / "gpu.yaml", gcs_address=head.gcs_address, idle_timeout_minutes=0.1
+    )
     pools = {k: v for k, v in config["available_node_types"].items() if k != "ray.head.default"}
     real = cluster.node_types(ROOT / "cluster" / "gpu.yaml")
     assert set(pools) == {n for n, t in real.items() if not t.is_head}

@@ -51,14 +51,21 @@ def project(tmp_path_factory, head):
         (d / junk / "big.bin").write_bytes(os.urandom(2 * 2**20))
     token_file = d.parent / "token"
     token_file.write_text(head.token + "\n")
-    return {"dir": d, "spec": d / "mnist_remote.yaml", "token_file": token_file,
-            "runs": d.parent / "shared-runs"}
+    return {
+        "dir": d,
+        "spec": d / "mnist_remote.yaml",
+        "token_file": token_file,
+        "runs": d.parent / "shared-runs",
+    }
 
 
 def _cli_env(head, project) -> dict[str, str]:
     """What a user has: RAY_AUTH_MODE=token and the token in a file."""
-    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "",
-            "RAY_AUTH_TOKEN_PATH": str(project["token_file"])}
+    return {
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": "",
+        "RAY_AUTH_TOKEN_PATH": str(project["token_file"]),
+    }
 
 
 def orch(args, env, cwd=None):
@@ -77,9 +84,20 @@ def orch(args, env, cwd=None):
 def test_submit_small_job_follow_to_succeeded_and_resubmit(head, project):
     env = _cli_env(head, project)
     sid = f"small-{os.getpid()}"
-    args = ["submit", "mnist_remote.yaml", "train.max_steps=20", "train.log_every=5",
-            "resources.workers=1", f"storage_path={project['runs']}",
-            "--address", head.dashboard_url, "--submission-id", sid, "--max-upload-mb", "1"]
+    args = [
+        "submit",
+        "mnist_remote.yaml",
+        "train.max_steps=20",
+        "train.log_every=5",
+        "resources.workers=1",
+        f"storage_path={project['runs']}",
+        "--address",
+        head.dashboard_url,
+        "--submission-id",
+        sid,
+        "--max-upload-mb",
+        "1",
+    ]
     res = orch(args, env, cwd=project["dir"])
     assert res.exit_code == 0, res.output + "\n" + head.diagnose()
     assert f"submitted {sid}" in res.output
@@ -123,10 +141,27 @@ def test_plain_ray_job_submit_long_job_then_stop_twice_and_list(head, project):
     env = _cli_env(head, project)
     sid = f"long-{os.getpid()}"
     # The plain form from the README: Ray's own CLI, the same entrypoint.
-    cmd = [str(VENV_BIN / "ray"), "job", "submit", "--address", head.dashboard_url,
-           "--submission-id", sid, "--no-wait", "--working-dir", str(project["dir"]),
-           "--", "orch", "run", "mnist_remote.yaml", "train.epochs=1000", "resources.workers=1",
-           f"storage_path={project['runs']}", "--name", "long"]
+    cmd = [
+        str(VENV_BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        head.dashboard_url,
+        "--submission-id",
+        sid,
+        "--no-wait",
+        "--working-dir",
+        str(project["dir"]),
+        "--",
+        "orch",
+        "run",
+        "mnist_remote.yaml",
+        "train.epochs=1000",
+        "resources.workers=1",
+        f"storage_path={project['runs']}",
+        "--name",
+        "long",
+    ]
     out = subprocess.run(cmd, env=head.env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:] + head.diagnose()
 
@@ -166,12 +201,16 @@ def test_clients_without_the_token_are_refused(head, project):
     assert exc.value.code == 401
     # Ray's own client with another cluster's token: refused.
     with pytest.raises(AuthenticationError):
-        JobSubmissionClient(head.dashboard_url, headers={"Authorization": "Bearer not-the-token"}).list_jobs()
+        JobSubmissionClient(
+            head.dashboard_url, headers={"Authorization": "Bearer not-the-token"}
+        ).list_jobs()
     # orch with token auth off: a clear error saying what to do.
     with pytest.raises(jobs_api.ClusterAuthError, match="requires its token and none was sent"):
         jobs_api.make_client(head.dashboard_url, env={"RAY_AUTH_MODE": "disabled"}).list_jobs()
-    res = orch(["list", "--address", head.dashboard_url],
-               {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong", "RAY_AUTH_TOKEN_PATH": ""})
+    res = orch(
+        ["list", "--address", head.dashboard_url],
+        {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong", "RAY_AUTH_TOKEN_PATH": ""},
+    )
     assert res.exit_code == 5, res.output
     assert "refused our token" in res.output
     # And with the token, orch gets in (the submit in the first test did too).
@@ -183,9 +222,14 @@ def test_upload_limit_is_checked_before_upload(head, project, tmp_path):
     from orchestrator import jobs_api
 
     proj = tmp_path / "p"
-    shutil.copytree(project["dir"], proj, ignore=shutil.ignore_patterns(".venv", "runs", "data", ".git"))
+    shutil.copytree(
+        project["dir"], proj, ignore=shutil.ignore_patterns(".venv", "runs", "data", ".git")
+    )
     (proj / "weights.bin").write_bytes(os.urandom(2 * 2**20))
-    res = orch(["submit", "mnist_remote.yaml", "--address", head.dashboard_url, "--max-upload-mb", "1"],
-               _cli_env(head, project), cwd=proj)
+    res = orch(
+        ["submit", "mnist_remote.yaml", "--address", head.dashboard_url, "--max-upload-mb", "1"],
+        _cli_env(head, project),
+        cwd=proj,
+    )
     assert res.exit_code == jobs_api.UploadTooLargeError.exit_code, res.output
     assert "over the 1 MiB limit" in res.output and "weights.bin" in res.output

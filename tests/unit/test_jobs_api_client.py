@@ -27,7 +27,13 @@ def test_token_precedence_follows_ray(tmp_path):
     path_file.write_text("from-path\n")
     read = jobs_api.read_token
     token_mode = {"RAY_AUTH_MODE": "token"}
-    assert read({**token_mode, "RAY_AUTH_TOKEN": "from-env", "RAY_AUTH_TOKEN_PATH": str(path_file)}, home) == "from-env"
+    assert (
+        read(
+            {**token_mode, "RAY_AUTH_TOKEN": "from-env", "RAY_AUTH_TOKEN_PATH": str(path_file)},
+            home,
+        )
+        == "from-env"
+    )
     assert read({**token_mode, "RAY_AUTH_TOKEN_PATH": str(path_file)}, home) == "from-path"
     assert read(token_mode, home) == "from-home"
     # Explicit token settings are enough without RAY_AUTH_MODE; the default file alone is not.
@@ -41,7 +47,10 @@ def test_token_precedence_follows_ray(tmp_path):
 def test_token_errors_say_what_to_do(tmp_path):
     empty_home = tmp_path / "empty"
     empty_home.mkdir()
-    with pytest.raises(jobs_api.ClusterAuthError, match=r"no token found: put the cluster's token in ~/.ray/auth_token"):
+    with pytest.raises(
+        jobs_api.ClusterAuthError,
+        match=r"no token found: put the cluster's token in ~/.ray/auth_token",
+    ):
         jobs_api.read_token({"RAY_AUTH_MODE": "token"}, empty_home)
     with pytest.raises(jobs_api.ClusterAuthError, match="cannot be read"):
         jobs_api.read_token({"RAY_AUTH_TOKEN_PATH": str(tmp_path / "missing")}, empty_home)
@@ -84,7 +93,9 @@ def test_upload_size_leaves_venv_runs_data_git_behind(tmp_path):
     assert {"code.py", "jobs", "pkg"} <= names
     assert not names & {".venv", "runs", "data", ".git"}
     (d / ".gitignore").write_text("code.py\n")  # Ray honours .gitignore; so does the check
-    assert "code.py" not in {n for n, _ in jobs_api.upload_size(d, jobs_api.DEFAULT_EXCLUDES).largest}
+    assert "code.py" not in {
+        n for n, _ in jobs_api.upload_size(d, jobs_api.DEFAULT_EXCLUDES).largest
+    }
 
 
 def test_upload_over_the_limit_is_refused_naming_the_biggest(tmp_path):
@@ -94,11 +105,16 @@ def test_upload_over_the_limit_is_refused_naming_the_biggest(tmp_path):
         jobs_api.check_upload(d, jobs_api.DEFAULT_EXCLUDES, max_mb=1)
     text = str(exc.value)
     assert "over the 1 MiB limit" in text and "weights.bin 2.0 MiB" in text and ".rayignore" in text
-    assert jobs_api.check_upload(d, jobs_api.DEFAULT_EXCLUDES + ["weights.bin"], max_mb=1).total_bytes < 2**20
+    assert (
+        jobs_api.check_upload(d, jobs_api.DEFAULT_EXCLUDES + ["weights.bin"], max_mb=1).total_bytes
+        < 2**20
+    )
 
 
 def test_entrypoint_and_fingerprint():
-    ep = jobs_api.build_entrypoint("jobs/a b.yaml", ["train.lr=3e-4", "train.hidden=[64, 32]"], "r1")
+    ep = jobs_api.build_entrypoint(
+        "jobs/a b.yaml", ["train.lr=3e-4", "train.hidden=[64, 32]"], "r1"
+    )
     assert ep == "orch run 'jobs/a b.yaml' train.lr=3e-4 'train.hidden=[64, 32]' --name r1"
     assert jobs_api.fingerprint("abc", None) == jobs_api.fingerprint("abc", "")
     assert jobs_api.fingerprint("abc", None) != jobs_api.fingerprint("abd", None)
@@ -123,10 +139,15 @@ class FakeClient:
 
     def submit_job(self, *, entrypoint, runtime_env, submission_id, metadata):
         if submission_id in self.jobs:
-            raise RuntimeError(f"Request failed with status code 400: Job with submission_id {submission_id} already exists.")
-        self.submitted.append(dict(entrypoint=entrypoint, runtime_env=runtime_env, metadata=metadata))
+            raise RuntimeError(
+                f"Request failed with status code 400: Job with submission_id {submission_id} already exists."
+            )
+        self.submitted.append(
+            dict(entrypoint=entrypoint, runtime_env=runtime_env, metadata=metadata)
+        )
         self.jobs[submission_id] = SimpleNamespace(
-            metadata=metadata, entrypoint=entrypoint, status=SimpleNamespace(value="PENDING"))
+            metadata=metadata, entrypoint=entrypoint, status=SimpleNamespace(value="PENDING")
+        )
         return submission_id
 
 
@@ -147,7 +168,9 @@ def test_submit_is_idempotent_per_submission_id(tmp_path):
     again = jobs_api.submit(spec, ["train.lr=1e-2"], submission_id="job-1", **kw)
     assert again.reused and again.submission_id == "job-1" and len(client.submitted) == 1
     # Same id, another spec: refused.
-    with pytest.raises(jobs_api.SubmissionConflictError, match="'job-1' already names a job .* jobs/small.yaml"):
+    with pytest.raises(
+        jobs_api.SubmissionConflictError, match="'job-1' already names a job .* jobs/small.yaml"
+    ):
         jobs_api.submit(spec, ["train.lr=0.02"], submission_id="job-1", **kw)
     # No id: a new, greppable one each time.
     other = jobs_api.submit(spec, [], **kw)
@@ -158,7 +181,9 @@ def test_submit_checks_spec_and_paths_before_uploading(tmp_path):
     d = _project(tmp_path)
     client = FakeClient()
     with pytest.raises(SpecError, match="train.lr"):
-        jobs_api.submit(str(d / "jobs" / "small.yaml"), ["train.lr=-1"], working_dir=str(d), client=client)
+        jobs_api.submit(
+            str(d / "jobs" / "small.yaml"), ["train.lr=-1"], working_dir=str(d), client=client
+        )
     outside = tmp_path / "elsewhere.yaml"
     outside.write_text((d / "jobs" / "small.yaml").read_text())
     with pytest.raises(jobs_api.JobsApiError, match="outside the working_dir"):
@@ -168,13 +193,17 @@ def test_submit_checks_spec_and_paths_before_uploading(tmp_path):
         jobs_api.submit(str(d / "runs" / "s.yaml"), [], working_dir=str(d), client=client)
     (d / "big.bin").write_bytes(b"\0" * (2 * 2**20))
     with pytest.raises(jobs_api.UploadTooLargeError):
-        jobs_api.submit(str(d / "jobs" / "small.yaml"), [], working_dir=str(d), client=client, max_upload_mb=1)
+        jobs_api.submit(
+            str(d / "jobs" / "small.yaml"), [], working_dir=str(d), client=client, max_upload_mb=1
+        )
     assert client.submitted == []
 
 
 def test_stop_twice_is_harmless():
     client = FakeClient()
-    client.jobs["j"] = SimpleNamespace(metadata={}, entrypoint="x", status=SimpleNamespace(value="RUNNING"))
+    client.jobs["j"] = SimpleNamespace(
+        metadata={}, entrypoint="x", status=SimpleNamespace(value="RUNNING")
+    )
     calls = []
 
     def stop_job(job):
