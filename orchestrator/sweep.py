@@ -604,6 +604,7 @@ def _callback_classes():
         def __init__(self, storage, sweep_id, workload, keys, metric):
             self.storage, self.sweep_id, self.workload = storage, sweep_id, workload
             self.keys, self.metric = list(keys), metric
+            self.replayed: set[str] = set()
 
         def _row(self, trial, status, **kw):
             from orchestrator import ledger
@@ -617,12 +618,19 @@ def _callback_classes():
 
         def on_trial_start(self, iteration, trials, trial, **info):
             rows = _ledger_trial_rows(self.storage, self.sweep_id, trial.trial_id)
+            if any(r["status"] in ("SUCCEEDED", "STOPPED") for r in rows):
+                # Ended before the interruption (Tune's snapshot lagged): run_trial replays
+                # its recorded result without training, and the ledger keeps its one end row.
+                self.replayed.add(trial.trial_id)
+                return
             attempt = 1 + sum(1 for r in rows if r["status"] == "RUNNING")
             ckpt = trial.checkpoint.path if trial.checkpoint is not None else ""
             self._row(trial, "RUNNING", start_time=time.time(), latest_checkpoint=ckpt,
                       extra={"attempt": attempt, "resumed_from": ckpt})
 
         def _end(self, trial, status, error=""):
+            if trial.trial_id in self.replayed:
+                return
             last = {k: v for k, v in (trial.last_result or {}).items()
                     if isinstance(v, (int, float, str)) and not k.startswith("time_since")}
             ckpt = trial.checkpoint.path if trial.checkpoint is not None else ""
@@ -708,9 +716,15 @@ def find_resumable(storage: str, spec_name: str) -> str | None:
     """The newest sweep directory of this spec that Tune can restore."""
     from ray.tune import Tuner
 
-    root = Path(storage)
-    cands = sorted((d for d in root.glob(f"{spec_name}-sweep-*") if (d / SWEEP_FILE).exists()),
-                   key=lambda d: d.stat().st_mtime)
+    cands = []
+    for f in Path(storage).glob(f"*/{SWEEP_FILE}"):
+        try:
+            meta = json.loads(f.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if (meta.get("spec") or {}).get("name") == spec_name:
+            cands.append(f.parent)
+    cands.sort(key=lambda d: d.stat().st_mtime)
     for d in reversed(cands):
         if Tuner.can_restore(str(d)):
             return d.name
@@ -781,7 +795,7 @@ def run_sweep(spec, *, resume: bool = False, sweep_id: str | None = None,
     kind = getattr(import_workload(spec.workload), "KIND", "train")
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx),
                                     trial_resources(kind, workers, per))
-    status, error, grid, info = "FAILED", "", None, None
+    status, error, grid, info, tuner = "FAILED", "", None, None, None
     try:
         info = runtime.connect(address, num_cpus=num_cpus)
         sw = fit_concurrency(sw, spec, console)
@@ -810,6 +824,11 @@ def run_sweep(spec, *, resume: bool = False, sweep_id: str | None = None,
     except Exception as exc:  # noqa: BLE001 - the sweep row records the cause
         error = f"{type(exc).__name__}: {exc}"[:2000]
     finally:
+        if grid is None and tuner is not None:
+            try:  # interrupted or failed: still summarize what the trials reported
+                grid = tuner.get_results()
+            except Exception:  # noqa: BLE001
+                grid = None
         if info is not None:
             runtime.shutdown(info)
 

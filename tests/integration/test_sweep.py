@@ -56,6 +56,7 @@ def terminal_by_trial(rows):
     return out
 
 
+@pytest.mark.timeout(1800)  # minutes on an idle machine; generous for a shared, loaded one
 def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
     from rich.console import Console
 
@@ -101,6 +102,7 @@ def _ledger_ends(storage, sweep_id):
         return {}
 
 
+@pytest.mark.timeout(1800)
 def test_killed_sweep_resumes_and_runs_every_trial_once(tmp_path):
     storage = tmp_path / "runs"
     spec = json.loads(json.dumps(SPEC))
@@ -121,7 +123,7 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(tmp_path):
                               start_new_session=True)
     killed_at = None
     try:
-        deadline = time.time() + 240
+        deadline = time.time() + 900
         # Kill the driver (and its embedded Ray) once a trial has finished and another has
         # reported a checkpoint but not finished.
         while time.time() < deadline and driver.poll() is None:
@@ -143,8 +145,8 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(tmp_path):
     sweep_rows = [r for r in ledger.read_events(storage).to_pylist() if r["kind"] == "sweep"]
     assert [r["status"] for r in sweep_rows] == ["RUNNING"]  # killed: no terminal row
 
-    resumed = subprocess.run(orch[:-2] + ["--resume"], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=400)
+    resumed = subprocess.run(orch + ["--resume"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=1200)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
 
