@@ -721,17 +721,18 @@ def register(app) -> None:
             console.print(f"no jobs on {addr}")
             return
         table = Table(title=f"jobs on {addr}")
-        for col in ("submission id", "status", "spec", "start", "end"):
-            table.add_column(col, no_wrap=col != "spec", overflow="fold")
-        # The entrypoint gets what width is left, cut short (orch status JOB shows it whole).
-        table.add_column("entrypoint", no_wrap=True, overflow="ellipsis", min_width=12)
+        # The entrypoint only where there is room (orch status JOB shows it whole).
+        cols = ["submission id", "status", "spec", "start", "end"]
+        cols += ["entrypoint"] if console.width >= 140 else []
+        for col in cols:
+            table.add_column(col, no_wrap=col in ("submission id", "status"), overflow="fold")
         for d in jobs:
-            table.add_row(
+            row = [
                 d["submission_id"] or "-",
                 d["status"],
                 d["spec"] or "-",
                 d["start_time"],
                 d["end_time"],
-                d["entrypoint"],
-            )
+            ]
+            table.add_row(*row, *([d["entrypoint"]] if len(cols) > 5 else []))
         console.print(table)
