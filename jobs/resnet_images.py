@@ -257,6 +257,17 @@ def ray_datasets(spec) -> dict | None:
     data = DataArgs.model_validate(spec.data)
     if data.format != "parquet":
         return None
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0)
+    taken = spec.resources.workers * spec.resources.cpus_per_worker
+    if total - taken < 1:
+        # Ray Data's tasks get only what Train's workers leave; with none it waits forever.
+        raise imgdata.DataError(
+            f"data.format: parquet needs at least 1 CPU beside the training workers for Ray "
+            f"Data's read/decode tasks; this cluster has {total:g} CPUs and the workers take "
+            f"{taken:g}. Lower resources.workers / cpus_per_worker, or use data.format: folder"
+        )
     data = imgdata.ensure_default_data(data)
     if data.val_path:
         return {
