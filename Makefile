@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/orch run jobs/mnist_mlp.yaml --fresh
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra --durations=25 tests/unit tests/integration
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
