@@ -84,7 +84,10 @@ def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
     assert full and all(t["step"] == 60 and t["reports"] == 6 for t in full)
     assert early, f"ASHA stopped nothing: {trials}"
     assert all(t["reports"] < 6 and t["step"] < 60 for t in early)
-    assert all(t["config"]["train.lr"] <= 1e-6 for t in early)
+    # A poor rate (1e-6 or 1e-7, loss still ~2.3) is among them; the best trial ran to the end.
+    # (Asynchronous ASHA may also stop 1e-3 when 3e-3 reached the rung first with a lower loss.)
+    assert any(t["config"]["train.lr"] <= 1e-6 for t in early)
+    assert summary["best_trial"] in {t["trial_id"] for t in full}
     # Every trial is one ledger row chain tied to the sweep, ending once.
     ends = terminal_by_trial(trial_rows(tmp_runs, "lr-asha"))
     assert len(ends) == 4 and all(len(v) == 1 for v in ends.values())
