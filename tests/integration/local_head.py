@@ -98,7 +98,7 @@ class LocalHead:
             try:
                 return self._start_once()
             except RuntimeError:
-                self.stop(remove_temp=False)
+                self.stop(remove_temp=attempt == attempts)
                 if attempt == attempts:
                     raise
                 self._pick_ports()
