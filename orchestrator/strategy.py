@@ -500,6 +500,13 @@ class Session:
                  "strategy": self.strategy, "precision": self.precision, "format": fmt,
                  "final": final}
         name = f"checkpoint_{step:06d}"
+        if self._local_run_dir():
+            # A directory of this name is left from before a fallback past a half-written
+            # checkpoint (Ray still tracks it and will delete it): never write into it.
+            n = 1
+            while (Path(self.run_dir) / name).exists():
+                name = f"checkpoint_{step:06d}_{n}"
+                n += 1
         tmp = tempfile.mkdtemp(prefix=f"orch-{name}-r{self.rank}-")
         try:
             if fmt == "deepspeed":
