@@ -629,6 +629,9 @@ class Session:
 
         with self.latest_checkpoint_dir() as d:
             if d is None:
+                # Starting from step 0 (also after a worker-group restart that came before any
+                # checkpoint was registered): rows of an earlier attempt would repeat steps.
+                self._truncate_metrics(0)
                 return None
             d = self._newest_complete(Path(d))
             state = json.loads((d / "state.json").read_text())
