@@ -247,7 +247,7 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
         where = "resuming from " + Path(plan.resumes_from).name if plan.resumes_from else "fresh run"
         console.print(
             f"[bold]orch run[/bold] {plan.run_name}: {spec.workload}, {plan.num_workers} worker(s), "
-            f"{plan.strategy}/{plan.precision}, {where}; run dir {run_dir}"
+            f"{plan.strategy}/{plan.precision}, {where}; run dir {run_dir}", soft_wrap=True
         )
         tail = _Tail(run_dir / METRICS_FILE, console)
         tail.start()

@@ -71,7 +71,7 @@ def test_stopped_run_resumes_with_the_same_command(tmp_runs):
     proc = _orch_run(args)
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
-    assert "resuming from checkpoint_" in out
+    assert "resuming from checkpoint_" in " ".join(out.split())
     rows = read_metrics(run_dir)
     steps = [r["step"] for r in rows]
     assert steps == sorted(set(steps)), "no step twice after resume"

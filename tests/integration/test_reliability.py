@@ -158,7 +158,7 @@ def test_driver_sigkill_then_same_command_resumes(tmp_runs):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, out[-3000:]
-    assert "resuming from checkpoint_" in out
+    assert "resuming from checkpoint_" in " ".join(out.split())
     events = [e for e in ledger.read_events(tmp_runs).to_pylist() if e["run_name"] == "driverkill"]
     by_run: dict[str, list[str]] = {}
     for e in events:
