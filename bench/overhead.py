@@ -93,8 +93,8 @@ def main() -> None:
                 f"{k} {v[-1][0] * 1000:.2f} ms/step" for k, v in results.items()), flush=True)
     med = {k: statistics.median(x[0] for x in v) for k, v in results.items()}
     start = {k: statistics.median(x[1] for x in v) for k, v in results.items()}
-    ratio1 = [o[0] / p[0] for o, p in zip(results["orch1"], results["plain1"])]
-    ratio2 = [o[0] / p[0] for o, p in zip(results["orch2"], results["torchrun2"])]
+    ratio1 = [o[0] / p[0] for o, p in zip(results["orch1"], results["plain1"], strict=False)]
+    ratio2 = [o[0] / p[0] for o, p in zip(results["orch2"], results["torchrun2"], strict=False)]
     print()
     print("| comparison | baseline ms/step | orch ms/step | ratio (median of rounds) | start-up baseline s | start-up orch s |")
     print("|---|---|---|---|---|---|")

@@ -23,6 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orchestrator.errors import OrchestratorError
+
 LEDGER_DIR = "_ledger"
 
 
@@ -180,14 +182,21 @@ def runs_for_name(storage_path: str | Path, run_name: str) -> list[dict[str, Any
     return [r for r in latest_by_run(storage_path) if r["run_name"] == run_name]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process of this host lives (a zombie counts as gone)."""
+    if not pid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def driver_of(row: dict[str, Any]) -> tuple[str, int] | None:
@@ -216,7 +225,7 @@ def reconcile_orphans(storage_path: str | Path, run_name: str) -> tuple[list[str
     here = socket.gethostname()
     for row in unfinished(storage_path, run_name):
         drv = driver_of(row)
-        if drv and drv[0] == here and not _pid_alive(drv[1]):
+        if drv and drv[0] == here and not pid_alive(drv[1]):
             record(
                 storage_path, run_id=row["run_id"], run_name=row["run_name"],
                 workload=row["workload"], status=JobStatus.STOPPED, spec_hash=row["spec_hash"],
@@ -230,3 +239,20 @@ def reconcile_orphans(storage_path: str | Path, run_name: str) -> tuple[list[str
         elif drv and drv[0] == here:
             live.append(row)
     return closed, live
+
+
+class RunInProgressError(OrchestratorError):
+    """Another live driver on this host is running the same run name."""
+
+
+def claim_run_name(storage_path: str | Path, run_name: str) -> list[str]:
+    """Before a run starts: close orphaned rows of this name (returns their ids), and refuse
+    while a live driver on this host still runs it."""
+    closed, live = reconcile_orphans(storage_path, run_name)
+    if live:
+        drv = driver_of(live[0])
+        raise RunInProgressError(
+            f"run '{run_name}' is already running (driver pid {drv[1] if drv else '?'} on "
+            f"{drv[0] if drv else '?'}); stop it first, or use --fresh / --name for a separate run"
+        )
+    return closed

@@ -202,15 +202,7 @@ def launch(
         truncate_metrics(run_dir, int(resumed_step))
 
     mapping = env_runner_resources(plan)
-    closed, live = ledger.reconcile_orphans(plan.storage_path, plan.run_name)
-    if live:
-        from orchestrator.train import RunInProgressError
-
-        drv = ledger.driver_of(live[0])
-        raise RunInProgressError(
-            f"run '{plan.run_name}' is already running (driver pid {drv[1] if drv else '?'} on "
-            f"{drv[0] if drv else '?'}); stop it first, or use --fresh / --name for a separate run"
-        )
+    closed = ledger.claim_run_name(plan.storage_path, plan.run_name)
     if closed:
         console.print(
             f"[yellow]closed {len(closed)} run row(s) of '{plan.run_name}' whose "

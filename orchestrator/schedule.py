@@ -392,20 +392,10 @@ class Runner(Protocol):
     def stop(self, fire: Fire) -> None: ...
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child counts as gone
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+def pid_alive(pid: int | None) -> bool:
+    from orchestrator.ledger import pid_alive as alive  # pyarrow stays out of CLI start-up
+
+    return alive(pid)
 
 
 class SubprocessRunner:
@@ -433,12 +423,12 @@ class SubprocessRunner:
                 return True
             self.children.pop(fire.id, None)
             return False
-        return _pid_alive(fire.pid)
+        return pid_alive(fire.pid)
 
     def stop(self, fire: Fire) -> None:
         child = self.children.get(fire.id)
         pid = child.pid if child is not None else fire.pid
-        if pid and _pid_alive(pid):
+        if pid and pid_alive(pid):
             try:
                 os.killpg(os.getpgid(pid), signal.SIGTERM)
             except (ProcessLookupError, PermissionError):

@@ -21,16 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import ledger
-from orchestrator.errors import OrchestratorError
-from orchestrator.ledger import JobStatus, RunState
+from orchestrator.ledger import JobStatus, RunInProgressError, RunState  # noqa: F401
 from orchestrator.plan import RunPlan
 from orchestrator.spec import dump_yaml, import_workload
 
 METRICS_FILE = "metrics.jsonl"
-
-
-class RunInProgressError(OrchestratorError):
-    """Another live driver on this host is running the same run name."""
 
 
 def _callback_class():
@@ -184,13 +179,7 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
             if resumed_step is not None:
                 truncate_history(run_dir / METRICS_FILE, int(resumed_step) + 1)
 
-    closed, live = ledger.reconcile_orphans(plan.storage_path, plan.run_name)
-    if live:
-        drv = ledger.driver_of(live[0])
-        raise RunInProgressError(
-            f"run '{plan.run_name}' is already running (driver pid {drv[1]} on {drv[0]}); "
-            f"stop it first, or use --fresh / --name for a separate run"
-        )
+    closed = ledger.claim_run_name(plan.storage_path, plan.run_name)
     if closed:
         console.print(f"[yellow]closed {len(closed)} run row(s) of '{plan.run_name}' whose driver "
                       f"had died: {', '.join(closed)}[/yellow]")
