@@ -28,7 +28,11 @@ def parse_args(
             g.add_argument(_flag(name), dest=f"{section}__{name}", default=None, metavar="V",
                            help=f"{f.description or ''} (default: {json.dumps(default, default=str)})")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                        help="fp16 needs --gpu (a loss scaler on CUDA)")
+    parser.add_argument("--gpu", action="store_true", help="train on cuda:0 (no Ray needed)")
+    parser.add_argument("--strategy", default="ddp", choices=["ddp", "deepspeed"],
+                        help="ddp (plain module in one process) or a one-process DeepSpeed engine")
     parser.add_argument("--run-dir", default=None, help="write checkpoints here")
     parser.add_argument("--resume-from", default=None, help="a checkpoint directory")
     ns = parser.parse_args(argv)
@@ -44,6 +48,13 @@ def parse_args(
         data = data_cls.model_validate(values["data"]).model_dump(mode="json") if data_cls else {}
     except ValidationError as exc:
         parser.error(str(exc))
+    if ns.precision == "fp16" and not ns.gpu:
+        parser.error("--precision fp16 needs --gpu: fp16 with a loss scaler runs on CUDA only")
+    if ns.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error("--gpu given but torch sees no CUDA device")
     return train, data, ns
 
 
@@ -52,8 +63,9 @@ def run_alone(module, argv: list[str] | None = None) -> Any:
     config = {
         "train": train,
         "data": data,
-        "strategy": "ddp",
+        "strategy": ns.strategy,
         "precision": ns.precision,
+        "use_gpu": bool(ns.gpu),
         "seed": ns.seed,
         "checkpoint": {"every_steps": 10**9 if ns.run_dir is None else 100, "keep": 2},
         "run_dir": ns.run_dir,
