@@ -101,8 +101,6 @@ def _spec(tmp_runs, strategy: str, max_steps: int, extra: list[str]):
     ("fsdp", [], "dcp"),
     ("deepspeed", ["deepspeed.stage=3"], "deepspeed"),
 ])
-# slow: failed in the full suite on the overloaded dev VM (2026-11-26), not yet seen passing idle; RUN_SLOW=1 runs it
-@pytest.mark.slow
 def test_resume_continues_the_loss_curve(ray_local, tmp_runs, strategy, extra, fmt):
     from rich.console import Console
 
@@ -111,7 +109,7 @@ def test_resume_continues_the_loss_curve(ray_local, tmp_runs, strategy, extra, f
 
     quiet = Console(quiet=True)
     first = launch(plan(_spec(tmp_runs, strategy, 10, extra)), console=quiet)
-    assert first["status"] == "succeeded", first["error"]
+    assert first["status"] == "SUCCEEDED", first["error"]
     run_dir = Path(first["run_dir"])
     ck = run_dir / "checkpoint_000010"
     state = json.loads((ck / "state.json").read_text())
@@ -128,13 +126,15 @@ def test_resume_continues_the_loss_curve(ray_local, tmp_runs, strategy, extra, f
     p2 = plan(_spec(tmp_runs, strategy, 20, extra))
     assert p2.resumes_from and p2.resumes_from.endswith("checkpoint_000010")
     second = launch(p2, console=quiet)
-    assert second["status"] == "succeeded", second["error"]
+    assert second["status"] == "SUCCEEDED", second["error"]
     assert second["resumed_from_step"] == 10
     rows = read_metrics(run_dir)
     after = [r for r in rows if r.get("step", 0) > 10 and "loss" in r]
     assert after, rows
-    # Continues where it stopped: well below the untrained loss, not back at the start.
-    assert after[0]["loss"] < 0.6 * first_losses[0], (first_losses, after)
+    # Continues where it stopped: near the last loss before the stop and well below the
+    # untrained loss (a fresh start would log ~2.2 again at its first steps).
+    assert after[0]["loss"] < 0.8 * first_losses[0], (first_losses, after)
+    assert after[0]["loss"] < 1.2 * first_losses[-1], (first_losses, after)
     final = json.loads((run_dir / "checkpoint_000020" / "state.json").read_text())
     assert final["optimizer_steps"] == 20
 
