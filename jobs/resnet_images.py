@@ -171,6 +171,10 @@ class Source:
                         f"(jobs.resnet_images.ray_datasets); got {type(exc).__name__}: {exc}"
                     ) from None
 
+    def empty(self) -> dict:
+        """A zero-weight batch for a worker that got no data this epoch (see synced_batches)."""
+        return imgdata.empty_batch(self.data.image_size)
+
     def steps_per_epoch(self) -> int:
         per_worker = math.ceil(self.n_train * (1 - self._train_share_loss()) / self.sess.world_size)
         return max(1, math.ceil(per_worker / self.bs))
@@ -316,7 +320,7 @@ def evaluate(model, source: Source, sess, channels_last: bool) -> tuple[float, f
     correct = seen = 0.0
     dtype = _model_dtype(model)
     with torch.no_grad():
-        for batch, _total in imgdata.synced_batches(source.val_batches(), sess):
+        for batch, _total in imgdata.synced_batches(source.val_batches(), sess, source.empty):
             x = _to_input(batch["image"], sess, dtype, channels_last)
             with sess.autocast():
                 pred = model(x).argmax(dim=1).cpu()
@@ -367,7 +371,11 @@ def train_loop(config: dict) -> dict:
         seen_ids: list[int] = []
         bad = 0
         loss_sum = n_sum = 0.0
-        for batch, global_n in imgdata.synced_batches(source.train_batches(epoch), sess):
+        for batch, global_n in imgdata.synced_batches(
+            imgdata.merge_short_tail(source.train_batches(epoch), max(2, args.batch_size // 2)),
+            sess,
+            source.empty,
+        ):
             x = _to_input(batch["image"], sess, dtype, args.channels_last)
             y = batch["label"].to(sess.device)
             w = batch["weight"].to(sess.device)
@@ -384,7 +392,7 @@ def train_loop(config: dict) -> dict:
             loss_sum += float((per.detach() * w).sum())
             n_sum += float(w.sum())
             bad += int(batch["bad"].sum())
-            if samples_dir is not None:
+            if samples_dir is not None and not batch.get("dummy"):
                 seen_ids += batch["index"][batch["weight"] > 0].tolist()
             if step % args.log_every == 0:
                 ls, ns = sess.all_reduce_sum([loss_sum, n_sum])
