@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -135,8 +136,6 @@ def _orch_run(args):
                             start_new_session=True)
 
 
-# slow: failed in the full suite on the overloaded dev VM (2026-11-26), not yet seen passing idle; RUN_SLOW=1 runs it
-@pytest.mark.slow
 def test_driver_sigkill_then_same_command_resumes(tmp_runs):
     args = [str(SPEC), "train.epochs=30", "checkpoint.every_steps=40", f"storage_path={tmp_runs}",
             "name=driverkill", "train.log_every=4"]
@@ -228,15 +227,13 @@ def head():
 
 LEDGER_JOB = (
     "import os, time; from orchestrator import ledger as L; "
-    "rid = os.environ['RAY_JOB_SUBMISSION_ID']; d = os.environ['LEDGER_DIR']; "
+    "rid = os.environ['PROBE_ID']; d = os.environ['LEDGER_DIR']; "
     "[L.record(d, run_id=rid, run_name=rid, workload='probe', status=s, kind='run') "
     "for s in ('PENDING', 'RUNNING')]; time.sleep(0.5); "
     "L.record(d, run_id=rid, run_name=rid, workload='probe', status='SUCCEEDED', kind='run')"
 )
 
 
-# slow: failed in the full suite on the overloaded dev VM (2026-11-26), not yet seen passing idle; RUN_SLOW=1 runs it
-@pytest.mark.slow
 def test_fifty_jobs_at_once(head, tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
@@ -247,9 +244,13 @@ def test_fifty_jobs_at_once(head, tmp_path):
     store = tmp_path / "shared"
 
     def submit(i):
+        # Ray 2.60 sets no RAY_JOB_SUBMISSION_ID in the entrypoint's environment: pass our own.
+        sid = f"fifty-{i:02d}-{uuid.uuid4().hex[:8]}"
         return client.submit_job(
             entrypoint=f'{sys.executable} -c "{LEDGER_JOB}"',
-            runtime_env={"env_vars": {"LEDGER_DIR": str(store), "PYTHONPATH": str(ROOT)}},
+            submission_id=sid,
+            runtime_env={"env_vars": {"LEDGER_DIR": str(store), "PYTHONPATH": str(ROOT),
+                                      "PROBE_ID": sid}},
             entrypoint_num_cpus=0.05,
         )
 
@@ -264,7 +265,11 @@ def test_fifty_jobs_at_once(head, tmp_path):
         if all(s in terminal for s in status.values()):
             break
         time.sleep(2)
-    assert all(s == RayJobStatus.SUCCEEDED for s in status.values()), status
+    bad = [i for i, s in status.items() if s != RayJobStatus.SUCCEEDED]
+    if bad:  # say why, from Ray's own record of the first one
+        info = client.get_job_info(bad[0])
+        logs = client.get_job_logs(bad[0])[-2000:]
+        raise AssertionError(f"{len(bad)}/50 not SUCCEEDED ({status[bad[0]]}): {info.message}\n{logs}")
     rows = ledger.read_events(store).to_pylist()
     terminal_rows = [r for r in rows if r["status"] == "SUCCEEDED"]
     assert sorted(r["run_id"] for r in terminal_rows) == sorted(ids)  # exactly one each
@@ -284,7 +289,10 @@ def _leftovers(head):
     return actors, pgs
 
 
-# slow: failed in the full suite on the overloaded dev VM (2026-11-26), not yet seen passing idle; RUN_SLOW=1 runs it
+# slow, FAILING as of 2026-11-26 07:14 on the idle VM: Ctrl-C stops the run (ledger STOPPED),
+# then Ray's state API call in _leftovers times out "waiting for GCS" for the LocalHead (RAY_ADDRESS
+# of the embedded test Ray overrides `address` there; pointing it at the dashboard instead hit
+# "Missing authentication token"). Undiagnosed past that. RUN_SLOW=1 runs it.
 @pytest.mark.slow
 def test_ctrl_c_and_stop_leave_nothing_behind(head, tmp_path):
     env = head.env
