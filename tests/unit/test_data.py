@@ -236,12 +236,13 @@ def test_synced_batches_feeds_a_worker_with_no_data_an_empty_batch():
     assert pad["index"].numel() == 0
     # without an `empty` factory the starved worker is a named error
     board = _Board(2)
-    ts = [threading.Thread(target=run, args=(0, [4], None)),
-          threading.Thread(target=run, args=(1, [], None))]
+    ts = [threading.Thread(target=run, args=(0, [4], None), daemon=True),
+          threading.Thread(target=run, args=(1, [], None), daemon=True)]
     for t in ts:
         t.start()
-    for t in ts:
-        t.join(10)
+    ts[1].join(10)
+    board.barrier.abort()  # rank 0 waits on a step rank 1 will never take: release it
+    ts[0].join(10)
     assert isinstance(out[1], data.DataError) and "no data at all" in str(out[1])
 
 
