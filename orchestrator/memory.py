@@ -11,8 +11,9 @@ ZeRO-3 gathers at once). Model states per device, N data-parallel workers:
     strategy             ZeRO paper (mixed precision, Adam)     what the engine allocates
     ddp                  16Ψ                                    16Ψ (fp32 weights under autocast)
     fsdp (FSDP2)         16Ψ/N                                  16Ψ/N (fp32 shards) + gather buffer
-    ZeRO-1               4Ψ + 12Ψ/N                             4Ψ + 16Ψ/N
-    ZeRO-2               2Ψ + 14Ψ/N                             2Ψ + 2·min(Ψ, bucket) + 16Ψ/N
+    ZeRO-1               4Ψ + 12Ψ/N                             4Ψ + 16Ψ/N (upper bound)
+    ZeRO-2               2Ψ + 14Ψ/N                             2Ψ + 2·max(min(Ψ, bucket), min(Ψ,
+                                                                Ψ/N + 2·largest)) + 16Ψ/N (ub)
     ZeRO-3               16Ψ/N                                  20Ψ/N + 4·largest layer
     + offload_optimizer  optimizer states (and ZeRO-1/2 grads) in host memory
 
@@ -20,8 +21,23 @@ DeepSpeed keeps an fp32 copy of its gradient partition (4Ψ/N) besides the 16-bi
 which the paper leaves out; its estimators (`estimate_zero2_model_states_mem_needs_all_cold`,
 the zero3 one) count it as 2Ψ+18Ψ/N and 18Ψ/N + 4·largest layer (the "DS est." column). The
 "engine" column is what bench/zero_memory.py measured DeepSpeed 0.19 and torch allocating, per
-rank; `strategy: auto` uses it: running out of GPU memory costs more than a conservative pick. In fp32 the 16-bit copies are fp32 and there is
-no separate master copy: DDP 16Ψ, ZeRO-1 8Ψ + 8Ψ/N, ZeRO-2 4Ψ + 12Ψ/N, ZeRO-3 16Ψ/N (paper).
+rank; `strategy: auto` uses it: running out of GPU memory costs more than a conservative pick.
+In fp32 the 16-bit copies are fp32 and there is no separate master copy: DDP 16Ψ, ZeRO-1
+8Ψ + 8Ψ/N, ZeRO-2 4Ψ + 12Ψ/N, ZeRO-3 16Ψ/N (paper).
+
+ZeRO-1/2 gradients differ by rank (zero_partitions): DeepSpeed flattens the weights into one
+buffer padded to a multiple of 2N elements and gives each rank an equal slice; after reducing,
+a rank keeps (whole) the 16-bit gradients of the parameters overlapping its slice and frees
+the rest, in both stages and both precisions. So its gradients are the larger of: the end of
+backward (ZeRO-1 all Ψ 16-bit gradients, ZeRO-2 a bucketful in flight) and the kept ones plus
+the fp32 slice at the step (in fp32 that slice is a view, not a copy, when one parameter
+covers it). engine_states(..., param_sizes=, rank=) gives one rank's figures, the max over
+ranks without `rank`; without `param_sizes` (estimate(), strategy: auto) the table's figures,
+an upper bound on every rank: all gradients kept (ZeRO-1), at most a slice plus the largest
+layer on either edge (ZeRO-2). Not counted: the reduce bucket DeepSpeed allocates whole
+(reduce_bucket_size, 5e8 elements) during backward beyond its filled part, and the moment in
+the reduction when the filled bucket and the kept gradients coexist (bench/zero_memory.py
+reports it).
 
 Activations: a workload may define `activation_shape(args) -> {"batch", "seq", "hidden",
 "layers", "heads"[, "vocab"]}` (transformers; Korthikanti et al. 2022, 34·s·b·h + 5·a·s²·b
@@ -47,6 +63,7 @@ from orchestrator.errors import FieldError, SpecError
 GiB = 2**30
 HEADROOM = 0.8
 REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements)
+NCCL_START_ALIGNMENT = 2  # DeepSpeed ZeRO-1/2 pad their flat buffer to a multiple of 2 x N
 
 # Options in the order `strategy: auto` tries them (least communication first).
 OPTIONS = ("ddp", "zero1", "zero2", "fsdp", "zero3", "zero2_offload_opt", "zero3_offload_opt",
@@ -82,6 +99,25 @@ class ParamCount:
     total: int  # shared (tied) parameters once
     trainable: int
     largest_layer: int  # most parameters owned directly by one module (DeepSpeed's definition)
+    # numel of each trainable parameter in model.parameters() order: the order DeepSpeed
+    # flattens a single param group in (zero_partitions); empty where unknown
+    sizes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class ZeroPartition:
+    """One rank's slice of DeepSpeed ZeRO-1/2's flat 16-bit buffer (zero_partitions)."""
+
+    rank: int
+    start: int  # [start, end) in the padded flat buffer (elements)
+    end: int
+    params: tuple[int, ...]  # indices of the parameters overlapping it (params_in_partition)
+    kept: int  # their elements: the 16-bit gradients the rank keeps after reducing
+    padding: int  # elements of the slice past the last parameter (alignment padding)
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
 
 
 @dataclass(frozen=True)
@@ -108,7 +144,8 @@ def count_parameters(model) -> ParamCount:
     largest = 0
     for m in model.modules():
         largest = max(largest, sum(p.numel() for p in m.parameters(recurse=False)))
-    return ParamCount(sum(seen.values()), sum(trainable.values()), largest)
+    return ParamCount(sum(seen.values()), sum(trainable.values()), largest,
+                      tuple(trainable.values()))
 
 
 def workload_args(workload, train: dict[str, Any]):
@@ -134,9 +171,78 @@ def optimizer_state_bytes(optimizer: str, momentum: float = 0.9) -> int:
     return 4 if momentum > 0 else 0
 
 
+def zero_partitions(param_sizes, n: int) -> list[ZeroPartition]:
+    """DeepSpeed ZeRO-1/2's flat layout of one param group over N ranks, rank by rank.
+
+    DeepSpeed 0.19 (stage_1_and_2.py) flattens the group's parameters in order into one
+    16-bit buffer, padded at the end to a multiple of nccl_start_alignment_factor (2) x N
+    elements, and cuts it into N equal slices (get_data_parallel_partitions). A rank's
+    params_in_partition are those that start in its slice or straddle its start
+    (get_partition_info); with contiguous_gradients (the default) those are the gradients it
+    copies into its grads_in_partition buffer and keeps after the reduction, whole, while the
+    gradients of parameters wholly outside its slice are freed (ZeRO-2 right after their
+    bucket is reduced, ZeRO-1 at the end of backward). Defaults assumed: one param group,
+    round_robin_gradients and parameter_alignment off.
+    """
+    sizes = [int(x) for x in param_sizes]
+    n = max(1, int(n))
+    total = sum(sizes)
+    align = NCCL_START_ALIGNMENT * n
+    size = -(-total // align) * align // n
+    parts = []
+    for r in range(n):
+        start, end = r * size, (r + 1) * size
+        idx, cur = [], 0
+        for i, numel in enumerate(sizes):
+            if start <= cur < end or cur < start < cur + numel:
+                idx.append(i)
+            cur += numel
+        covered = max(0, min(end, total) - start)
+        parts.append(ZeroPartition(r, start, end, tuple(idx), sum(sizes[i] for i in idx),
+                                   size - covered))
+    return parts
+
+
+def zero_kept_grad_bytes(part: ZeroPartition, precision: str) -> float:
+    """Gradient bytes a ZeRO-1/2 rank holds at its optimizer step: the 16-bit buffer of the
+    gradients it kept (its params_in_partition, whole, plus a zero tensor for the padding in
+    its slice) and the fp32 copy of its slice that the optimizer steps on.
+
+    The fp32 copy is `flatten(averaged_gradients).to(fp32)`: in bf16/fp16 always a new
+    4-bytes-per-element tensor; in fp32 a view of the 16-bit (here fp32) buffer when that
+    list holds a single tensor (one parameter covering the whole slice), since torch's
+    flatten of one tensor and `.to` of the same dtype copy nothing.
+    """
+    p16 = 2 if precision in ("bf16", "fp16") else 4
+    held16 = p16 * (part.kept + part.padding)
+    pieces = len(part.params) + (1 if part.padding else 0)
+    fp32 = 0 if precision == "fp32" and pieces == 1 else 4 * part.size
+    return float(held16 + fp32)
+
+
+def zero_in_flight_grad_bytes(option: str, psi: float, precision: str) -> float:
+    """16-bit gradient bytes a ZeRO-1/2 rank holds at the end of backward, before reducing:
+    ZeRO-1 all of them (it reduces at the accumulation boundary, in allreduce_gradients);
+    ZeRO-2 a bucketful in flight (it reduces during backward, reduce_bucket_size elements at a
+    time). The same on every rank."""
+    p16 = 2 if precision in ("bf16", "fp16") else 4
+    return float(p16 * (psi if option == "zero1" else min(psi, REDUCE_BUCKET)))
+
+
 def engine_states(option: str, psi: float, n: int, precision: str, opt_bytes: int = 8,
-                  largest_layer: int = 0) -> States:
-    """What torch (ddp, fsdp) or DeepSpeed (ZeRO) allocate per device for model states."""
+                  largest_layer: int = 0, *, param_sizes=None, rank: int | None = None) -> States:
+    """What torch (ddp, fsdp) or DeepSpeed (ZeRO) allocate per device for model states.
+
+    ZeRO-1/2 are not the same on every rank: after reducing, a rank keeps the 16-bit gradients
+    of the parameters that overlap its slice of the flat buffer (zero_partitions), so the
+    layout depends on the parameter sizes. With `param_sizes` (trainable numels in
+    model.parameters() order, ParamCount.sizes) and `rank`, the figures are that rank's; with
+    `param_sizes` alone, the worst rank's. Without them (what estimate(), and so
+    `strategy: auto`, uses) the figures are an upper bound on every rank: all Ψ 16-bit
+    gradients kept (ZeRO-1), or at most a slice plus 2 x the largest layer on either edge
+    (ZeRO-2). The other options are the same on every rank; `param_sizes` and `rank` are
+    ignored there.
+    """
     mixed = precision in ("bf16", "fp16")
     if option == "ddp":
         # autocast keeps fp32 weights and gradients; low-precision copies are transient.
@@ -148,14 +254,11 @@ def engine_states(option: str, psi: float, n: int, precision: str, opt_bytes: in
         return States(4 * psi / n, 4 * psi / n, opt_bytes * psi / n, 2 * low * largest_layer)
     p16 = 2 if mixed else 4  # DeepSpeed's module weights: bf16/fp16 or fp32
     master = 4  # DeepSpeed's fp32 partition the optimizer steps (a copy even in fp32)
+    if option in ("zero1", "zero2"):
+        return _zero12_states(option, psi, n, precision, opt_bytes, largest_layer,
+                              param_sizes, rank)
     opt = (master + opt_bytes) * psi / n
     gpart = 4 * psi / n  # the fp32 gradient partition DeepSpeed keeps for the optimizer
-    if option == "zero1":
-        return States(p16 * psi, p16 * psi + gpart, opt)
-    if option == "zero2":
-        # Gradients are reduced bucket by bucket (reduce_bucket_size elements); the 16-bit
-        # bucket is the high-water mark, all of them when the model is smaller than a bucket.
-        return States(p16 * psi, p16 * min(psi, REDUCE_BUCKET) + gpart, opt)
     if option == "zero3":
         return States(p16 * psi / n, p16 * psi / n + gpart, opt, 4 * largest_layer)
     if option == "zero2_offload_opt":
@@ -165,6 +268,38 @@ def engine_states(option: str, psi: float, n: int, precision: str, opt_bytes: in
     if option == "zero3_offload_all":
         return States(0.0, 0.0, 0.0, 4 * largest_layer)
     raise ValueError(f"unknown option {option!r}")
+
+
+def _zero12_states(option, psi, n, precision, opt_bytes, largest_layer, param_sizes,
+                   rank) -> States:
+    p16 = 2 if precision in ("bf16", "fp16") else 4
+    n = max(1, int(n))
+    if param_sizes is not None:
+        parts = zero_partitions(param_sizes, n)
+        psi = sum(int(x) for x in param_sizes)
+        padded, size = parts[-1].end, parts[0].size
+    else:
+        if rank is not None:
+            raise ValueError("a rank's figures need param_sizes (ParamCount.sizes)")
+        align = NCCL_START_ALIGNMENT * n
+        padded = -(-int(psi) // align) * align
+        size = padded // n
+    # The 16-bit weights (the padded flat buffer; module params are views into it); the fp32
+    # slice the optimizer steps and its state.
+    params = p16 * padded
+    opt = (4 + opt_bytes) * size
+    in_flight = zero_in_flight_grad_bytes(option, psi, precision)
+    if param_sizes is not None:
+        kept = [zero_kept_grad_bytes(p, precision) for p in parts]
+        after = kept[rank] if rank is not None else max(kept)
+    elif option == "zero1":
+        after = p16 * padded + 4 * size
+    else:
+        # A rank keeps its slice plus the parameters straddling its two edges, each at most
+        # one module's worth (largest_layer); unknown (0): all of them.
+        edge = size + 2 * largest_layer if largest_layer else padded
+        after = p16 * max(min(padded, REDUCE_BUCKET), min(padded, edge)) + 4 * size
+    return States(params, max(in_flight, after), opt)
 
 
 def paper_states(option: str, psi: float, n: int, precision: str, opt_bytes: int = 8) -> float:
@@ -446,19 +581,24 @@ def _storage_key(t) -> tuple[int, int]:
     return (s.data_ptr(), s.nbytes())
 
 
-def held_bytes(sess) -> dict[str, float]:
+def held_bytes(sess, grads_seen: dict | None = None) -> dict[str, float]:
     """Bytes this rank holds of parameters, gradients and optimizer states, after a step.
 
     Each distinct storage is counted once. DeepSpeed: params are the module's weights (ZeRO-3:
     their partitions, ds_tensor); optimizer = the fp32 partition it steps plus the torch
     optimizer's state; grads = the gradient partitions (16-bit and fp32). torch: param.grad,
     the local shard under FSDP2.
+
+    `grads_seen`, shared between calls at different moments (after backward, at the step),
+    counts a gradient storage only at the first call that sees it: DeepSpeed's fp32 gradient
+    partition can be a view of the 16-bit one (zero_kept_grad_bytes). It keeps the storages
+    it has seen alive, so that no later allocation can reuse an address and be skipped.
     """
     import torch
 
     seen: set[tuple[int, int]] = set()
 
-    def add(tensors) -> float:
+    def add(tensors, shared: dict | None = None) -> float:
         total = 0
         for t in tensors:
             if t is None or not torch.is_tensor(t):
@@ -468,9 +608,11 @@ def held_bytes(sess) -> dict[str, float]:
             if t.numel() == 0:
                 continue
             key = _storage_key(t)
-            if key in seen:
+            if key in seen or (shared is not None and key in shared):
                 continue
             seen.add(key)
+            if shared is not None:
+                shared[key] = t.untyped_storage()
             total += t.untyped_storage().nbytes()
         return float(total)
 
@@ -482,7 +624,7 @@ def held_bytes(sess) -> dict[str, float]:
 
     if sess.engine is None:
         params = list(sess.model.parameters())
-        return {"params": add(params), "grads": add(p.grad for p in params),
+        return {"params": add(params), "grads": add((p.grad for p in params), grads_seen),
                 "optimizer": add(opt_state(sess.optimizer))}
 
     zopt = sess.engine.optimizer
@@ -496,7 +638,7 @@ def held_bytes(sess) -> dict[str, float]:
             or getattr(zopt, "fp32_groups_flat_partition", None) or [])
     inner = getattr(zopt, "optimizer", zopt)
     o_bytes = add(fp32) + add(opt_state(inner))
-    fp32_grads = add(t.grad for t in fp32 if torch.is_tensor(t))
+    fp32_grads = add((t.grad for t in fp32 if torch.is_tensor(t)), grads_seen)
     grads: list = [p.grad for p in module_params]
     for name in ("averaged_gradients", "grad_partitions_flat_buffer",
                  "_DeepSpeedZeroOptimizer_Stage3__param_id_to_grad_partition"):
@@ -504,9 +646,38 @@ def held_bytes(sess) -> dict[str, float]:
         items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else [obj]
         for v in items:
             grads += v if isinstance(v, list) else [v]
-    g16 = add(grads)
+    g16 = add(grads, grads_seen)
     return {"params": p_bytes, "grads": g16 + fp32_grads, "grads_fp32": fp32_grads,
             "optimizer": o_bytes}
+
+
+def in_flight_grad_bytes(sess) -> float:
+    """Gradient bytes a DeepSpeed ZeRO-1/2 rank holds at the end of backward, before the
+    reduction (call it on entry to engine.allreduce_gradients): gradients in storage of their
+    own (ZeRO-1: all of them), the filled part of the IPG reduce buckets (ZeRO-2's gradients
+    in flight; DeepSpeed allocates reduce_bucket_size elements for each bucket, of which only
+    what is filled is counted) and the buffer of the gradients the rank keeps, if it exists
+    yet. Each storage once."""
+    import torch
+
+    zopt = sess.engine.optimizer
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for bucket in (getattr(zopt, "ipg_buckets", None) or {}).values():
+        buffers = [b for b in getattr(bucket, "buffer", None) or [] if torch.is_tensor(b)]
+        seen.update(_storage_key(b) for b in buffers)
+        if buffers:
+            total += int(bucket.elements) * buffers[0].element_size()
+    tensors = [p.grad for p in sess.engine.module.parameters()]
+    tensors.append(getattr(zopt, "grads_in_partition", None))
+    for t in tensors:
+        if t is None or not torch.is_tensor(t) or t.numel() == 0:
+            continue
+        key = _storage_key(t)
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return float(total)
 
 
 def capture_stdout(fn, *args, **kwargs) -> str:

@@ -49,9 +49,10 @@ def test_deepspeed_formula_t5_3b_matches_the_printed_figures():
         assert got[k] == pytest.approx(want[k], abs=0.006), k
 
 
-@pytest.mark.parametrize("psi, n", [(PSI, 2), (PSI, 8), (2_851_598_336, 8)])
-def test_engine_zero2_is_deepspeeds_count_with_its_gradient_bucket(psi, n):
-    st = memory.engine_states("zero2", psi, n, "bf16", 8)
+@pytest.mark.parametrize("psi, n, largest", [(PSI, 2, 0), (PSI, 8, 0),
+                                             (2_851_598_336, 8, 32_899_072)])
+def test_engine_zero2_is_deepspeeds_count_with_its_gradient_bucket(psi, n, largest):
+    st = memory.engine_states("zero2", psi, n, "bf16", 8, largest)
     ds = memory.deepspeed_estimate("zero2", psi, n, 0)
     # DeepSpeed's count (2Ψ + 18Ψ/N) holds a 2Ψ/N 16-bit gradient partition; the engine's
     # high-water mark is the 16-bit reduce bucket instead: min(Ψ, reduce_bucket_size).
@@ -70,6 +71,126 @@ def test_count_parameters_on_meta_mnist():
     c = memory.count_parameters(model)
     assert c.total == c.trainable == 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
     assert c.largest_layer == 784 * 512 + 512
+    assert c.sizes == (784 * 512, 512, 512 * 256, 256, 256 * 10, 10)  # parameters() order
+
+
+# --- ZeRO-1/2 flat layout per rank -------------------------------------------------------------
+
+
+def _layout(sizes, n):
+    return [(p.start, p.end, p.params, p.kept, p.padding) for p in memory.zero_partitions(sizes, n)]
+
+
+def test_zero_partitions_hand_computed():
+    # 18 elements; padded to a multiple of 2 x N, cut into N equal slices. A parameter belongs
+    # to a slice it starts in or straddles the start of (DeepSpeed's get_partition_info).
+    sizes = [5, 3, 8, 2]  # flat offsets 0, 5, 8, 16
+    assert _layout(sizes, 2) == [(0, 10, (0, 1, 2), 16, 0),     # p2 (8..16) straddles 10
+                                 (10, 20, (2, 3), 10, 2)]       # 18..20 is padding
+    assert _layout(sizes, 3) == [(0, 6, (0, 1), 8, 0),
+                                 (6, 12, (1, 2), 11, 0),        # p1 (5..8) straddles 6
+                                 (12, 18, (2, 3), 10, 0)]
+    assert _layout(sizes, 4) == [(0, 6, (0, 1), 8, 0), (6, 12, (1, 2), 11, 0),
+                                 (12, 18, (2, 3), 10, 0),
+                                 (18, 24, (), 0, 6)]            # nothing but padding
+    assert _layout(sizes, 1) == [(0, 18, (0, 1, 2, 3), 18, 0)]
+
+
+def test_zero_partitions_match_deepspeed_on_the_mnist_mlp():
+    # What DeepSpeed 0.19 reported for the bench's model at 2 ranks (partition_size,
+    # is_param_in_current_partition, groups_padding): rank 0 keeps only the first weight.
+    sizes = [784 * 512, 512, 512 * 256, 256, 256 * 10, 10]
+    parts = memory.zero_partitions(sizes, 2)
+    assert [p.size for p in parts] == [267_910, 267_910]
+    assert [p.params for p in parts] == [(0,), (0, 1, 2, 3, 4, 5)]
+    assert [p.padding for p in parts] == [0, 2]
+    assert [p.kept for p in parts] == [401_408, 535_818]
+
+
+def test_zero_kept_grad_bytes_bf16_and_the_fp32_view():
+    p0, p1 = memory.zero_partitions([784 * 512, 512, 512 * 256, 256, 256 * 10, 10], 2)
+    # bf16: the kept 16-bit gradients (and padding) + a new fp32 copy of the slice.
+    assert memory.zero_kept_grad_bytes(p0, "bf16") == 2 * 401_408 + 4 * 267_910
+    assert memory.zero_kept_grad_bytes(p1, "bf16") == 2 * (535_818 + 2) + 4 * 267_910
+    # fp32: rank 0's slice is one piece of one weight, so the "fp32 copy" is a view of it.
+    assert memory.zero_kept_grad_bytes(p0, "fp32") == 4 * 401_408
+    assert memory.zero_kept_grad_bytes(p1, "fp32") == 4 * (535_818 + 2) + 4 * 267_910
+    # A slice of nothing but padding: a zero tensor of its size, (fp32) viewed or (bf16) copied.
+    empty = memory.zero_partitions([5, 3, 8, 2], 4)[3]
+    assert memory.zero_kept_grad_bytes(empty, "fp32") == 4 * 6
+    assert memory.zero_kept_grad_bytes(empty, "bf16") == 2 * 6 + 4 * 6
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_engine_zero12_per_rank_on_the_mnist_mlp(precision):
+    sizes = (784 * 512, 512, 512 * 256, 256, 256 * 10, 10)
+    psi, p16 = sum(sizes), 2 if precision == "bf16" else 4
+    f = lambda o, r: memory.engine_states(o, psi, 2, precision, 8, 784 * 512 + 512,  # noqa: E731
+                                          param_sizes=sizes, rank=r)
+    for option in ("zero1", "zero2"):
+        r0, r1 = f(option, 0), f(option, 1)
+        assert r0.params == r1.params == p16 * 535_820  # the padded flat buffer
+        assert r0.optimizer == r1.optimizer == 12 * 267_910
+        # rank 0 frees the 2nd and 3rd layers' gradients, rank 1 keeps them all; the end of
+        # backward (all Ψ 16-bit gradients in flight) is the larger where that is more.
+        kept0 = memory.zero_kept_grad_bytes(memory.zero_partitions(sizes, 2)[0], precision)
+        assert r0.grads == max(p16 * psi, kept0)
+        assert r1.grads == p16 * 535_820 + 4 * 267_910
+        assert r0.grads < r1.grads
+        assert f(option, None) == r1  # the worst rank
+    with pytest.raises(ValueError, match="param_sizes"):
+        memory.engine_states("zero1", psi, 2, precision, rank=0)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+@pytest.mark.parametrize("option", ["zero1", "zero2"])
+@pytest.mark.parametrize("n", [2, 3, 4, 8])
+def test_worst_rank_equals_the_old_bound_when_nothing_is_freed(option, n, precision):
+    # One parameter overlaps every slice: no rank frees anything, and (1001 is not a multiple
+    # of 2N) the last slice has padding, so even in fp32 its fp32 gradient is a real copy.
+    worst = memory.engine_states(option, 1001, n, precision, 8, 1001, param_sizes=[1001])
+    bound = memory.engine_states(option, 1001, n, precision, 8, 1001)
+    padded = -(-1001 // (2 * n)) * (2 * n)
+    p16 = 2 if precision == "bf16" else 4
+    assert bound.grads == p16 * padded + 4 * padded // n  # 16-bit gradients + fp32 slice
+    assert worst == bound
+
+
+MODELS = {
+    "mnist": [784 * 512, 512, 512 * 256, 256, 256 * 10, 10],
+    "uneven": [5, 3, 8, 2, 1000, 7, 7, 300],
+    "one big": [17, 10_000_001, 3],
+    "embedding + blocks": [32128 * 1024] + [1024 * 1024, 1024, 4096 * 1024, 1024 * 4096] * 24,
+}
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("n", [2, 3, 8, 64])
+def test_rank_free_figure_bounds_every_rank(model, n):
+    sizes = MODELS[model]
+    psi = sum(sizes)
+    for precision in ("bf16", "fp32"):
+        for option in ("zero1", "zero2"):
+            bound = memory.engine_states(option, psi, n, precision, 8, max(sizes))
+            ranks = [memory.engine_states(option, psi, n, precision, 8, max(sizes),
+                                          param_sizes=sizes, rank=r) for r in range(n)]
+            assert max(r.grads for r in ranks) <= bound.grads, (option, precision)
+            assert all(r.params == bound.params and r.optimizer == bound.optimizer
+                       for r in ranks)
+
+
+def test_zero2_bound_covers_a_slice_bigger_than_a_bucket():
+    # 4.05e9 parameters on 2 ranks, slices of 2.025e9: the 14th parameter (1.95e9..2.1e9)
+    # straddles the boundary, so both ranks keep 2.1e9 gradients, 4x a reduce bucket (5e8).
+    sizes = [150_000_000] * 27
+    psi, size = sum(sizes), sum(sizes) // 2
+    parts = memory.zero_partitions(sizes, 2)
+    assert [p.kept for p in parts] == [2_100_000_000, 2_100_000_000]
+    worst = memory.engine_states("zero2", psi, 2, "bf16", 8, param_sizes=sizes)
+    assert worst.grads == 2 * 2_100_000_000 + 4 * size
+    # The rank-free figure: a slice plus the largest layer on either edge, not a bucket.
+    st = memory.engine_states("zero2", psi, 2, "bf16", 8, 150_000_000)
+    assert st.grads == 2 * (size + 2 * 150_000_000) + 4 * size >= worst.grads
 
 
 def test_tied_weights_counted_once():
