@@ -106,6 +106,10 @@ class LocalHead:
 
     def _start_once(self) -> LocalHead:
         env = self.env
+        # Inherited by the head's workers: Ray code in them that finds its cluster from the
+        # environment (the state API in Ray Train's PlacementGroupCleaner) would otherwise
+        # fail with "Found multiple active Ray instances" next to other Rays on this machine.
+        env["RAY_ADDRESS"] = self.gcs_address
         env.update(self.extra_env)
         cmd = [
             str(VENV_BIN / "ray"),

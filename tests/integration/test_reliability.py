@@ -277,33 +277,74 @@ def test_fifty_jobs_at_once(head, tmp_path):
     (tmp_path / "fifty.json").write_text(json.dumps({"jobs": 50, "rows": len(rows)}))
 
 
-def _leftovers(head):
-    from ray.util.state import list_actors, list_placement_groups
+# Run in a child process: this process has its own embedded Ray (RAY_ADDRESS, auth mode read
+# once), which would override the address given to Ray's state API. head.env drops RAY_ADDRESS
+# and sets RAY_AUTH_MODE=token / RAY_AUTH_TOKEN; the API server is the head's dashboard.
+# Not counted: Ray's cluster-wide AutoscalingCoordinator, one detached num_cpus=0 actor that
+# Ray Train v2 / Ray Data create once per cluster (get_if_exists) and share between runs.
+_STATE_QUERY = """
+import json, sys
+from ray.util.state import list_actors, list_placement_groups
+address = sys.argv[1]
+actors = [[a.class_name, a.state, a.name]
+          for a in list_actors(address=address, filters=[("state", "!=", "DEAD")], limit=10000,
+                               raise_on_missing_output=False)
+          if (a.class_name, a.name) != ("_AutoscalingCoordinatorActor", "AutoscalingCoordinator")]
+pgs = [[p.placement_group_id, p.state]
+       for p in list_placement_groups(address=address, limit=10000, raise_on_missing_output=False)
+       if p.state != "REMOVED"]
+print(json.dumps([actors, pgs]))
+"""
 
-    os.environ["RAY_AUTH_MODE"] = "token"
-    os.environ["RAY_AUTH_TOKEN"] = head.token
-    actors = [a for a in list_actors(address=head.gcs_address, filters=[("state", "=", "ALIVE")])
-              if a.class_name not in ("JobSupervisor",)]
-    pgs = [p for p in list_placement_groups(address=head.gcs_address)
-           if p.state not in ("REMOVED",)]
+
+def _leftovers(head):
+    """(live actors, placement groups not REMOVED) on `head`, through Ray's state API."""
+    env = {**head.env, "RAY_API_SERVER_ADDRESS": head.dashboard_url}
+    res = subprocess.run([sys.executable, "-c", _STATE_QUERY, head.dashboard_url], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, f"state query failed:\n{res.stderr[-3000:]}"
+    actors, pgs = json.loads(res.stdout.strip().splitlines()[-1])
     return actors, pgs
 
 
-# slow, FAILING as of 2026-11-26 07:14 on the idle VM: Ctrl-C stops the run (ledger STOPPED),
-# then Ray's state API call in _leftovers times out "waiting for GCS" for the LocalHead (RAY_ADDRESS
-# of the embedded test Ray overrides `address` there; pointing it at the dashboard instead hit
-# "Missing authentication token"). Undiagnosed past that. RUN_SLOW=1 runs it.
-@pytest.mark.slow
+def _wait_nothing_left(head, timeout):
+    seen = None
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        seen = _leftovers(head)
+        if seen == ([], []):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"after {timeout}s still on the head (actors, placement groups): {seen}")
+
+
+def _assert_training_seen(head, what):
+    """The query sees the head's training actors while a run trains, so its later empty
+    answer means something."""
+    actors, pgs = _leftovers(head)
+    names = sorted(a[0] for a in actors)
+    assert names.count("RayTrainWorker") == 2 and pgs, f"{what}: state API shows {actors}, {pgs}"
+    return names, len(pgs)
+
+
+# Item 8. orch run / submit / stop run as child processes with head.env (no RAY_ADDRESS of this
+# process's embedded Ray, the head's token); the state query also runs in a child (_leftovers).
+# Before each cancel the query must list the run's 2 RayTrainWorkers and its placement group;
+# afterwards no actor that is not DEAD (JobSupervisor included) and no placement group that is
+# not REMOVED. The epochs only keep the runs busy: both are cancelled at their first metrics.
 def test_ctrl_c_and_stop_leave_nothing_behind(head, tmp_path):
-    env = head.env
-    args = [sys.executable, "-m", "orchestrator.cli", "run", str(SPEC), "train.epochs=50",
+    t0 = time.time()
+    env = {**head.env, "PYTHONUNBUFFERED": "1"}
+    orch = [sys.executable, "-m", "orchestrator.cli"]
+    args = [*orch, "run", str(SPEC), "train.epochs=50", "train.log_every=1",
             f"storage_path={tmp_path}", "name=cancel", "--address", head.gcs_address]
-    proc = subprocess.Popen(args, cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     metrics = tmp_path / "cancel" / "metrics.jsonl"
     _wait_for(lambda: metrics.exists() or proc.poll() is not None, 300, "training to start")
     assert proc.poll() is None, proc.stdout.read()
+    before_run = _assert_training_seen(head, "orch run mid-training")
+    t_train = time.time() - t0
     os.killpg(proc.pid, signal.SIGINT)
     time.sleep(0.3)
     try:
@@ -312,22 +353,28 @@ def test_ctrl_c_and_stop_leave_nothing_behind(head, tmp_path):
         pass
     out, _ = proc.communicate(timeout=120)
     assert [r["status"] for r in ledger.runs_for_name(tmp_path, "cancel")] == ["STOPPED"], out[-2000:]
-    _wait_for(lambda: _leftovers(head) == ([], []), 60, "actors and placement groups to go")
+    _wait_nothing_left(head, 60)
+    t_run = time.time() - t0
 
     # orch stop on a submitted job, twice
-    from typer.testing import CliRunner
+    def orch_cli(*a):
+        res = subprocess.run([*orch, *a, "--address", head.dashboard_url], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=180)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        return res.stdout
 
-    from orchestrator.cli import app
-
-    cli_env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": head.token}
-    res = CliRunner().invoke(app, ["submit", str(SPEC), "train.epochs=50", "name=submitted",
-                                   f"storage_path={tmp_path}", "--address", head.dashboard_url,
-                                   "--submission-id", "cancel-me"], env=cli_env)
-    assert res.exit_code == 0, res.output
-    _wait_for(lambda: (tmp_path / "submitted" / "metrics.jsonl").exists(), 300, "submitted job to train")
-    for _ in range(2):
-        res = CliRunner().invoke(app, ["stop", "cancel-me", "--address", head.dashboard_url], env=cli_env)
-        assert res.exit_code == 0, res.output
-    _wait_for(lambda: _leftovers(head) == ([], []), 120, "actors and placement groups to go")
-
-
+    orch_cli("submit", str(SPEC), "train.epochs=50", "train.log_every=1", "name=submitted",
+             f"storage_path={tmp_path}", "--submission-id", "cancel-me")
+    _wait_for(lambda: (tmp_path / "submitted" / "metrics.jsonl").exists(), 300,
+              "submitted job to train")
+    before_stop = _assert_training_seen(head, "submitted job mid-training")
+    t_submit = time.time() - t0
+    first, second = orch_cli("stop", "cancel-me"), orch_cli("stop", "cancel-me")
+    assert "stop requested" in first and "STOPPED" in first, first
+    assert "already ended (STOPPED)" in second, second
+    _wait_nothing_left(head, 120)
+    assert [r["status"] for r in ledger.runs_for_name(tmp_path, "submitted")] == ["STOPPED"]
+    print(json.dumps({"before_ctrl_c": before_run, "before_stop": before_stop, "leftovers": 0,
+                      "training_at_s": round(t_train, 1), "ctrl_c_part_s": round(t_run, 1),
+                      "submitted_training_at_s": round(t_submit, 1),
+                      "total_s": round(time.time() - t0, 1)}))
