@@ -138,12 +138,28 @@ def make_client(address: str | None = None, env: dict[str, str] | None = None):
 
     address = normalise_address(address)
     headers = auth_headers(env)
-    with translate_errors(address, sent_token=bool(headers)):
+    with translate_errors(address, sent_token=bool(headers)), _address_env_hidden():
         return JobSubmissionClient(address, headers=headers)
 
 
+@contextmanager
+def _address_env_hidden() -> Iterator[None]:
+    """Ray lets RAY_API_SERVER_ADDRESS / RAY_ADDRESS override the address a client is given
+    (ray.dashboard.utils.get_address_for_submission_client); normalise_address has already
+    chosen (--address first, then those variables), so hide them while the client is made."""
+    names = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
+    saved = {n: os.environ.pop(n) for n in names if n in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def normalise_address(address: str | None) -> str:
-    address = (address or os.environ.get("RAY_API_SERVER_ADDRESS") or DEFAULT_ADDRESS).strip()
+    ray_address = os.environ.get("RAY_ADDRESS", "")
+    address = (address or os.environ.get("RAY_API_SERVER_ADDRESS")
+               or (ray_address if ray_address.startswith(("http://", "https://")) else None)
+               or DEFAULT_ADDRESS).strip()
     if address.startswith("ray://"):
         raise JobsApiError(
             f"--address {address}: the Jobs API is the dashboard's HTTP address, "

@@ -955,13 +955,22 @@ def print_sweep_summary(summary: dict[str, Any], console) -> None:
     console.print(t)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt by stop_on_sigterm()."""
+
+
 def stop_on_sigterm() -> None:
-    """SIGTERM (orch scheduler's concurrency: replace, a job manager) ends the sweep like
-    Ctrl-C: Tune saves its state, the sweep row says STOPPED, --resume can continue it."""
+    """SIGTERM (`orch stop`, orch scheduler's concurrency: replace, a job manager) ends a run
+    or sweep like Ctrl-C: the row says STOPPED, Tune saves its state, --resume can continue.
+    Only the main thread can install a signal handler; elsewhere this does nothing."""
     import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
 
     def _term(signum, frame):
-        raise KeyboardInterrupt
+        raise Terminated
 
     signal.signal(signal.SIGTERM, _term)
 

@@ -244,9 +244,9 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
         if result.error is not None:
             raise result.error
         state.to(JobStatus.SUCCEEDED)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         state.to(JobStatus.STOPPED)
-        error = "interrupted (Ctrl-C)"
+        error = "stopped (SIGTERM)" if type(exc).__name__ == "Terminated" else "interrupted (Ctrl-C)"
     except Exception as exc:  # noqa: BLE001 - every failure ends as a FAILED row with its cause
         state.to(JobStatus.FAILED)
         error = _root_cause(exc)

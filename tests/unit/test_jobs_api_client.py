@@ -61,11 +61,29 @@ def test_token_errors_say_what_to_do(tmp_path):
 
 def test_addresses(monkeypatch):
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert jobs_api.normalise_address(None) == "http://127.0.0.1:8265"
     assert jobs_api.normalise_address("10.0.0.5:8265/") == "http://10.0.0.5:8265"
     assert jobs_api.normalise_address("https://ray.example.com") == "https://ray.example.com"
     with pytest.raises(jobs_api.JobsApiError, match="not the ray:// client address"):
         jobs_api.normalise_address("ray://head:10001")
+
+
+def test_an_explicit_address_wins_over_rays_environment(monkeypatch):
+    # Ray's own client lets RAY_ADDRESS / RAY_API_SERVER_ADDRESS override the address it is
+    # given; `orch submit --address X` must reach X even with `orch run`'s RAY_ADDRESS exported.
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:9")
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", "http://127.0.0.1:9")
+    assert jobs_api.normalise_address("10.0.0.5:8265") == "http://10.0.0.5:8265"
+    with jobs_api._address_env_hidden():
+        from ray.dashboard.utils import get_address_for_submission_client
+
+        assert get_address_for_submission_client("http://10.0.0.5:8265") == "http://10.0.0.5:8265"
+    assert os.environ["RAY_ADDRESS"] == "http://127.0.0.1:9"  # restored
+    monkeypatch.delenv("RAY_API_SERVER_ADDRESS")
+    assert jobs_api.normalise_address(None) == "http://127.0.0.1:9"  # an http RAY_ADDRESS counts
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")  # a GCS address is not the Jobs API
+    assert jobs_api.normalise_address(None) == "http://127.0.0.1:8265"
 
 
 # --- working dir -------------------------------------------------------------------------------

@@ -130,3 +130,21 @@ def test_pbt_makes_every_report_carry_a_checkpoint():
     d = trial_spec_dict(trial_base(spec), {}, sw, "/t", "x")
     assert d["checkpoint"]["every_steps"] == 4 == d["train"]["log_every"]
 
+
+
+def test_sigterm_becomes_an_interrupt_that_says_so():
+    import os
+    import signal
+    import time
+
+    from orchestrator.sweep import Terminated, stop_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt) as info:  # `orch run`/`sweep` stop cleanly on it
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        assert isinstance(info.value, Terminated)
+    finally:
+        signal.signal(signal.SIGTERM, before)
