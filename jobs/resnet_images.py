@@ -273,14 +273,17 @@ def ray_datasets(spec) -> dict | None:
             f"{taken:g}. Lower resources.workers / cpus_per_worker, or use data.format: folder"
         )
     data = imgdata.ensure_default_data(data)
+    workers = spec.resources.workers
     if data.val_path:
         return {
-            "train": imgdata.ray_image_dataset(data.path, data),
-            "val": imgdata.ray_image_dataset(data.val_path, data),
+            "train": imgdata.ray_image_dataset(data.path, data, workers=workers,
+                                               shuffle_files=True),
+            "val": imgdata.ray_image_dataset(data.val_path, data, workers=workers),
         }
     return {
-        "train": imgdata.ray_image_dataset(data.path, data, "train", spec.seed),
-        "val": imgdata.ray_image_dataset(data.path, data, "val", spec.seed),
+        "train": imgdata.ray_image_dataset(data.path, data, "train", spec.seed, workers,
+                                           shuffle_files=True),
+        "val": imgdata.ray_image_dataset(data.path, data, "val", spec.seed, workers),
     }
 
 

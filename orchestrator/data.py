@@ -632,12 +632,19 @@ def pack_folder(
     on_bad: str = "skip",
     verify: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    shuffle_seed: int | None = 0,
 ) -> PackReport:
     """Write `folder`'s images as Parquet shards of their encoded bytes into `out`.
 
     Each image is decoded once to check it (`verify`); a bad one is skipped and listed in the
     report and manifest, or raises with its path (`on_bad: fail`). Shards are written to a
     temporary name and renamed, and `_orch_shards.json` (classes, counts, shards) comes last.
+
+    Rows go into the shards in an order shuffled with `shuffle_seed` (None: the folder's
+    class-by-class order). A reader streams shards and shuffles only within a buffer, so
+    class-sorted shards give class-sorted batches: ResNet-18 on the shapes test stalled at
+    0.4-0.5 validation accuracy on them, against 0.99 through the (fully shuffled) folder path.
+    Each row keeps its `index` (its position in the folder), so the order changes nothing else.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -674,7 +681,13 @@ def pack_folder(
             v.clear()
         size = 0
 
-    for i, s in enumerate(idx.samples):
+    order = list(idx.samples)
+    if shuffle_seed is not None:
+        import numpy as np
+
+        perm = np.random.default_rng(shuffle_seed).permutation(len(order))
+        order = [order[int(j)] for j in perm]
+    for i, s in enumerate(order):
         try:
             with open(s.file, "rb") as fh:
                 blob = fh.read()
@@ -705,7 +718,8 @@ def pack_folder(
     nbytes = sum(os.path.getsize(p) for p in shards)
     report = PackReport(str(out), shards, total_rows, nbytes, idx.classes, counts, bad)
     (out / SHARDS_MANIFEST).write_text(
-        json.dumps({"source": idx.root, **report.to_dict()}, indent=1)
+        json.dumps({"source": idx.root, "shuffle_seed": shuffle_seed, **report.to_dict()},
+                   indent=1)
     )
     return report
 
@@ -801,16 +815,38 @@ def decode_batch(batch: dict, base_size: int, on_bad: str) -> dict:
     }
 
 
-def ray_image_dataset(path: str, data: ImageDataArgs, split: str | None = None, seed: int = 0):
+def block_rows(rows: int, workers: int, blocks_per_worker: int = 32, cap: int = 256) -> int:
+    """Rows per Ray Data block so that `streaming_split` can share the data out evenly.
+
+    The split hands out whole blocks (to the split with the fewest rows so far), so a dataset
+    in a few big blocks is split lopsidedly: Ray Data 2.60 reads the 17 small shards of the
+    test folder (1,603 images) as ONE block, and one worker got all of it every epoch while the
+    other stepped on padding (validation accuracy 0.744 instead of >= 0.90). About
+    `blocks_per_worker` blocks a worker keeps the imbalance under 1/32 of a share; `cap` keeps
+    blocks of large datasets small enough to stream (256 decoded images of 256 px ~ 50 MB).
+    """
+    per = -(-max(1, rows) // max(1, workers * blocks_per_worker))
+    return max(1, min(cap, per))
+
+
+def ray_image_dataset(path: str, data: ImageDataArgs, split: str | None = None, seed: int = 0,
+                      workers: int = 1, shuffle_files: bool = False):
     """A Ray Dataset of decoded (not yet augmented) images from Parquet shards.
 
     `split` = "train" / "val" keeps the rows that `val_fraction` leaves in / holds out
-    (by the same file-name hash as the folder path); None keeps every row.
+    (by the same file-name hash as the folder path); None keeps every row. `shuffle_files`
+    reads the shards in a new random order each epoch (Ray Data re-executes the read per
+    epoch; read_parquet(shuffle="files")), for training. The rows are cut
+    into blocks of `block_rows(rows, workers)` before decoding (a streaming repartition, no
+    shuffle), so decoding runs in parallel tasks and each of `workers` splits gets a fair share.
     """
     import ray.data
 
-    shards, _classes, _rows = check_shards(path)
-    ds = ray.data.read_parquet(shards, include_paths=True, override_num_blocks=max(len(shards), 8))
+    shards, _classes, rows = check_shards(path)
+    per_block = block_rows(rows, workers)
+    ds = ray.data.read_parquet(shards, include_paths=True, override_num_blocks=max(len(shards), 8),
+                               shuffle="files" if shuffle_files else None)
+    ds = ds.repartition(target_num_rows_per_block=per_block)
     if split is not None and data.val_fraction > 0:
         frac = data.val_fraction
         want_val = split == "val"
@@ -820,7 +856,7 @@ def ray_image_dataset(path: str, data: ImageDataArgs, split: str | None = None, 
         decode_batch,
         fn_kwargs={"base_size": base, "on_bad": on_bad},
         batch_format="numpy",
-        batch_size=64,
+        batch_size=per_block,
     )
 
 

@@ -78,6 +78,13 @@ def register(app: typer.Typer) -> None:
             "skip", help="skip (listed in the report) or fail on a bad image."
         ),
         verify: bool = typer.Option(True, help="Decode every image once to find bad ones."),
+        seed: int = typer.Option(
+            0, help="Rows are written in an order shuffled with this seed, so each shard "
+            "mixes the classes (readers shuffle only within a buffer)."
+        ),
+        keep_order: bool = typer.Option(
+            False, "--keep-order", help="Write rows class by class, in the folder's order."
+        ),
     ) -> None:
         """Pack an image folder into Parquet shards (image bytes, label, index, file)."""
         from rich.console import Console
@@ -111,6 +118,7 @@ def register(app: typer.Typer) -> None:
                     on_bad=on_bad,
                     verify=verify,
                     progress=progress,
+                    shuffle_seed=None if keep_order else seed,
                 )
         except OrchestratorError as exc:
             _fail(exc)

@@ -71,16 +71,27 @@ class OptimArgs(BaseModel):
     log_every: int = Field(10, ge=1, le=10**9, description="Report metrics every N steps.")
 
 
-def build_optimizer(params, args: OptimArgs):
+def build_optimizer(params, args: OptimArgs, fused: bool = False):
+    """The spec's optimizer. `fused`: torch's single-kernel implementation (CPU and CUDA),
+    for plain tensors (DDP, one process); FSDP's DTensors and DeepSpeed's flat partitions keep
+    the default. On CPU it steps ResNet-18's 11.7M parameters in 14 ms against 50 ms (foreach)
+    and 64 ms (for-loop): bench/optimizer_step.py."""
     import torch
 
-    if args.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
-    if args.optimizer == "adam":
-        return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay)
-    return torch.optim.SGD(
-        params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay
-    )
+    params = list(params)
+    kw = {"fused": True} if fused else {}
+    try:
+        if args.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, **kw)
+        if args.optimizer == "adam":
+            return torch.optim.Adam(params, lr=args.lr, weight_decay=args.weight_decay, **kw)
+        return torch.optim.SGD(
+            params, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, **kw
+        )
+    except (RuntimeError, TypeError, ValueError):
+        if not fused:
+            raise
+        return build_optimizer(params, args, fused=False)  # a device or dtype without it
 
 
 def lr_factor(step: int, args: OptimArgs, total_steps: int) -> float:
@@ -205,7 +216,7 @@ class Session:
                 device_ids = [self.local_rank] if self.device.type == "cuda" else None
                 # Gradients live in DDP's buckets instead of beside them: 4Ψ bytes less.
                 model = DDP(model, device_ids=device_ids, gradient_as_bucket_view=True)
-            optimizer = build_optimizer(params or model.parameters(), args)
+            optimizer = build_optimizer(params or model.parameters(), args, fused=True)
         else:
             raise ValueError(f"unknown strategy {self.strategy!r}; expected ddp, fsdp or deepspeed")
         scheduler = build_scheduler(optimizer, args, total_steps)

@@ -68,11 +68,13 @@ def _wait_for(predicate, timeout, what):
 
 # -- 1. worker SIGKILL ---------------------------------------------------------------------------
 
+KILL_EPOCHS = 6  # 192 steps: the kill lands just after step 32's checkpoint
+
 
 def test_worker_sigkill_restarts_from_checkpoint_and_matches_uninterrupted(ray_local, tmp_runs):
     from ray.util.state import list_actors
 
-    extra = ["train.epochs=12", "checkpoint.every_steps=32", "failure.max_failures=1"]
+    extra = [f"train.epochs={KILL_EPOCHS}", "checkpoint.every_steps=32", "failure.max_failures=1"]
     base = launch(plan(_spec(tmp_runs, "uninterrupted", *extra)))
     assert base["status"] == "SUCCEEDED", base["error"]
 
@@ -101,8 +103,8 @@ def test_worker_sigkill_restarts_from_checkpoint_and_matches_uninterrupted(ray_l
     # Same seed, same data order, state restored from the checkpoint: the same result.
     assert summary["metrics"]["accuracy"] == pytest.approx(base["metrics"]["accuracy"], abs=1e-6)
     assert summary["metrics"]["loss"] == pytest.approx(base["metrics"]["loss"], rel=1e-4)
-    assert killed["step"] < 12 * STEPS_PER_EPOCH, "the run ended before the kill"
-    _assert_each_step_once(run_dir, 12 * STEPS_PER_EPOCH)
+    assert killed["step"] < KILL_EPOCHS * STEPS_PER_EPOCH, "the run ended before the kill"
+    _assert_each_step_once(run_dir, KILL_EPOCHS * STEPS_PER_EPOCH)
     (run_dir / "fault.json").write_text(json.dumps(killed))
 
 
@@ -136,8 +138,11 @@ def _orch_run(args):
                             start_new_session=True)
 
 
+DRIVER_EPOCHS = 8  # 256 steps: killed just after step 40, the rerun trains the rest
+
+
 def test_driver_sigkill_then_same_command_resumes(tmp_runs):
-    args = [str(SPEC), "train.epochs=30", "checkpoint.every_steps=40", f"storage_path={tmp_runs}",
+    args = [str(SPEC), f"train.epochs={DRIVER_EPOCHS}", "checkpoint.every_steps=40", f"storage_path={tmp_runs}",
             "name=driverkill", "train.log_every=4"]
     run_dir = Path(tmp_runs) / "driverkill"
     proc = _orch_run(args)
@@ -169,7 +174,7 @@ def test_driver_sigkill_then_same_command_resumes(tmp_runs):
                                                    ("PENDING", "RUNNING", "SUCCEEDED")])
     closed = [e for e in events if e["status"] == "STOPPED"]
     assert "driver lost" in closed[0]["error"]
-    _assert_each_step_once(run_dir, 30 * STEPS_PER_EPOCH)
+    _assert_each_step_once(run_dir, DRIVER_EPOCHS * STEPS_PER_EPOCH)
 
 
 # -- 4. atomic checkpoints ------------------------------------------------------------------------

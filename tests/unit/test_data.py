@@ -495,3 +495,30 @@ def test_cli_data_commands(shapes, folder_with_bad, tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "p.png").size[0] > 3 * 16
+
+
+def test_block_rows_gives_each_worker_many_small_blocks():
+    # the shapes test: 1,603 rows, 2 workers -> 26 rows a block, 62 blocks
+    assert data.block_rows(1603, 2) == 26
+    assert -(-1603 // data.block_rows(1603, 2)) >= 2 * 32 - 2
+    assert data.block_rows(10, 8) == 1  # fewer rows than blocks wanted: one row a block
+    assert data.block_rows(10_000_000, 2) == 256  # capped for big datasets
+    assert data.block_rows(0, 2) == 1
+
+
+def test_pack_mixes_classes_in_each_shard_unless_told_to_keep_order(shapes, tmp_path):
+    def labels_per_shard(out):
+        shards, _c, _n = check_shards(out)
+        return [{r["label"] for r in data.iter_shard_rows(f)} for f in shards]
+
+    pack_folder(shapes / "train", tmp_path / "mixed", rows_per_shard=6)
+    mixed = labels_per_shard(tmp_path / "mixed")
+    assert len(mixed) == 3 and all(len(s) >= 2 for s in mixed), mixed
+    pack_folder(shapes / "train", tmp_path / "again", rows_per_shard=6)
+    same = [[r["index"] for r in data.iter_shard_rows(f)]
+            for f in check_shards(tmp_path / "again")[0]]
+    first = [[r["index"] for r in data.iter_shard_rows(f)]
+             for f in check_shards(tmp_path / "mixed")[0]]
+    assert same == first  # seeded: the same order every time
+    pack_folder(shapes / "train", tmp_path / "sorted", rows_per_shard=6, shuffle_seed=None)
+    assert labels_per_shard(tmp_path / "sorted") == [{0}, {1}, {2}]  # class by class
