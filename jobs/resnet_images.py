@@ -273,17 +273,17 @@ def ray_datasets(spec) -> dict | None:
             f"{taken:g}. Lower resources.workers / cpus_per_worker, or use data.format: folder"
         )
     data = imgdata.ensure_default_data(data)
-    workers = spec.resources.workers
+    kw = {"workers": spec.resources.workers,
+          "object_store_bytes": ray.cluster_resources().get("object_store_memory", 0.0)}
     if data.val_path:
         return {
-            "train": imgdata.ray_image_dataset(data.path, data, workers=workers,
-                                               shuffle_files=True),
-            "val": imgdata.ray_image_dataset(data.val_path, data, workers=workers),
+            "train": imgdata.ray_image_dataset(data.path, data, shuffle_files=True, **kw),
+            "val": imgdata.ray_image_dataset(data.val_path, data, **kw),
         }
     return {
-        "train": imgdata.ray_image_dataset(data.path, data, "train", spec.seed, workers,
-                                           shuffle_files=True),
-        "val": imgdata.ray_image_dataset(data.path, data, "val", spec.seed, workers),
+        "train": imgdata.ray_image_dataset(data.path, data, "train", spec.seed,
+                                           shuffle_files=True, **kw),
+        "val": imgdata.ray_image_dataset(data.path, data, "val", spec.seed, **kw),
     }
 
 

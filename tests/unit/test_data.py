@@ -522,3 +522,14 @@ def test_pack_mixes_classes_in_each_shard_unless_told_to_keep_order(shapes, tmp_
     assert same == first  # seeded: the same order every time
     pack_folder(shapes / "train", tmp_path / "sorted", rows_per_shard=6, shuffle_seed=None)
     assert labels_per_shard(tmp_path / "sorted") == [{0}, {1}, {2}]  # class by class
+
+
+def test_cache_auto_keeps_decoded_rows_that_fit_a_quarter_of_the_object_store():
+    d = _args(image_size=32)  # 32x32x3 bytes a row
+    assert data.decoded_bytes(1000, d) == 1000 * 32 * 32 * 3
+    store = 4 * data.decoded_bytes(1000, d)
+    assert data.should_cache(1000, d, store) and not data.should_cache(1001, d, store)
+    assert data.should_cache(10**9, _args(cache="true"), 1.0)
+    assert not data.should_cache(1, _args(cache=False), 1e12)  # YAML false -> "false"
+    with pytest.raises(ValueError, match="cache"):
+        _args(cache="sometimes")
