@@ -263,7 +263,8 @@ def ray_datasets(spec) -> dict | None:
         return None
     import ray
 
-    total = ray.cluster_resources().get("CPU", 0)
+    resources = ray.cluster_resources()
+    total = resources.get("CPU", 0)
     taken = spec.resources.workers * spec.resources.cpus_per_worker
     if total - taken < 1:
         # Ray Data's tasks get only what Train's workers leave; with none it waits forever.
@@ -274,7 +275,7 @@ def ray_datasets(spec) -> dict | None:
         )
     data = imgdata.ensure_default_data(data)
     kw = {"workers": spec.resources.workers,
-          "object_store_bytes": ray.cluster_resources().get("object_store_memory", 0.0)}
+          "object_store_bytes": resources.get("object_store_memory", 0.0)}
     if data.val_path:
         return {
             "train": imgdata.ray_image_dataset(data.path, data, shuffle_files=True, **kw),

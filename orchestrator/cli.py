@@ -127,7 +127,7 @@ def run(
     except OrchestratorError as exc:
         fail(exc)
     launcher = _launcher(p.kind)
-    from orchestrator.sweep import stop_on_sigterm
+    from orchestrator.runtime import stop_on_sigterm
 
     # SIGTERM (`orch stop`, `ray job stop`, a job manager) ends the run like Ctrl-C: a STOPPED
     # row and a clean shutdown, not an abrupt exit that leaves the cleanup to Ray.

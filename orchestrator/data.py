@@ -1039,9 +1039,9 @@ def synced_batches(
     A worker that runs out first keeps stepping with a zero-weight copy of its last batch,
     so collectives (DDP's gradient all-reduce, FSDP's gathers) stay matched. One small
     all-reduce per step carries [still has data, real samples in this step's batch].
-    A worker that got no batch at all (Ray Data's streaming_split(equal=False) hands blocks
-    to whichever worker asks first, so on a small dataset one worker can get none) steps with
-    `empty()`, a zero-weight batch; without `empty` that is a DataError.
+    A worker that got no batch at all (streaming_split hands out whole blocks, so a dataset
+    in fewer blocks than workers leaves one without any; ray_image_dataset cuts small blocks
+    to avoid it) steps with `empty()`, a zero-weight batch; without `empty` that is a DataError.
     """
     it = iter(batches)
     last: dict | None = None

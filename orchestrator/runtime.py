@@ -13,6 +13,27 @@ from typing import Any
 
 from orchestrator.errors import InsufficientResourcesError
 
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt by stop_on_sigterm()."""
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (`orch stop` / `ray job stop`, orch scheduler's concurrency: replace, a job
+    manager) ends a run or sweep like Ctrl-C: the row says STOPPED, Tune saves its state,
+    rerunning or --resume continues. Only the main thread can install a signal handler;
+    elsewhere this does nothing."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _term(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, _term)
+
 _LOCAL_ADDRESS: str | None = None
 
 

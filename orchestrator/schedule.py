@@ -730,7 +730,7 @@ def register(app) -> None:
     @sched.command("fire", hidden=True)
     def fire_cmd(fire_id: int = typer.Argument(...), db: str = _db_option()) -> None:
         """Run one claimed fire (the scheduler starts these)."""
-        from orchestrator.sweep import stop_on_sigterm
+        from orchestrator.runtime import stop_on_sigterm
 
         stop_on_sigterm()
         _fire_here(Store(db), fire_id)

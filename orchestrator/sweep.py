@@ -955,26 +955,6 @@ def print_sweep_summary(summary: dict[str, Any], console) -> None:
     console.print(t)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, turned into an interrupt by stop_on_sigterm()."""
-
-
-def stop_on_sigterm() -> None:
-    """SIGTERM (`orch stop`, orch scheduler's concurrency: replace, a job manager) ends a run
-    or sweep like Ctrl-C: the row says STOPPED, Tune saves its state, --resume can continue.
-    Only the main thread can install a signal handler; elsewhere this does nothing."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def _term(signum, frame):
-        raise Terminated
-
-    signal.signal(signal.SIGTERM, _term)
-
-
 def register(app) -> None:
     import typer
 
@@ -993,6 +973,7 @@ def register(app) -> None:
         checkpoint and a PNG of the metric per trial. Every trial is a ledger row (orch runs).
         """
         from orchestrator.cli import console, fail
+        from orchestrator.runtime import stop_on_sigterm
         from orchestrator.spec import load_spec
 
         stop_on_sigterm()

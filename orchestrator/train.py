@@ -246,7 +246,8 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
         state.to(JobStatus.SUCCEEDED)
     except KeyboardInterrupt as exc:
         state.to(JobStatus.STOPPED)
-        error = "stopped (SIGTERM)" if type(exc).__name__ == "Terminated" else "interrupted (Ctrl-C)"
+        error = ("stopped (SIGTERM)" if isinstance(exc, runtime.Terminated)
+                 else "interrupted (Ctrl-C)")
     except Exception as exc:  # noqa: BLE001 - every failure ends as a FAILED row with its cause
         state.to(JobStatus.FAILED)
         error = _root_cause(exc)

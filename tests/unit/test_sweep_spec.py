@@ -137,7 +137,7 @@ def test_sigterm_becomes_an_interrupt_that_says_so():
     import signal
     import time
 
-    from orchestrator.sweep import Terminated, stop_on_sigterm
+    from orchestrator.runtime import Terminated, stop_on_sigterm
 
     before = signal.getsignal(signal.SIGTERM)
     try:
