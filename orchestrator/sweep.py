@@ -491,6 +491,9 @@ def _run_train_trial(p, resume_from: str | None, trial_id: str) -> None:
     if resume_from:
         wc["resume_from"] = resume_from
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    from orchestrator.runtime import default_train_polling
+
+    default_train_polling()  # a trial on a cluster started without it: each report waits a poll
     trainer = TorchTrainer(
         mod.train_loop,
         train_loop_config=wc,

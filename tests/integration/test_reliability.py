@@ -112,7 +112,10 @@ def test_worker_sigkill_restarts_from_checkpoint_and_matches_uninterrupted(ray_l
 
 
 def test_retry_budget_is_exact(ray_local, tmp_runs, monkeypatch):
-    extra = ["train.epochs=1", "checkpoint.every_steps=8", "failure.max_failures=2"]
+    # One worker (the budget counts group restarts, not workers): each of the 6 attempts
+    # starts one training process instead of two. 32 of its 63 steps an epoch.
+    extra = ["train.epochs=1", f"train.max_steps={STEPS_PER_EPOCH}", "resources.workers=1",
+             "checkpoint.every_steps=8", "failure.max_failures=2"]
     monkeypatch.setenv("ORCH_FAULTS", json.dumps({"raise_at_step": 12, "times": 2}))
     ok = launch(plan(_spec(tmp_runs, "two-faults", *extra)))
     assert ok["status"] == "SUCCEEDED", ok["error"]

