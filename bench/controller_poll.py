@@ -13,6 +13,7 @@ from the last row to launch() returning ("tail"), and in all; the ratio is 2 s /
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -26,10 +27,11 @@ sys.path.insert(0, str(ROOT))
 
 def one_launch(interval: str, every_steps: int, workers: int) -> dict[str, float]:
     from orchestrator.plan import plan
+    from orchestrator.runtime import TRAIN_POLL_ENV
     from orchestrator.spec import load_spec
     from orchestrator.train import launch, read_metrics
 
-    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = interval  # read when fit() starts
+    os.environ[TRAIN_POLL_ENV] = interval  # read when fit() starts
     runs = tempfile.mkdtemp(prefix="bench-poll-")
     spec = load_spec(
         ROOT / "jobs/mnist_mlp.yaml",
@@ -64,8 +66,9 @@ def main() -> None:
     from orchestrator import runtime
 
     runtime.connect(num_cpus=4)
-    steps = 32 if args.workers == 2 else 63
-    cases = [("8 checkpoints", steps // 8), ("1 checkpoint (the last)", 10_000)]
+    steps = math.ceil(4000 / (64 * args.workers))  # one epoch of the 4,000 training images
+    every = max(1, steps // 8)
+    cases = [(f"{steps // every} checkpoints", every), ("1 checkpoint (the last)", 10_000)]
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     for r in range(args.repeats):
         for name, every in cases:

@@ -87,12 +87,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     if address:
         ray.init(address=address, **kwargs)
         return {"address": address, "embedded": False}
-    # Embedded local Ray on a GCS port we choose, so that Ray's own processes (Train's
-    # controller uses the state API) can be told which cluster is theirs through RAY_ADDRESS:
-    # with several Ray instances on one machine, "auto" discovery refuses to pick one.
     # Nothing preempts the nodes of an embedded Ray: skip Train's PreemptionWatcher, one actor
     # process per worker-group start (~0.9 s of a short launch here; docs/benchmarks.md).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Embedded local Ray on a GCS port we choose, so that Ray's own processes (Train's
+    # controller uses the state API) can be told which cluster is theirs through RAY_ADDRESS:
+    # with several Ray instances on one machine, "auto" discovery refuses to pick one.
     port = _free_port()
     own = f"127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}

@@ -479,6 +479,7 @@ def _run_train_trial(p, resume_from: str | None, trial_id: str) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Empty, Queue
 
+    from orchestrator.runtime import default_train_polling
     from orchestrator.spec import dump_yaml, import_workload
 
     spec = p.spec
@@ -491,8 +492,6 @@ def _run_train_trial(p, resume_from: str | None, trial_id: str) -> None:
     if resume_from:
         wc["resume_from"] = resume_from
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
-    from orchestrator.runtime import default_train_polling
-
     default_train_polling()  # a trial on a cluster started without it: each report waits a poll
     trainer = TorchTrainer(
         mod.train_loop,

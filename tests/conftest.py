@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# orch's Ray Train poll interval (runtime.default_train_polling) for the test heads and the
-# jobs they run too, which are started before any runtime.connect in this process.
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+# orch's Ray Train poll interval for the test heads and the jobs they run too, which are started
+# before any runtime.connect in this process.
+from orchestrator.runtime import default_train_polling  # noqa: E402 - after the sys.path entry
+
+default_train_polling()
 
 
 @pytest.fixture(scope="session")
