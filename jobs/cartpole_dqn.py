@@ -379,6 +379,21 @@ def read_state(checkpoint: str | Path) -> dict[str, Any]:
     return json.loads(f.read_text()) if f.exists() else {}
 
 
+def seed_replay_buffer(algo, seed: int, env_steps: int = 0) -> None:
+    """Seed the replay buffer's sampler, which `.debugging(seed=...)` leaves alone.
+
+    RLlib 2.60's EpisodeReplayBuffer (and the prioritized one) draw from
+    `np.random.default_rng(seed=None)`: fresh OS entropy in every process, so two runs of the
+    same seeded spec sampled different batches and learned different curves. A run that
+    resumes at `env_steps` draws a stream of its own, the same on every rerun.
+    """
+    import numpy as np
+
+    buf = getattr(algo, "local_replay_buffer", None)
+    if buf is not None and hasattr(buf, "rng"):
+        buf.rng = np.random.default_rng([seed, env_steps])
+
+
 def restore(algo, checkpoint: Path) -> dict[str, Any]:
     """Load RLlib's state (weights, optimizer, env-step counters, iteration) and our buffer."""
     algo.restore_from_path(str(checkpoint))
@@ -477,6 +492,7 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
         row.update({k: v for k, v in state.items() if k in row})
         prior_time = float(state.get("time_total_s") or 0.0)
         recent = [list(x) for x in state.get("recent_returns") or []]
+    seed_replay_buffer(algo, seed, int(row["env_steps"]))
     last_saved = row["env_steps"]
     reason = stop_reason(args, row) if config.get("resume_from") else None
     started = time.time()

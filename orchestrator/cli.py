@@ -84,7 +84,7 @@ def plan_cmd(
     from orchestrator.spec import load_spec
 
     try:
-        p = plan(load_spec(spec, overrides or []), run_name=name)
+        p = plan(load_spec(spec, overrides or []), run_name=name, memory=True)
     except OrchestratorError as exc:
         fail(exc)
     if as_json:

@@ -133,7 +133,16 @@ def check_same_model(spec: JobSpec, run_dir: str | Path) -> None:
         )
 
 
-def plan(spec: JobSpec, run_name: str | None = None, fresh: bool = False) -> RunPlan:
+def plan(spec: JobSpec, run_name: str | None = None, fresh: bool = False,
+         memory: bool | None = None) -> RunPlan:
+    """Resolve `spec` into a RunPlan; starts nothing.
+
+    memory: build the memory table (the model on the meta device, a meta forward for the
+    activations). None, the default: only where something depends on it, i.e. `strategy: auto`
+    or GPU workers (the over-budget warning); a CPU run with a named strategy skips it, since
+    the first meta forward in a process costs ~2.5 CPU-s (torch's decompositions and dynamo
+    imports), paid by every `orch run` and sweep trial. `orch plan` passes True.
+    """
     mod = import_workload(spec.workload)
     kind = getattr(mod, "KIND", "train")
     name = run_name or spec.name
@@ -148,14 +157,16 @@ def plan(spec: JobSpec, run_name: str | None = None, fresh: bool = False) -> Run
         per_worker["GPU"] = res.gpus_per_worker
     strategy = spec.strategy
     notes: list[str] = []
-    memory = None
+    if memory is None:
+        memory = strategy == "auto" or use_gpu
+    summary = None
     ds_config = None
     try:  # the memory planner and DeepSpeed config come with the strategies module
         from orchestrator import memory as memory_mod
     except ImportError:
         memory_mod = None
-    if memory_mod is not None and kind == "train" and hasattr(memory_mod, "plan_memory"):
-        memory, strategy, why = memory_mod.plan_memory(spec, mod)
+    if memory and memory_mod is not None and kind == "train" and hasattr(memory_mod, "plan_memory"):
+        summary, strategy, why = memory_mod.plan_memory(spec, mod)
         if why:
             notes.append(why)
     elif strategy == "auto":
@@ -185,7 +196,7 @@ def plan(spec: JobSpec, run_name: str | None = None, fresh: bool = False) -> Run
         precision=spec.precision,
         resumes_from=resumes,
         notes=notes,
-        memory=memory,
+        memory=summary,
         deepspeed_config=ds_config,
     )
 

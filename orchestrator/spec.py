@@ -152,6 +152,9 @@ def _yaml_error(exc: yaml.YAMLError, source: str) -> SpecError:
 
 
 MAX_NESTING = 100
+# libyaml's parser when PyYAML was built with it (the wheels are): same documents, same marks
+# (line, column) in errors, and 5-10x faster than the pure-Python one on large or deep input.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _deep_position(text: str, limit: int = MAX_NESTING) -> tuple[int, int]:
@@ -168,7 +171,7 @@ def _deep_position(text: str, limit: int = MAX_NESTING) -> tuple[int, int]:
 
 def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, source) from None
     except RecursionError:

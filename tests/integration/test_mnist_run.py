@@ -12,24 +12,19 @@ import time
 from pathlib import Path
 
 from orchestrator import ledger
-from orchestrator.plan import plan
-from orchestrator.spec import load_spec
-from orchestrator.train import launch, read_metrics
+from orchestrator.train import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ORCH = [sys.executable, "-m", "orchestrator.cli"]
 
 
-def test_two_worker_ddp_learns_and_writes_ledger(ray_local, tmp_runs):
-    spec = load_spec(
-        ROOT / "jobs/mnist_mlp.yaml",
-        ["train.epochs=3", f"storage_path={tmp_runs}", "checkpoint.every_steps=40", "name=ddp2"],
-    )
-    summary = launch(plan(spec))
+def test_two_worker_ddp_learns_and_writes_ledger(mnist_reference_run):
+    # The session's reference run (tests/conftest.py): 6 epochs, a checkpoint every 32 steps.
+    summary, storage = mnist_reference_run["summary"], mnist_reference_run["storage"]
     assert summary["status"] == "SUCCEEDED", summary["error"]
-    # 3 epochs of 2 x 64 examples per step over 4,000 images: 32 steps per epoch
-    assert summary["metrics"]["step"] == 96
-    assert summary["metrics"]["accuracy"] > 0.85
+    # 6 epochs of 2 x 64 examples per step over 4,000 images: 32 steps per epoch
+    assert summary["metrics"]["step"] == 192
+    assert summary["metrics"]["accuracy"] > 0.9
     run_dir = Path(summary["run_dir"])
     assert (run_dir / "spec.resolved.yaml").exists()
     rows = read_metrics(run_dir)
@@ -37,9 +32,10 @@ def test_two_worker_ddp_learns_and_writes_ledger(ray_local, tmp_runs):
     assert steps == sorted(set(steps)), "each step once, in order"
     losses = [r["loss"] for r in rows]
     assert losses[-1] < losses[0]
-    assert (run_dir / "checkpoint_000080" / "_COMPLETE").exists()
-    assert not (run_dir / "checkpoint_000040").exists(), "keep: 2 checkpoints"
-    events = [r for r in ledger.read_events(tmp_runs).to_pylist() if r["run_name"] == "ddp2"]
+    assert (run_dir / "checkpoint_000192" / "_COMPLETE").exists()
+    assert (run_dir / "checkpoint_000160" / "_COMPLETE").exists()
+    assert not (run_dir / "checkpoint_000128").exists(), "keep: 2 checkpoints"
+    events = [r for r in ledger.read_events(storage).to_pylist() if r["run_name"] == "ddp2"]
     assert [e["status"] for e in events] == ["PENDING", "RUNNING", "SUCCEEDED"]
     assert json.loads(events[-1]["metrics"])["accuracy"] == summary["metrics"]["accuracy"]
 

@@ -71,11 +71,14 @@ def _wait_for(predicate, timeout, what):
 KILL_EPOCHS = 6  # 192 steps: the kill lands just after step 32's checkpoint
 
 
-def test_worker_sigkill_restarts_from_checkpoint_and_matches_uninterrupted(ray_local, tmp_runs):
+def test_worker_sigkill_restarts_from_checkpoint_and_matches_uninterrupted(
+        mnist_reference_run, tmp_runs):
     from ray.util.state import list_actors
 
-    extra = [f"train.epochs={KILL_EPOCHS}", "checkpoint.every_steps=32", "failure.max_failures=1"]
-    base = launch(plan(_spec(tmp_runs, "uninterrupted", *extra)))
+    # The uninterrupted run is the session's reference run (tests/conftest.py), same spec.
+    extra = mnist_reference_run["overrides"]
+    assert f"train.epochs={KILL_EPOCHS}" in extra and "checkpoint.every_steps=32" in extra
+    base = mnist_reference_run["summary"]
     assert base["status"] == "SUCCEEDED", base["error"]
 
     killed = {}

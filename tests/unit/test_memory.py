@@ -310,3 +310,20 @@ def test_plan_resolves_auto_and_builds_the_deepspeed_config():
     assert p.strategy == "deepspeed" and p.deepspeed_config["zero_optimization"]["stage"] >= 1
     assert "table" not in p.summary().get("memory", {})  # printed separately by orch plan
     assert any("strategy auto ->" in n for n in p.notes)
+
+
+def test_plan_builds_the_memory_table_only_where_it_is_used():
+    """CPU runs with a named strategy skip the meta build (orch run, sweep trials); `orch
+    plan` (memory=True), `strategy: auto` and GPU workers get it."""
+    from orchestrator.plan import plan
+
+    cpu = load_spec_text("name: t\nworkload: mnist_mlp\nstrategy: ddp\n")
+    assert plan(cpu).memory is None
+    full = plan(cpu, memory=True).memory
+    assert full["parameters"] == 784 * 512 + 512 + 512 * 256 + 256 + 256 * 10 + 10
+    assert "table" in full
+    gpu = load_spec_text("name: t\nworkload: mnist_mlp\nresources: {gpus_per_worker: 1}\n")
+    assert plan(gpu).memory["parameters"] == full["parameters"]
+    auto = load_spec_text("name: t\nworkload: mnist_mlp\nstrategy: auto\n")
+    p = plan(auto)
+    assert p.memory is not None and p.strategy == "ddp"
