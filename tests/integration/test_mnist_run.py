@@ -46,10 +46,16 @@ def _orch_run(args, **kw):
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
 
 
-def test_stopped_run_resumes_with_the_same_command(tmp_runs):
-    # 12 epochs (384 steps): stopped just after step 50, the rerun trains the other ~330
+def test_stopped_run_resumes_with_the_same_command(ray_local, tmp_runs):
+    # 12 epochs (384 steps): stopped just after step 50, the rerun trains the other ~330.
+    # Both commands join the session's Ray (--address), as on a cluster: an embedded Ray's
+    # start and stop cost ~7 s a command. The driver-kill test in test_reliability.py runs the
+    # same command on an embedded Ray, and `make demo` does too.
+    from orchestrator import runtime
+
     args = [str(ROOT / "jobs/mnist_mlp.yaml"), "train.epochs=12", "checkpoint.every_steps=50",
-            f"storage_path={tmp_runs}", "name=resume", "resources.workers=2"]
+            f"storage_path={tmp_runs}", "name=resume", "resources.workers=2",
+            "--address", runtime.local_address()]
     run_dir = tmp_runs / "resume"
     proc = _orch_run(args)
     deadline = time.time() + 240

@@ -144,6 +144,29 @@ def _orch_run(args):
                             start_new_session=True)
 
 
+def _train_processes(pid):
+    """The Train controller and worker processes among `pid`'s descendants."""
+    import psutil
+
+    out = []
+    for p in psutil.Process(pid).children(recursive=True):
+        try:
+            if any(k in " ".join(p.cmdline()) for k in ("TrainController", "RayTrainWorker")):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def _alive(p) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 DRIVER_EPOCHS = 8  # 256 steps: killed just after step 40, the rerun trains the rest
 
 
@@ -156,12 +179,16 @@ def test_driver_sigkill_then_same_command_resumes(tmp_runs):
         _wait_for(lambda: (run_dir / "checkpoint_000040" / "_COMPLETE").exists() or proc.poll() is not None,
                   300, "first checkpoint")
         assert proc.poll() is None, proc.stdout.read()
+        training = _train_processes(proc.pid)
+        assert training, "no Train controller or worker under the driver"
         os.kill(proc.pid, signal.SIGKILL)  # the driver only, as a crash or OOM-kill would
         proc.wait(timeout=30)
-        # What the embedded Ray does without its driver: its processes notice and exit.
+        # What the embedded Ray does without its driver: its processes notice and exit, so
+        # the killed run's workers stop writing to the run dir before the rerun starts.
+        _wait_for(lambda: not any(map(_alive, training)), 60,
+                  "the killed run's Train processes to exit")
         first_rows = ledger.runs_for_name(tmp_runs, "driverkill")
         assert [r["status"] for r in first_rows] == ["RUNNING"]
-        time.sleep(5)
         proc = _orch_run(args)
         out, _ = proc.communicate(timeout=600)
     finally:
@@ -288,33 +315,39 @@ def test_fifty_jobs_at_once(head, tmp_path):
     (tmp_path / "fifty.json").write_text(json.dumps({"jobs": 50, "rows": len(rows)}))
 
 
-# Run in a child process: this process has its own embedded Ray (RAY_ADDRESS, auth mode read
-# once), which would override the address given to Ray's state API. head.env drops RAY_ADDRESS
-# and sets RAY_AUTH_MODE=token / RAY_AUTH_TOKEN; the API server is the head's dashboard.
+# Ray's state API, asked over HTTP: the head's dashboard serves it at /api/v0/... (what
+# ray.util.state.list_actors calls), with the head's token. Not ray.util.state in this process:
+# it has its own embedded Ray (RAY_ADDRESS, auth mode read once), which would override the
+# address given. (A child process per query, as before, cost ~1.5 CPU-s each.)
 # Not counted: Ray's cluster-wide AutoscalingCoordinator, one detached num_cpus=0 actor that
 # Ray Train v2 / Ray Data create once per cluster (get_if_exists) and share between runs.
-_STATE_QUERY = """
-import json, sys
-from ray.util.state import list_actors, list_placement_groups
-address = sys.argv[1]
-actors = [[a.class_name, a.state, a.name]
-          for a in list_actors(address=address, filters=[("state", "!=", "DEAD")], limit=10000,
-                               raise_on_missing_output=False)
-          if (a.class_name, a.name) != ("_AutoscalingCoordinatorActor", "AutoscalingCoordinator")]
-pgs = [[p.placement_group_id, p.state]
-       for p in list_placement_groups(address=address, limit=10000, raise_on_missing_output=False)
-       if p.state != "REMOVED"]
-print(json.dumps([actors, pgs]))
-"""
+def _state_list(head, resource, **filters):
+    import urllib.parse
+    import urllib.request
+
+    params = [("limit", "10000")]
+    for key, (predicate, value) in filters.items():
+        params += [("filter_keys", key), ("filter_predicates", predicate),
+                   ("filter_values", value)]
+    req = urllib.request.Request(
+        f"{head.dashboard_url}/api/v0/{resource}?{urllib.parse.urlencode(params)}",
+        headers={"Authorization": f"Bearer {head.token}"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        body = json.loads(resp.read())
+    assert body.get("result") is True, f"state API: {body.get('msg')}"
+    out = body["data"]["result"]
+    assert not out.get("partial_failure_warning"), out["partial_failure_warning"]
+    return out["result"]
 
 
 def _leftovers(head):
     """(live actors, placement groups not REMOVED) on `head`, through Ray's state API."""
-    env = {**head.env, "RAY_API_SERVER_ADDRESS": head.dashboard_url}
-    res = subprocess.run([sys.executable, "-c", _STATE_QUERY, head.dashboard_url], env=env,
-                         capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, f"state query failed:\n{res.stderr[-3000:]}"
-    actors, pgs = json.loads(res.stdout.strip().splitlines()[-1])
+    actors = [[a["class_name"], a["state"], a.get("name") or ""]
+              for a in _state_list(head, "actors", state=("!=", "DEAD"))
+              if (a["class_name"], a.get("name")) != ("_AutoscalingCoordinatorActor",
+                                                      "AutoscalingCoordinator")]
+    pgs = [[p["placement_group_id"], p["state"]]
+           for p in _state_list(head, "placement_groups") if p["state"] != "REMOVED"]
     return actors, pgs
 
 
@@ -339,7 +372,8 @@ def _assert_training_seen(head, what):
 
 
 # Item 8. orch run / submit / stop run as child processes with head.env (no RAY_ADDRESS of this
-# process's embedded Ray, the head's token); the state query also runs in a child (_leftovers).
+# process's embedded Ray, the head's token); the state query goes to the head's dashboard over
+# HTTP (_leftovers).
 # Before each cancel the query must list the run's 2 RayTrainWorkers and its placement group;
 # afterwards no actor that is not DEAD (JobSupervisor included) and no placement group that is
 # not REMOVED. The epochs only keep the runs busy: both are cancelled at their first metrics.
