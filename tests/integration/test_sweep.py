@@ -111,7 +111,11 @@ TRIALS = 3
 
 
 @pytest.mark.timeout(1800)
-def test_killed_sweep_resumes_and_runs_every_trial_once(tmp_path):
+def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
+    # Both sweep commands join the session's Ray (--address), as on a cluster: killing the
+    # driver ends its Ray job, whose trial actors Ray then stops. (An embedded Ray per command
+    # cost ~7 s to start and stop, and its agents outlived a SIGKILLed driver by a minute.)
+    from orchestrator import runtime
     storage = tmp_path / "runs"
     spec = json.loads(json.dumps(SPEC))
     spec["storage_path"] = str(storage)
@@ -125,14 +129,16 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(tmp_path):
     sweep_id = "resume-me-sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    orch = [sys.executable, "-m", "orchestrator.cli", "sweep", str(path), "--name", sweep_id]
+    orch = [sys.executable, "-m", "orchestrator.cli", "sweep", str(path), "--name", sweep_id,
+            "--address", runtime.local_address()]
+    before = _live_actors()
     log1 = open(tmp_path / "first.log", "w")
     driver = subprocess.Popen(orch, cwd=ROOT, env=env, stdout=log1, stderr=subprocess.STDOUT,
                               start_new_session=True)
     killed_at = None
     try:
         deadline = time.time() + 900
-        # Kill the driver (and its embedded Ray) once a trial has finished and another has
+        # Kill the driver (its Ray job) once a trial has finished and another has
         # reported a checkpoint but not finished.
         while time.time() < deadline and driver.poll() is None:
             ends = _ledger_ends(storage, sweep_id)
@@ -183,6 +189,28 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(tmp_path):
     assert sweep_rows[-1]["status"] == "SUCCEEDED"
     best = json.loads((storage / sweep_id / "best.json").read_text())
     assert len(best["trials"]) == TRIALS and best["best_config"]["train.lr"] > 0
+    # Neither sweep left an actor (trial, Train controller or worker) on the shared Ray; Ray
+    # ends a finished job's actors asynchronously, so allow it a little while.
+    deadline = time.time() + 30
+    while (left := _new_actors(before)) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not left, f"still on the session's Ray after both sweeps: {left}"
+
+
+def _live_actors():
+    from ray.util.state import list_actors
+
+    from orchestrator import runtime
+
+    return {a.actor_id: a.class_name for a in list_actors(
+        address=runtime.local_address(), filters=[("state", "!=", "DEAD")], limit=10000)}
+
+
+def _new_actors(before):
+    # Not counted: the cluster-wide AutoscalingCoordinator, one detached actor that Ray Train
+    # v2 / Ray Data create once per cluster (get_if_exists) and share between runs.
+    return sorted(c for i, c in _live_actors().items()
+                  if i not in before and c != "_AutoscalingCoordinatorActor")
 
 
 def _spec_with(*overrides):
