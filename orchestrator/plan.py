@@ -140,8 +140,9 @@ def plan(spec: JobSpec, run_name: str | None = None, fresh: bool = False,
     memory: build the memory table (the model on the meta device, a meta forward for the
     activations). None, the default: only where something depends on it, i.e. `strategy: auto`
     or GPU workers (the over-budget warning); a CPU run with a named strategy skips it, since
-    the first meta forward in a process costs ~2.5 CPU-s (torch's decompositions and dynamo
-    imports), paid by every `orch run` and sweep trial. `orch plan` passes True.
+    the first meta forward in a process costs ~1 CPU-s (torch's decompositions and meta
+    registrations load lazily; bench/plan_cost.py), paid by every `orch run` and sweep trial.
+    `orch plan` passes True.
     """
     mod = import_workload(spec.workload)
     kind = getattr(mod, "KIND", "train")
