@@ -302,7 +302,7 @@ def test_fifty_jobs_at_once(head, tmp_path):
         status = {i: client.get_job_status(i) for i in ids}
         if all(s in terminal for s in status.values()):
             break
-        time.sleep(2)
+        time.sleep(0.5)
     bad = [i for i, s in status.items() if s != RayJobStatus.SUCCEEDED]
     if bad:  # say why, from Ray's own record of the first one
         info = client.get_job_info(bad[0])

@@ -101,7 +101,8 @@ def parquet_run(ray_local, dataset, tmp_path_factory):
             # The reader shuffles within a buffer; one larger than a worker's share (~800
             # rows) shuffles each worker's whole share every epoch, as the folder path's
             # permutation does. At 8 epochs: 128 rows gave 0.925 and 0.900, 512 rows 0.963,
-            # 2,048 rows 0.975 (docs/benchmarks.md); 512 had run 10 epochs to be safe.
+            # 2,048 rows 0.975, 0.950, 0.963; a 7-epoch run ended at 0.881, too few
+            # (docs/benchmarks.md). 512 rows had run 10 epochs to be safe.
             f"train.epochs={PARQUET_EPOCHS}",
             "data.format=parquet",
             f"data.path={root / 'shards/train'}",
