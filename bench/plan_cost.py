@@ -45,8 +45,13 @@ print(json.dumps({"cpu": cpu() - c0, "wall": time.perf_counter() - t0,
 
 
 def plan_in_child(spec: str, memory: bool) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), spec, "1" if memory else "0"],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(ROOT), spec, "1" if memory else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -74,15 +79,17 @@ def main() -> None:
     for _ in range(a.repeats):  # alternate, so that load drifts hit both alike
         for memory in (True, False):
             rows[memory].append(plan_in_child(a.spec, memory))
-    med = {m: {k: statistics.median(r[k] for r in rows[m]) for k in ("cpu", "wall")}
-           for m in rows}
+    med = {m: {k: statistics.median(r[k] for r in rows[m]) for k in ("cpu", "wall")} for m in rows}
     print(f"plan({a.spec}) in a fresh process, median of {a.repeats}:")
     print(f"  {'':28} {'CPU s':>7} {'wall s':>7}")
     print(f"  {'with the memory table':28} {med[True]['cpu']:7.2f} {med[True]['wall']:7.2f}")
-    print(f"  {'without (CPU, named strategy)':28} {med[False]['cpu']:7.3f} "
-          f"{med[False]['wall']:7.3f}")
-    print(f"  saved per fresh plan: {med[True]['cpu'] - med[False]['cpu']:.2f} CPU-s "
-          f"({med[True]['wall'] / max(med[False]['wall'], 1e-6):.0f}x less wall)")
+    print(
+        f"  {'without (CPU, named strategy)':28} {med[False]['cpu']:7.3f} {med[False]['wall']:7.3f}"
+    )
+    print(
+        f"  saved per fresh plan: {med[True]['cpu'] - med[False]['cpu']:.2f} CPU-s "
+        f"({med[True]['wall'] / max(med[False]['wall'], 1e-6):.0f}x less wall)"
+    )
 
     import yaml
 

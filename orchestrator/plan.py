@@ -133,8 +133,9 @@ def check_same_model(spec: JobSpec, run_dir: str | Path) -> None:
         )
 
 
-def plan(spec: JobSpec, run_name: str | None = None, fresh: bool = False,
-         memory: bool | None = None) -> RunPlan:
+def plan(
+    spec: JobSpec, run_name: str | None = None, fresh: bool = False, memory: bool | None = None
+) -> RunPlan:
     """Resolve `spec` into a RunPlan; starts nothing.
 
     memory: build the memory table (the model on the meta device, a meta forward for the

@@ -38,8 +38,12 @@ def ray_local():
 # one of this shape: test_mnist_run (DDP learns, checkpoints kept, ledger rows) and
 # test_reliability's worker kill (the same spec, killed once, must end with these metrics).
 # One Train launch (~12 s here) fewer than each making its own.
-MNIST_REFERENCE = ["train.epochs=6", "checkpoint.every_steps=32", "train.log_every=4",
-                   "failure.max_failures=1"]
+MNIST_REFERENCE = [
+    "train.epochs=6",
+    "checkpoint.every_steps=32",
+    "train.log_every=4",
+    "failure.max_failures=1",
+]
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +53,9 @@ def mnist_reference_run(ray_local, tmp_path_factory):
     from orchestrator.train import launch
 
     storage = tmp_path_factory.mktemp("reference") / "runs"
-    spec = load_spec(ROOT / "jobs/mnist_mlp.yaml",
-                     [*MNIST_REFERENCE, f"storage_path={storage}", "name=ddp2"])
+    spec = load_spec(
+        ROOT / "jobs/mnist_mlp.yaml", [*MNIST_REFERENCE, f"storage_path={storage}", "name=ddp2"]
+    )
     return {"summary": launch(plan(spec)), "storage": storage, "overrides": list(MNIST_REFERENCE)}
 
 
