@@ -90,6 +90,28 @@ class LocalHead:
         )
         return env
 
+    def state_list(self, resource: str, detail: bool = False, **filters) -> list[dict]:
+        """Ray's state API over HTTP with the head's token: `/api/v0/{resource}` (actors,
+        nodes, placement_groups, ...), what `ray.util.state.list_*` calls. filters:
+        key=(predicate, value), e.g. state=("!=", "DEAD"). Not ray.util.state itself: in a
+        process that runs its own embedded Ray it queries that Ray whatever address it gets."""
+        import json
+        import urllib.parse
+
+        params = [("limit", "10000")] + ([("detail", "1")] if detail else [])
+        for key, (predicate, value) in filters.items():
+            params += [("filter_keys", key), ("filter_predicates", predicate),
+                       ("filter_values", value)]
+        req = urllib.request.Request(
+            f"{self.dashboard_url}/api/v0/{resource}?{urllib.parse.urlencode(params)}",
+            headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            body = json.loads(resp.read())
+        assert body.get("result") is True, f"state API: {body.get('msg')}"
+        out = body["data"]["result"]
+        assert not out.get("partial_failure_warning"), out["partial_failure_warning"]
+        return out["result"]
+
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self, attempts: int = 3) -> LocalHead:
         """Start the head; on a loaded machine Ray's fixed 30 s raylet-registration timeout can

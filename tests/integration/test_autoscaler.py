@@ -7,9 +7,7 @@ GCS port our head uses (provider.gcs_address), with idle_timeout_minutes 0.1.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -31,14 +29,9 @@ GPU_JOB = (
 
 def _gpu_nodes(head) -> dict[str, str]:
     """node id -> state for nodes with GPUs, from the dashboard's state API."""
-    req = urllib.request.Request(
-        head.dashboard_url + "/api/v0/nodes?limit=100&detail=1",
-        headers={"Authorization": f"Bearer {head.token}"},
-    )
-    data = json.loads(urllib.request.urlopen(req, timeout=10).read())
     return {
         n["node_id"]: n["state"]
-        for n in data["data"]["result"]["result"]
+        for n in head.state_list("nodes", detail=True)
         if (n.get("resources_total") or {}).get("GPU")
     }
 

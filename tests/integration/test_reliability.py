@@ -315,39 +315,19 @@ def test_fifty_jobs_at_once(head, tmp_path):
     (tmp_path / "fifty.json").write_text(json.dumps({"jobs": 50, "rows": len(rows)}))
 
 
-# Ray's state API, asked over HTTP: the head's dashboard serves it at /api/v0/... (what
-# ray.util.state.list_actors calls), with the head's token. Not ray.util.state in this process:
-# it has its own embedded Ray (RAY_ADDRESS, auth mode read once), which would override the
-# address given. (A child process per query, as before, cost ~1.5 CPU-s each.)
+# Ray's state API over HTTP at the head's dashboard (LocalHead.state_list), not ray.util.state:
+# this process runs its own embedded Ray, which would override the address given. (A child
+# process per query, as before, cost ~1.5 CPU-s each.)
 # Not counted: Ray's cluster-wide AutoscalingCoordinator, one detached num_cpus=0 actor that
 # Ray Train v2 / Ray Data create once per cluster (get_if_exists) and share between runs.
-def _state_list(head, resource, **filters):
-    import urllib.parse
-    import urllib.request
-
-    params = [("limit", "10000")]
-    for key, (predicate, value) in filters.items():
-        params += [("filter_keys", key), ("filter_predicates", predicate),
-                   ("filter_values", value)]
-    req = urllib.request.Request(
-        f"{head.dashboard_url}/api/v0/{resource}?{urllib.parse.urlencode(params)}",
-        headers={"Authorization": f"Bearer {head.token}"})
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        body = json.loads(resp.read())
-    assert body.get("result") is True, f"state API: {body.get('msg')}"
-    out = body["data"]["result"]
-    assert not out.get("partial_failure_warning"), out["partial_failure_warning"]
-    return out["result"]
-
-
 def _leftovers(head):
     """(live actors, placement groups not REMOVED) on `head`, through Ray's state API."""
     actors = [[a["class_name"], a["state"], a.get("name") or ""]
-              for a in _state_list(head, "actors", state=("!=", "DEAD"))
+              for a in head.state_list("actors", state=("!=", "DEAD"))
               if (a["class_name"], a.get("name")) != ("_AutoscalingCoordinatorActor",
                                                       "AutoscalingCoordinator")]
     pgs = [[p["placement_group_id"], p["state"]]
-           for p in _state_list(head, "placement_groups") if p["state"] != "REMOVED"]
+           for p in head.state_list("placement_groups") if p["state"] != "REMOVED"]
     return actors, pgs
 
 
