@@ -67,6 +67,16 @@ def local_address() -> str | None:
     return _LOCAL_ADDRESS
 
 
+def embedded(address: str | None = None) -> bool:
+    """Whether connect(address) leaves this process on a local Ray it started itself (one that
+    lives exactly as long as this process), as opposed to a cluster or head it joined."""
+    import ray
+
+    if ray.is_initialized():
+        return _LOCAL_ADDRESS is not None
+    return not (address or os.environ.get("RAY_ADDRESS"))
+
+
 def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> dict:
     """Start or join Ray. Returns a dict describing what we connected to."""
     import ray

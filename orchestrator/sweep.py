@@ -397,6 +397,7 @@ class TrialContext:
     base: dict[str, Any]
     sweep: dict[str, Any]
     extra_env: dict[str, str] = field(default_factory=dict)
+    embedded_ray: bool = False  # the sweep's driver started the Ray its trials run on
 
 
 # Tune reserves `done`; the workload's final report says done=1, which Tune would take as
@@ -469,14 +470,13 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     if p.kind == "rllib":
         _run_rllib_trial(p, resume_from)
     else:
-        _run_train_trial(p, resume_from, trial_id)
+        _run_train_trial(p, resume_from, trial_id, embedded_ray=ctx.embedded_ray)
 
 
-def _run_train_trial(p, resume_from: str | None, trial_id: str) -> None:
+def _run_train_trial(p, resume_from: str | None, trial_id: str, embedded_ray: bool = False) -> None:
     import ray.train
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.queue import Empty, Queue
 
     from orchestrator.runtime import default_train_polling
@@ -493,10 +493,13 @@ def _run_train_trial(p, resume_from: str | None, trial_id: str) -> None:
         wc["resume_from"] = resume_from
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     default_train_polling()  # a trial on a cluster started without it: each report waits a poll
-    trainer = TorchTrainer(
+    from orchestrator.trainer import torch_trainer
+
+    trainer = torch_trainer(
         mod.train_loop,
+        embedded_ray=embedded_ray,
         train_loop_config=wc,
-        torch_config=TorchConfig(backend=p.backend),
+        backend=p.backend,
         scaling_config=ScalingConfig(num_workers=p.num_workers, use_gpu=p.use_gpu,
                                      resources_per_worker=p.resources_per_worker),
         run_config=RunConfig(
@@ -783,7 +786,8 @@ def run_sweep(spec, *, resume: bool = False, sweep_id: str | None = None,
     ledger.record(storage, status="RUNNING", start_time=started, extra=sweep_extra, **common)
 
     ctx = TrialContext(sweep_id=sweep_id, storage=storage, sweep_dir=str(sweep_dir),
-                       base=trial_base(spec), sweep=sw.model_dump(mode="json"))
+                       base=trial_base(spec), sweep=sw.model_dump(mode="json"),
+                       embedded_ray=runtime.embedded(address))
     keys = list(sw.search_space)
     LedgerRows, LiveTable = _callback_classes()
     callbacks = [LedgerRows(storage, sweep_id, spec.workload, keys, sw.metric),

@@ -5,9 +5,9 @@
 
 Ray's own objects carry the spec: ScalingConfig (workers, CPUs/GPUs per worker), RunConfig
 (name, storage_path), CheckpointConfig (num_to_keep), FailureConfig (max_failures) and
-TorchConfig (gloo on CPU, nccl on GPU). Ray Train v2 gives the Result only the metrics of
-the last report that carried a checkpoint, so per-step metrics reach the run directory
-through a UserCallback (it runs in the Train controller) that appends `metrics.jsonl`.
+a torch process-group config (gloo on CPU, nccl on GPU; orchestrator/trainer.py). Ray Train
+v2 gives the Result only the metrics of the last report that carried a checkpoint, so per-step
+metrics reach the run directory through a UserCallback (it runs in the Train controller) that appends `metrics.jsonl`.
 """
 
 from __future__ import annotations
@@ -161,7 +161,6 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
 
     console = console or Console()
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     from orchestrator import runtime
 
@@ -211,11 +210,14 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
         data_kwargs = {"datasets": datasets} if datasets else {}
         if datasets and hasattr(mod, "ray_data_config"):
             data_kwargs["dataset_config"] = mod.ray_data_config(spec)
-        trainer = TorchTrainer(
+        from orchestrator.trainer import torch_trainer
+
+        trainer = torch_trainer(
             mod.train_loop,
+            embedded_ray=runtime.embedded(address),
             train_loop_config=_worker_config(plan),
             **data_kwargs,
-            torch_config=TorchConfig(backend=plan.backend),
+            backend=plan.backend,
             scaling_config=ScalingConfig(
                 num_workers=plan.num_workers,
                 use_gpu=plan.use_gpu,

@@ -56,7 +56,26 @@ def mnist_reference_run(ray_local, tmp_path_factory):
     spec = load_spec(
         ROOT / "jobs/mnist_mlp.yaml", [*MNIST_REFERENCE, f"storage_path={storage}", "name=ddp2"]
     )
-    return {"summary": launch(plan(spec)), "storage": storage, "overrides": list(MNIST_REFERENCE)}
+    before = helper_actor_ids()
+    summary = launch(plan(spec))
+    return {"summary": summary, "storage": storage, "overrides": list(MNIST_REFERENCE),
+            "new_helper_actors": helper_actor_ids() - before}
+
+
+# Ray Train helper actors that orch leaves out of launches in an embedded Ray
+# (orchestrator/trainer.py): the session's Ray is embedded in this process.
+TRAIN_HELPERS = ("PlacementGroupCleaner", "DatasetManager")
+
+
+def helper_actor_ids() -> set[str]:
+    """Ids of every such actor the session's Ray has ever had (dead ones included)."""
+    from ray.util.state import list_actors
+
+    from orchestrator import runtime
+
+    return {a.actor_id for name in TRAIN_HELPERS
+            for a in list_actors(address=runtime.local_address(), limit=10000,
+                                 filters=[("class_name", "=", name)])}
 
 
 @pytest.fixture

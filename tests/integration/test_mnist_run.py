@@ -38,6 +38,8 @@ def test_two_worker_ddp_learns_and_writes_ledger(mnist_reference_run):
     events = [r for r in ledger.read_events(storage).to_pylist() if r["run_name"] == "ddp2"]
     assert [e["status"] for e in events] == ["PENDING", "RUNNING", "SUCCEEDED"]
     assert json.loads(events[-1]["metrics"])["accuracy"] == summary["metrics"]["accuracy"]
+    # Launched in the session's embedded Ray: no PlacementGroupCleaner, no DatasetManager.
+    assert mnist_reference_run["new_helper_actors"] == set()
 
 
 def _orch_run(args, **kw):
