@@ -47,15 +47,22 @@ def one_launch(variant: str, workers: int) -> dict[str, float]:
     from orchestrator.train import launch, read_metrics
 
     runs = tempfile.mkdtemp(prefix="bench-launch-")
-    spec = load_spec(ROOT / "jobs/mnist_mlp.yaml", [
-        f"storage_path={runs}", f"name={variant}", "train.epochs=1",
-        f"resources.workers={workers}", "checkpoint.every_steps=1000", "train.log_every=8",
-    ])
+    spec = load_spec(
+        ROOT / "jobs/mnist_mlp.yaml",
+        [
+            f"storage_path={runs}",
+            f"name={variant}",
+            "train.epochs=1",
+            f"resources.workers={workers}",
+            "checkpoint.every_steps=1000",
+            "train.log_every=8",
+        ],
+    )
     real = trainer.torch_trainer
 
-    def forced(train_fn, *, backend, embedded_ray, **kw):
+    def forced(train_fn, *, backend, keep_cleaner, **kw):
         if variant == "orch":
-            return real(train_fn, backend=backend, embedded_ray=True, **kw)
+            return real(train_fn, backend=backend, keep_cleaner=False, **kw)
         from ray.train.torch import TorchConfig, TorchTrainer
 
         return TorchTrainer(train_fn, torch_config=TorchConfig(backend=backend), **kw)
@@ -75,7 +82,9 @@ def one_launch(variant: str, workers: int) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
@@ -86,19 +95,29 @@ def main() -> None:
     one_launch("orch", args.workers)  # warm-up: first imports, Ray's first actors
     results: dict[str, list[dict[str, float]]] = {"ray": [], "orch": []}
     for i in range(args.pairs):
-        for variant in (("ray", "orch") if i % 2 == 0 else ("orch", "ray")):
+        for variant in ("ray", "orch") if i % 2 == 0 else ("orch", "ray"):
             r = one_launch(variant, args.workers)
             results[variant].append(r)
-            print(f"pair {i} {variant:4s} first row {r['first_row_s']:5.2f} s  "
-                  f"launch {r['wall_s']:5.2f} s  cpu {r['cpu_s']:5.1f} s", flush=True)
-    med = {v: {k: statistics.median(r[k] for r in rs) for k in ("first_row_s", "wall_s", "cpu_s")}
-           for v, rs in results.items()}
+            print(
+                f"pair {i} {variant:4s} first row {r['first_row_s']:5.2f} s  "
+                f"launch {r['wall_s']:5.2f} s  cpu {r['cpu_s']:5.1f} s",
+                flush=True,
+            )
+    med = {
+        v: {k: statistics.median(r[k] for r in rs) for k in ("first_row_s", "wall_s", "cpu_s")}
+        for v, rs in results.items()
+    }
     print("\n| variant | first row s | launch s | CPU s |\n|---|---:|---:|---:|")
     for v in ("ray", "orch"):
         m = med[v]
         print(f"| {v} | {m['first_row_s']:.2f} | {m['wall_s']:.2f} | {m['cpu_s']:.1f} |")
-    print("| ray / orch | " + " | ".join(f"{med['ray'][k] / med['orch'][k]:.2f}x"
-                                        for k in ("first_row_s", "wall_s", "cpu_s")) + " |")
+    print(
+        "| ray / orch | "
+        + " | ".join(
+            f"{med['ray'][k] / med['orch'][k]:.2f}x" for k in ("first_row_s", "wall_s", "cpu_s")
+        )
+        + " |"
+    )
     print(json.dumps({"workers": args.workers, "pairs": args.pairs, "median": med}))
 
 

@@ -6,6 +6,11 @@ makes rank 0 raise `InjectedFault` when it reaches step 20, the first `times` ti
 there (a counter file in the run directory survives worker restarts), so a run with
 `failure.max_failures >= times` restarts from its checkpoint and finishes, and one with fewer
 fails with the injected error as its cause. Nothing happens when ORCH_FAULTS is unset.
+
+A JSON list holds one object per run, each naming its run, for runs launched side by side from
+one process:
+
+    ORCH_FAULTS='[{"run": "a", "raise_at_step": 12, "times": 2}, {"run": "b", "raise_at_step": 12, "times": 3}]'
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ class InjectedFault(RuntimeError):
     """Raised on purpose by ORCH_FAULTS."""
 
 
-def from_env() -> dict[str, Any] | None:
+def from_env(run_name: str | None = None) -> dict[str, Any] | None:
+    """The faults for run `run_name`: the object in ORCH_FAULTS, or from a list the entry whose
+    "run" is `run_name` (None when no entry names it)."""
     raw = os.environ.get(ENV)
     if not raw:
         return None
@@ -31,8 +38,15 @@ def from_env() -> dict[str, Any] | None:
         cfg = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{ENV} must be JSON like '{{\"raise_at_step\": 20, \"times\": 1}}': {exc}") from None
+    if isinstance(cfg, list):
+        if not all(isinstance(c, dict) and "run" in c for c in cfg):
+            raise ValueError(f"{ENV}: each object of a list must name its run (\"run\": NAME)")
+        cfg = next((c for c in cfg if c["run"] == run_name), None)
+        if cfg is None:
+            return None
     if not isinstance(cfg, dict) or "raise_at_step" not in cfg:
-        raise ValueError(f"{ENV} must be a JSON object with raise_at_step (and times)")
+        raise ValueError(f"{ENV} must be a JSON object with raise_at_step (and times), or a list "
+                         "of them each with \"run\"")
     return cfg
 
 

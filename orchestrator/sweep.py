@@ -397,7 +397,6 @@ class TrialContext:
     base: dict[str, Any]
     sweep: dict[str, Any]
     extra_env: dict[str, str] = field(default_factory=dict)
-    embedded_ray: bool = False  # the sweep's driver started the Ray its trials run on
 
 
 # Tune reserves `done`; the workload's final report says done=1, which Tune would take as
@@ -470,10 +469,10 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     if p.kind == "rllib":
         _run_rllib_trial(p, resume_from)
     else:
-        _run_train_trial(p, resume_from, trial_id, embedded_ray=ctx.embedded_ray)
+        _run_train_trial(p, resume_from, trial_id)
 
 
-def _run_train_trial(p, resume_from: str | None, trial_id: str, embedded_ray: bool = False) -> None:
+def _run_train_trial(p, resume_from: str | None, trial_id: str) -> None:
     import ray.train
     from ray import tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -497,7 +496,9 @@ def _run_train_trial(p, resume_from: str | None, trial_id: str, embedded_ray: bo
 
     trainer = torch_trainer(
         mod.train_loop,
-        embedded_ray=embedded_ray,
+        # Tune stops a trial by killing its actor, and the controller with it: the cleaner
+        # frees the placement group (orchestrator/trainer.py).
+        keep_cleaner=True,
         train_loop_config=wc,
         backend=p.backend,
         scaling_config=ScalingConfig(num_workers=p.num_workers, use_gpu=p.use_gpu,
@@ -786,8 +787,7 @@ def run_sweep(spec, *, resume: bool = False, sweep_id: str | None = None,
     ledger.record(storage, status="RUNNING", start_time=started, extra=sweep_extra, **common)
 
     ctx = TrialContext(sweep_id=sweep_id, storage=storage, sweep_dir=str(sweep_dir),
-                       base=trial_base(spec), sweep=sw.model_dump(mode="json"),
-                       embedded_ray=runtime.embedded(address))
+                       base=trial_base(spec), sweep=sw.model_dump(mode="json"))
     keys = list(sw.search_space)
     LedgerRows, LiveTable = _callback_classes()
     callbacks = [LedgerRows(storage, sweep_id, spec.workload, keys, sw.metric),

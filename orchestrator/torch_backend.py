@@ -76,7 +76,8 @@ class _Backend(Backend):
 
     def on_start(self, worker_group, backend_config: TorchProcessGroupConfig) -> None:
         backend = backend_config.backend or (
-            "nccl" if worker_group.get_resources_per_worker().get("GPU", 0) > 0 else "gloo")
+            "nccl" if worker_group.get_resources_per_worker().get("GPU", 0) > 0 else "gloo"
+        )
         if backend not in _OWN_BACKENDS:
             from ray.train.torch.config import _TorchBackend
 
@@ -92,14 +93,24 @@ class _Backend(Backend):
 
             url = f"tcp://{build_address(addr, port)}"
         else:
-            raise ValueError(f"init_method must be 'env' or 'tcp', not {backend_config.init_method!r}")
+            raise ValueError(
+                f"init_method must be 'env' or 'tcp', not {backend_config.init_method!r}"
+            )
         worker_group.execute(_set_distributed_env)
-        ray.get([
-            worker_group.execute_single_async(
-                i, _init_process_group, backend=backend, world_rank=i,
-                world_size=len(worker_group), init_method=url, timeout_s=backend_config.timeout_s)
-            for i in range(len(worker_group))
-        ])
+        ray.get(
+            [
+                worker_group.execute_single_async(
+                    i,
+                    _init_process_group,
+                    backend=backend,
+                    world_rank=i,
+                    world_size=len(worker_group),
+                    init_method=url,
+                    timeout_s=backend_config.timeout_s,
+                )
+                for i in range(len(worker_group))
+            ]
+        )
 
     def on_shutdown(self, worker_group, backend_config) -> None:
         from ray.exceptions import GetTimeoutError
@@ -108,10 +119,13 @@ class _Backend(Backend):
             TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
         )
 
-        timeout = float(os.environ.get(TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
-                                       DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S))
-        futures = worker_group.execute_async(_shutdown,
-                                             destroy_process_group=len(worker_group) > 1)
+        timeout = float(
+            os.environ.get(
+                TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+                DEFAULT_TORCH_PROCESS_GROUP_SHUTDOWN_TIMEOUT_S,
+            )
+        )
+        futures = worker_group.execute_async(_shutdown, destroy_process_group=len(worker_group) > 1)
         try:
             ray.get(futures, timeout=timeout)
         except GetTimeoutError:
@@ -141,5 +155,8 @@ class TorchProcessGroupConfig(BackendConfig):
         return TrainingFramework.TORCH
 
     def to_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "init_method": self.init_method,
-                "timeout_s": self.timeout_s}
+        return {
+            "backend": self.backend,
+            "init_method": self.init_method,
+            "timeout_s": self.timeout_s,
+        }

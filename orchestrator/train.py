@@ -138,7 +138,7 @@ def _worker_config(plan: RunPlan) -> dict[str, Any]:
     from orchestrator import faults
 
     cfg = plan.worker_config()
-    injected = faults.from_env()  # ORCH_FAULTS: reliability tests and game days only
+    injected = faults.from_env(plan.run_name)  # ORCH_FAULTS: reliability tests and game days only
     if injected:
         cfg["faults"] = injected
     return cfg
@@ -214,7 +214,8 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
 
         trainer = torch_trainer(
             mod.train_loop,
-            embedded_ray=runtime.embedded(address),
+            # In its own embedded Ray the driver outlives the controller (orchestrator/trainer.py).
+            keep_cleaner=not runtime.embedded(address),
             train_loop_config=_worker_config(plan),
             **data_kwargs,
             backend=plan.backend,

@@ -117,18 +117,27 @@ def test_worker_sigkill_restarts_from_checkpoint_and_matches_uninterrupted(
 def test_retry_budget_is_exact(ray_local, tmp_runs, monkeypatch):
     # One worker (the budget counts group restarts, not workers): each of the 6 attempts
     # starts one training process instead of two. 32 of its 63 steps an epoch.
+    # The two runs are independent, so they run side by side (one thread each): a launch is
+    # mostly one process at a time starting up, and the two fill both cores.
+    from concurrent.futures import ThreadPoolExecutor
+
     extra = ["train.epochs=1", f"train.max_steps={STEPS_PER_EPOCH}", "resources.workers=1",
              "checkpoint.every_steps=8", "failure.max_failures=2"]
-    monkeypatch.setenv("ORCH_FAULTS", json.dumps({"raise_at_step": 12, "times": 2}))
-    ok = launch(plan(_spec(tmp_runs, "two-faults", *extra)))
+    monkeypatch.setenv("ORCH_FAULTS", json.dumps([
+        {"run": "two-faults", "raise_at_step": 12, "times": 2},
+        {"run": "three-faults", "raise_at_step": 12, "times": 3},
+    ]))
+    with ThreadPoolExecutor(2) as pool:
+        ok_f, bad_f = (pool.submit(lambda n: launch(plan(_spec(tmp_runs, n, *extra))), name)
+                       for name in ("two-faults", "three-faults"))
+        ok, bad = ok_f.result(), bad_f.result()
     assert ok["status"] == "SUCCEEDED", ok["error"]
     assert (Path(tmp_runs) / "two-faults" / ".faults_fired").read_text() == "2"
     _assert_each_step_once(Path(tmp_runs) / "two-faults", STEPS_PER_EPOCH)
 
-    monkeypatch.setenv("ORCH_FAULTS", json.dumps({"raise_at_step": 12, "times": 3}))
-    bad = launch(plan(_spec(tmp_runs, "three-faults", *extra)))
     assert bad["status"] == "FAILED"
     assert "injected failure 3" in bad["error"]
+    assert (Path(tmp_runs) / "three-faults" / ".faults_fired").read_text() == "3"
     row = [r for r in ledger.latest_by_run(tmp_runs) if r["run_name"] == "three-faults"][-1]
     assert row["status"] == "FAILED" and "injected failure 3" in row["error"]
 

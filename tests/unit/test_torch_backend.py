@@ -18,21 +18,32 @@ def test_controller_side_objects_unpickle_without_torch():
     from ray.train.v2.api.config import ScalingConfig
 
     cfg = TorchProcessGroupConfig(backend="gloo")
-    blob = pickle.dumps([cfg, BackendSetupCallback(cfg),
-                         AcceleratorSetupCallback(cfg, ScalingConfig(num_workers=2))])
-    code = ("import pickle, sys; objs = pickle.loads(sys.stdin.buffer.read()); "
-            "print(type(objs[1]._backend).__module__, objs[0].to_dict()['backend'], "
-            "'torch' in sys.modules)")
+    blob = pickle.dumps(
+        [
+            cfg,
+            BackendSetupCallback(cfg),
+            AcceleratorSetupCallback(cfg, ScalingConfig(num_workers=2)),
+        ]
+    )
+    code = (
+        "import pickle, sys; objs = pickle.loads(sys.stdin.buffer.read()); "
+        "print(type(objs[1]._backend).__module__, objs[0].to_dict()['backend'], "
+        "'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     assert out.stdout.decode().split() == ["orchestrator.torch_backend", "gloo", "False"]
     # ... whereas Ray's own TorchConfig brings torch in (what the module saves).
     from ray.train.torch import TorchConfig
 
-    out = subprocess.run([sys.executable, "-c", code],
-                         input=pickle.dumps([TorchConfig(backend="gloo"),
-                                             BackendSetupCallback(TorchConfig(backend="gloo"))]),
-                         capture_output=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        input=pickle.dumps(
+            [TorchConfig(backend="gloo"), BackendSetupCallback(TorchConfig(backend="gloo"))]
+        ),
+        capture_output=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and out.stdout.decode().split()[-1] == "True"
 
 

@@ -1,0 +1,35 @@
+"""ORCH_FAULTS parsing (orchestrator/faults.py): one object for every run, or a list by run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator import faults
+
+
+def test_unset_object_and_list(monkeypatch):
+    monkeypatch.delenv(faults.ENV, raising=False)
+    assert faults.from_env("a") is None
+    monkeypatch.setenv(faults.ENV, json.dumps({"raise_at_step": 5, "times": 2}))
+    assert faults.from_env("a") == faults.from_env("b") == {"raise_at_step": 5, "times": 2}
+    both = [{"run": "a", "raise_at_step": 5, "times": 2}, {"run": "b", "raise_at_step": 7}]
+    monkeypatch.setenv(faults.ENV, json.dumps(both))
+    assert faults.from_env("a")["times"] == 2 and faults.from_env("b")["raise_at_step"] == 7
+    assert faults.from_env("c") is None
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ("{raise_at_step: 5}", "must be JSON"),
+        ('{"times": 2}', "raise_at_step"),
+        ('[{"raise_at_step": 5}]', "name its run"),
+        ('[{"run": "a"}]', "raise_at_step"),
+    ],
+)
+def test_bad_values_say_what_is_expected(monkeypatch, raw, words):
+    monkeypatch.setenv(faults.ENV, raw)
+    with pytest.raises(ValueError, match=words):
+        faults.from_env("a")
