@@ -5,6 +5,14 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+# pip byte-compiles all 24k files it installs, on one core (~50 s here); most are never
+# imported. Installed without that, the bytecode is written by the first import instead, which
+# this machine's environment turns off (PYTHONDONTWRITEBYTECODE=1): the commands below turn it
+# back on for themselves and the processes they start (Ray's workers included), and the
+# install imports the stack once so that a plain `.venv/bin/orch` finds it compiled too.
+RUN     := env -u PYTHONDONTWRITEBYTECODE
+WARM    := import torch, torchvision, ray.train.torch, ray.tune, ray.data, ray.rllib, \
+           transformers, deepspeed, pyarrow.parquet, orchestrator.cli
 
 .PHONY: install demo test unit integration lint format bench clean
 
@@ -12,26 +20,22 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
-	@# pip byte-compiles what it installs file by file on one core (~50 s here); compileall
-	@# does the same on every core. Needed: this machine's environment sets
-	@# PYTHONDONTWRITEBYTECODE=1, so nothing is compiled later. A file that is not valid
-	@# Python 3 (some packages ship them) fails to compile, as under pip: not an error.
-	-$(BIN)/python -m compileall -q -j 0 $(VENV)/lib/python3*/site-packages > /dev/null
+	$(RUN) $(BIN)/python -c "$(WARM)"
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/orch run jobs/mnist_mlp.yaml --fresh
+	$(RUN) $(BIN)/orch run jobs/mnist_mlp.yaml --fresh
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra --durations=25 tests/unit tests/integration
+	$(RUN) $(BIN)/python -m pytest -q -ra --durations=25 tests/unit tests/integration
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests/unit
+	$(RUN) $(BIN)/python -m pytest -q tests/unit
 
 integration: $(STAMP)
-	$(BIN)/python -m pytest -q tests/integration
+	$(RUN) $(BIN)/python -m pytest -q tests/integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator jobs tests bench

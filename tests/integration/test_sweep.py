@@ -98,6 +98,13 @@ def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
     assert json.loads(sweep_rows[-1]["extra"])["best_config"] == summary["best_config"]
 
 
+def _latest_checkpoint_step(trials_dir, trial_id) -> int:
+    """Step of the trial's newest checkpoint directory (its Train runs included), 0 if none."""
+    steps = [int(p.name.rsplit("_", 1)[1]) for p in trials_dir.glob(f"{trial_id}*/checkpoint_*")
+             if p.name.rsplit("_", 1)[1].isdigit()]
+    return max(steps, default=0)
+
+
 def _ledger_ends(storage, sweep_id):
     try:
         return terminal_by_trial(trial_rows(storage, sweep_id))
@@ -139,12 +146,13 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
     try:
         deadline = time.time() + 900
         # Kill the driver (its Ray job) once a trial has finished and another has
-        # reported a checkpoint but not finished.
+        # reported a checkpoint but is at most 50 of its 80 steps in (a trial nearer its end
+        # could finish between this look and the kill).
         while time.time() < deadline and driver.poll() is None:
             ends = _ledger_ends(storage, sweep_id)
             done = {t for t, v in ends.items() if v}
             running = [t for t in ends if t not in done
-                       and any((storage / sweep_id / "trials").glob(f"{t}*/checkpoint_*"))]
+                       and 0 < _latest_checkpoint_step(storage / sweep_id / "trials", t) <= 50]
             if done and running:
                 killed_at = {"done": done, "running": set(running), "time": time.time()}
                 break
@@ -156,6 +164,9 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
         log1.close()
     assert killed_at, "the sweep ended before it could be killed mid-way:\n" + (tmp_path / "first.log").read_text()[-3000:]
     rows_before = {r["event_id"] for r in trial_rows(storage, sweep_id)}
+    # Mid-way when the kill landed: still no terminal row now that the driver is gone.
+    killed_at["running"] -= {t for t, v in _ledger_ends(storage, sweep_id).items() if v}
+    assert killed_at["running"], "every trial seen mid-way had finished before the kill"
     sweep_rows = [r for r in ledger.read_events(storage).to_pylist() if r["kind"] == "sweep"]
     assert [r["status"] for r in sweep_rows] == ["RUNNING"]  # killed: no terminal row
 
