@@ -49,13 +49,13 @@ def _orch_run(args, **kw):
 
 
 def test_stopped_run_resumes_with_the_same_command(ray_local, tmp_runs):
-    # 12 epochs (384 steps): stopped just after step 50, the rerun trains the other ~330.
+    # 8 epochs (256 steps): stopped just after step 50, the rerun trains the other ~200.
     # Both commands join the session's Ray (--address), as on a cluster: an embedded Ray's
     # start and stop cost ~7 s a command. The driver-kill test in test_reliability.py runs the
     # same command on an embedded Ray, and `make demo` does too.
     from orchestrator import runtime
 
-    args = [str(ROOT / "jobs/mnist_mlp.yaml"), "train.epochs=12", "checkpoint.every_steps=50",
+    args = [str(ROOT / "jobs/mnist_mlp.yaml"), "train.epochs=8", "checkpoint.every_steps=50",
             f"storage_path={tmp_runs}", "name=resume", "resources.workers=2",
             "--address", runtime.local_address()]
     run_dir = tmp_runs / "resume"
@@ -71,7 +71,7 @@ def test_stopped_run_resumes_with_the_same_command(ray_local, tmp_runs):
     first = [r for r in ledger.latest_by_run(tmp_runs) if r["run_name"] == "resume"]
     assert first[-1]["status"] == "STOPPED", out
     stopped_at = max(r["step"] for r in read_metrics(run_dir))
-    assert stopped_at < 12 * 32, "the run finished before it could be stopped"
+    assert stopped_at < 8 * 32, "the run finished before it could be stopped"
 
     proc = _orch_run(args)
     out, _ = proc.communicate(timeout=400)
@@ -80,7 +80,7 @@ def test_stopped_run_resumes_with_the_same_command(ray_local, tmp_runs):
     rows = read_metrics(run_dir)
     steps = [r["step"] for r in rows]
     assert steps == sorted(set(steps)), "no step twice after resume"
-    assert steps[-1] == 12 * 32
+    assert steps[-1] == 8 * 32
     runs = [r for r in ledger.latest_by_run(tmp_runs) if r["run_name"] == "resume"]
     assert [r["status"] for r in runs] == ["STOPPED", "SUCCEEDED"]
     assert json.loads(runs[-1]["metrics"])["accuracy"] > 0.9

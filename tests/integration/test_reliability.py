@@ -176,7 +176,7 @@ def _alive(p) -> bool:
         return False
 
 
-DRIVER_EPOCHS = 8  # 256 steps: killed just after step 40, the rerun trains the rest
+DRIVER_EPOCHS = 6  # 192 steps: killed just after step 40, the rerun trains the rest
 
 
 def test_driver_sigkill_then_same_command_resumes(tmp_runs):

@@ -13,38 +13,38 @@ from orchestrator.trainer import _drop
 
 
 def test_controller_side_objects_unpickle_without_torch():
+    from ray.train.torch import TorchConfig
     from ray.train.v2._internal.callbacks.accelerators import AcceleratorSetupCallback
     from ray.train.v2._internal.callbacks.backend_setup import BackendSetupCallback
     from ray.train.v2.api.config import ScalingConfig
 
     cfg = TorchProcessGroupConfig(backend="gloo")
-    blob = pickle.dumps(
+    ours = pickle.dumps(
         [
             cfg,
             BackendSetupCallback(cfg),
             AcceleratorSetupCallback(cfg, ScalingConfig(num_workers=2)),
         ]
     )
-    code = (
-        "import pickle, sys; objs = pickle.loads(sys.stdin.buffer.read()); "
-        "print(type(objs[1]._backend).__module__, objs[0].to_dict()['backend'], "
-        "'torch' in sys.modules)"
+    # ... whereas Ray's own TorchConfig brings torch in (what the module saves); unpickled
+    # second in the same fresh process, so the first answer cannot have been a fluke.
+    theirs = pickle.dumps(
+        [TorchConfig(backend="gloo"), BackendSetupCallback(TorchConfig(backend="gloo"))]
     )
-    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, timeout=120)
-    assert out.returncode == 0, out.stderr.decode()[-2000:]
-    assert out.stdout.decode().split() == ["orchestrator.torch_backend", "gloo", "False"]
-    # ... whereas Ray's own TorchConfig brings torch in (what the module saves).
-    from ray.train.torch import TorchConfig
-
+    code = (
+        "import pickle, sys; blobs = pickle.loads(sys.stdin.buffer.read()); "
+        "objs = pickle.loads(blobs[0]); "
+        "print(type(objs[1]._backend).__module__, objs[0].to_dict()['backend'], 'torch' in sys.modules); "
+        "pickle.loads(blobs[1]); print('torch' in sys.modules)"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
-        input=pickle.dumps(
-            [TorchConfig(backend="gloo"), BackendSetupCallback(TorchConfig(backend="gloo"))]
-        ),
+        input=pickle.dumps([ours, theirs]),
         capture_output=True,
         timeout=120,
     )
-    assert out.returncode == 0 and out.stdout.decode().split()[-1] == "True"
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.decode().split() == ["orchestrator.torch_backend", "gloo", "False", "True"]
 
 
 def test_same_fields_and_framework_as_ray_torch_config():
