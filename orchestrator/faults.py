@@ -7,6 +7,11 @@ there (a counter file in the run directory survives worker restarts), so a run w
 `failure.max_failures >= times` restarts from its checkpoint and finishes, and one with fewer
 fails with the injected error as its cause. Nothing happens when ORCH_FAULTS is unset.
 
+A slow run instead (a straggler, or a run that must still be training when something else
+happens to it): rank 0 sleeps `sleep_s` seconds at every step after `slow_after_step`.
+
+    ORCH_FAULTS='{"slow_after_step": 40, "sleep_s": 0.25}' orch run jobs/mnist_mlp.yaml
+
 A JSON list holds one object per run, each naming its run, for runs launched side by side from
 one process:
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +50,20 @@ def from_env(run_name: str | None = None) -> dict[str, Any] | None:
         cfg = next((c for c in cfg if c["run"] == run_name), None)
         if cfg is None:
             return None
-    if not isinstance(cfg, dict) or "raise_at_step" not in cfg:
-        raise ValueError(f"{ENV} must be a JSON object with raise_at_step (and times), or a list "
-                         "of them each with \"run\"")
+    if not isinstance(cfg, dict) or not ({"raise_at_step", "slow_after_step"} & cfg.keys()):
+        raise ValueError(f"{ENV} must be a JSON object with raise_at_step (and times) or "
+                         "slow_after_step (and sleep_s), or a list of them each with \"run\"")
     return cfg
 
 
 def maybe_fail(faults: dict[str, Any] | None, step: int, rank: int, run_dir: str | None) -> None:
-    """Raise InjectedFault on rank 0 at the configured step, up to `times` times in all."""
-    if not faults or rank != 0 or step != int(faults["raise_at_step"]) or not run_dir:
+    """Raise InjectedFault on rank 0 at the configured step, up to `times` times in all; or
+    sleep on rank 0 at each step after `slow_after_step`."""
+    if not faults or rank != 0:
+        return
+    if "slow_after_step" in faults and step > int(faults["slow_after_step"]):
+        time.sleep(float(faults.get("sleep_s", 0.25)))
+    if "raise_at_step" not in faults or step != int(faults["raise_at_step"]) or not run_dir:
         return
     counter = Path(run_dir) / COUNTER
     fired = int(counter.read_text()) if counter.exists() else 0

@@ -160,6 +160,7 @@ class Session:
     _last_log_time: float = field(default_factory=time.perf_counter)
     _last_log_step: int = 0
     _restored_from: str | None = None
+    _restored_state: dict | None = None
     engine: Any = None  # the DeepSpeed engine, under strategy deepspeed
     fsdp: bool = False  # True once the model is wrapped with fully_shard
 
@@ -495,7 +496,7 @@ class Session:
         return "dcp" if self.fsdp else "torch"
 
     def save_checkpoint(self, step: int, metrics: dict[str, Any], state: dict | None = None,
-                        final: bool = False) -> None:
+                        final: bool = False, row: bool = True) -> None:
         """Write a checkpoint of model, optimizer, schedule and `state`, and report it.
 
         Every worker must call this (it is a collective under DDP/FSDP/DeepSpeed). Each rank
@@ -509,7 +510,7 @@ class Session:
         state = {**(state or {}), "step": step, "optimizer_steps": self.optimizer_steps,
                  "micro_step": self.micro_step, "world_size": self.world_size,
                  "strategy": self.strategy, "precision": self.precision, "format": fmt,
-                 "final": final}
+                 "final": final, "metrics": metrics}
         name = f"checkpoint_{step:06d}"
         if self._local_run_dir():
             # A directory of this name is left from before a fallback past a half-written
@@ -554,12 +555,13 @@ class Session:
                 _write_json(os.path.join(tmp, COMPLETE_MARKER),
                             {"step": step, "format": fmt, "world_size": self.world_size,
                              "files": sorted({f for rank_files in files for f in rank_files})})
-            self._report_checkpoint(tmp, name, metrics)
+            self._report_checkpoint(tmp, name, metrics, row=row)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _report_checkpoint(self, directory: str, name: str, metrics: dict) -> None:
-        if self.is_main and (self._local_run_dir() or not self.in_ray):
+    def _report_checkpoint(self, directory: str, name: str, metrics: dict,
+                           row: bool = True) -> None:
+        if row and self.is_main and (self._local_run_dir() or not self.in_ray):
             self._append_metrics({**metrics, "checkpoint": name})
         has_files = any(True for _ in Path(directory).iterdir())
         if self.in_ray:
@@ -582,8 +584,18 @@ class Session:
                 shutil.copy2(marker, dest / COMPLETE_MARKER)
 
     def finish(self, metrics: dict[str, Any], step: int, state: dict | None = None) -> None:
-        """Final report: always with a checkpoint, so Ray's Result carries these metrics."""
-        self.save_checkpoint(step, {**metrics, "done": 1}, state=state, final=True)
+        """Final report: always with a checkpoint, so Ray's Result carries these metrics.
+
+        A run resumed from its own final checkpoint (its driver died after training had
+        ended) trains nothing: it reports that checkpoint's metrics again, and adds no second
+        row for the same step to metrics.jsonl.
+        """
+        done = self._restored_state or {}
+        again = bool(done.get("final")) and int(done.get("step", -1)) == step
+        if again and done.get("metrics"):
+            metrics = {k: v for k, v in done["metrics"].items() if k != "step"}
+        self.save_checkpoint(step, {**metrics, "done": 1}, state=state, final=True,
+                             row=not again)
 
     # -- restoring -----------------------------------------------------------------------
 
@@ -671,6 +683,7 @@ class Session:
             self.optimizer_steps = state.get("optimizer_steps", 0)
             self.micro_step = state.get("micro_step", 0)
             self._restored_from = str(d)
+            self._restored_state = state
             self._truncate_metrics(int(state.get("step", 0)))
             self._last_log_step = state.get("step", 0)
             if self.is_main:

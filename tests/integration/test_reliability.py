@@ -145,9 +145,12 @@ def test_retry_budget_is_exact(ray_local, tmp_runs, monkeypatch):
 # -- 3. driver SIGKILL ----------------------------------------------------------------------------
 
 
-def _orch_run(args):
+def _orch_run(args, faults=None):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
+    env.pop("ORCH_FAULTS", None)
+    if faults:
+        env["ORCH_FAULTS"] = json.dumps(faults)
     return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", *args], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -177,13 +180,17 @@ def _alive(p) -> bool:
 
 
 DRIVER_EPOCHS = 6  # 192 steps: killed just after step 40, the rerun trains the rest
+# After its first checkpoint the first run is slowed (ORCH_FAULTS) so that it is still training
+# when its driver dies: on a fast machine its workers once finished all 192 steps in the second
+# or so they took to notice (a rerun from a final checkpoint: tests/unit/test_mnist_job.py).
+SLOW_AFTER_40 = {"slow_after_step": 40, "sleep_s": 0.25}
 
 
 def test_driver_sigkill_then_same_command_resumes(tmp_runs):
     args = [str(SPEC), f"train.epochs={DRIVER_EPOCHS}", "checkpoint.every_steps=40", f"storage_path={tmp_runs}",
             "name=driverkill", "train.log_every=4"]
     run_dir = Path(tmp_runs) / "driverkill"
-    proc = _orch_run(args)
+    proc = _orch_run(args, faults=SLOW_AFTER_40)
     try:
         _wait_for(lambda: (run_dir / "checkpoint_000040" / "_COMPLETE").exists() or proc.poll() is not None,
                   300, "first checkpoint")
@@ -198,6 +205,7 @@ def test_driver_sigkill_then_same_command_resumes(tmp_runs):
                   "the killed run's Train processes to exit")
         first_rows = ledger.runs_for_name(tmp_runs, "driverkill")
         assert [r["status"] for r in first_rows] == ["RUNNING"]
+        assert max(_steps(run_dir)) < DRIVER_EPOCHS * STEPS_PER_EPOCH, "killed after the end"
         proc = _orch_run(args)
         out, _ = proc.communicate(timeout=600)
     finally:

