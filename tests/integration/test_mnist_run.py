@@ -42,14 +42,19 @@ def test_two_worker_ddp_learns_and_writes_ledger(mnist_reference_run):
     assert mnist_reference_run["new_helper_actors"] == set()
 
 
-def _orch_run(args, **kw):
+def _orch_run(args, faults=None, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("ORCH_FAULTS", None)
+    if faults:
+        env["ORCH_FAULTS"] = json.dumps(faults)
     return subprocess.Popen(ORCH + ["run", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
 
 
 def test_stopped_run_resumes_with_the_same_command(ray_local, tmp_runs):
     # 8 epochs (256 steps): stopped just after step 50, the rerun trains the other ~200.
+    # After step 50 the first run's rank 0 sleeps 0.25 s a step (ORCH_FAULTS), so a fast
+    # machine cannot finish it between the checkpoint and the Ctrl-C taking effect.
     # Both commands join the session's Ray (--address), as on a cluster: an embedded Ray's
     # start and stop cost ~7 s a command. The driver-kill test in test_reliability.py runs the
     # same command on an embedded Ray, and `make demo` does too.
@@ -59,7 +64,7 @@ def test_stopped_run_resumes_with_the_same_command(ray_local, tmp_runs):
             f"storage_path={tmp_runs}", "name=resume", "resources.workers=2",
             "--address", runtime.local_address()]
     run_dir = tmp_runs / "resume"
-    proc = _orch_run(args)
+    proc = _orch_run(args, faults={"slow_after_step": 50, "sleep_s": 0.25})
     deadline = time.time() + 240
     while time.time() < deadline and not (run_dir / "checkpoint_000050" / "_COMPLETE").exists():
         assert proc.poll() is None, proc.stdout.read()
