@@ -88,7 +88,19 @@ def test_stopped_run_resumes_with_the_same_command(ray_local, tmp_runs):
     assert steps[-1] == 8 * 32
     runs = [r for r in ledger.latest_by_run(tmp_runs) if r["run_name"] == "resume"]
     assert [r["status"] for r in runs] == ["STOPPED", "SUCCEEDED"]
-    assert json.loads(runs[-1]["metrics"])["accuracy"] > 0.9
+    done = json.loads(runs[-1]["metrics"])
+    assert done["accuracy"] > 0.9
+
+    # The same command once more, on a finished run: it resumes from the final checkpoint,
+    # trains nothing, adds no row and reports the finished run's metrics (not a NaN loss).
+    proc = _orch_run(args)
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out
+    assert [r["step"] for r in read_metrics(run_dir)] == steps
+    runs = [r for r in ledger.latest_by_run(tmp_runs) if r["run_name"] == "resume"]
+    assert [r["status"] for r in runs] == ["STOPPED", "SUCCEEDED", "SUCCEEDED"]
+    again = json.loads(runs[-1]["metrics"])
+    assert again["loss"] == done["loss"] and again["accuracy"] == done["accuracy"]
 
 
 def test_validate_reports_three_mistakes_and_starts_no_ray(tmp_path):
