@@ -53,3 +53,9 @@ class InsufficientResourcesError(OrchestratorError):
     """A request that the cluster can never satisfy."""
 
     exit_code = 4
+
+
+class FaultConfigError(OrchestratorError, ValueError):
+    """ORCH_FAULTS (orchestrator/faults.py) is not what it should be."""
+
+    exit_code = 2

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import FaultConfigError
+
 ENV = "ORCH_FAULTS"
 COUNTER = ".faults_fired"
 
@@ -43,16 +45,22 @@ def from_env(run_name: str | None = None) -> dict[str, Any] | None:
     try:
         cfg = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{ENV} must be JSON like '{{\"raise_at_step\": 20, \"times\": 1}}': {exc}") from None
+        raise FaultConfigError(f"{ENV} must be JSON like '{{\"raise_at_step\": 20, \"times\": 1}}': {exc}") from None
     if isinstance(cfg, list):
         if not all(isinstance(c, dict) and "run" in c for c in cfg):
-            raise ValueError(f"{ENV}: each object of a list must name its run (\"run\": NAME)")
+            raise FaultConfigError(f"{ENV}: each object of a list must name its run (\"run\": NAME)")
         cfg = next((c for c in cfg if c["run"] == run_name), None)
         if cfg is None:
             return None
     if not isinstance(cfg, dict) or not ({"raise_at_step", "slow_after_step"} & cfg.keys()):
-        raise ValueError(f"{ENV} must be a JSON object with raise_at_step (and times) or "
+        raise FaultConfigError(f"{ENV} must be a JSON object with raise_at_step (and times) or "
                          "slow_after_step (and sleep_s), or a list of them each with \"run\"")
+    for key in ("raise_at_step", "times", "slow_after_step", "sleep_s"):
+        value = cfg.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+                key != "sleep_s" and not isinstance(value, int)):
+            kind = "a number of seconds >= 0" if key == "sleep_s" else "a whole number >= 0"
+            raise FaultConfigError(f"{ENV}: {key} must be {kind}, got {value!r}")
     return cfg
 
 

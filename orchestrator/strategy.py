@@ -159,8 +159,7 @@ class Session:
     optimizer_steps: int = 0
     _last_log_time: float = field(default_factory=time.perf_counter)
     _last_log_step: int = 0
-    _restored_from: str | None = None
-    _restored_state: dict | None = None
+    _restored_state: dict | None = None  # state.json of the checkpoint restore() loaded
     engine: Any = None  # the DeepSpeed engine, under strategy deepspeed
     fsdp: bool = False  # True once the model is wrapped with fully_shard
 
@@ -682,7 +681,6 @@ class Session:
                 ) from None
             self.optimizer_steps = state.get("optimizer_steps", 0)
             self.micro_step = state.get("micro_step", 0)
-            self._restored_from = str(d)
             self._restored_state = state
             self._truncate_metrics(int(state.get("step", 0)))
             self._last_log_step = state.get("step", 0)

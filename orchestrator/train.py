@@ -166,6 +166,7 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
 
     spec = plan.spec
     mod = import_workload(spec.workload)
+    worker_config = _worker_config(plan)  # a bad ORCH_FAULTS fails here, before anything starts
     run_dir = Path(plan.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "spec.resolved.yaml").write_text(dump_yaml(spec))
@@ -216,7 +217,7 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
             mod.train_loop,
             # In its own embedded Ray the driver outlives the controller (orchestrator/trainer.py).
             keep_cleaner=not runtime.embedded(address),
-            train_loop_config=_worker_config(plan),
+            train_loop_config=worker_config,
             **data_kwargs,
             backend=plan.backend,
             scaling_config=ScalingConfig(

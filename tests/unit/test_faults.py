@@ -7,6 +7,7 @@ import json
 import pytest
 
 from orchestrator import faults
+from orchestrator.errors import FaultConfigError
 
 
 def test_unset_object_and_list(monkeypatch):
@@ -27,12 +28,31 @@ def test_unset_object_and_list(monkeypatch):
         ('{"times": 2}', "raise_at_step"),
         ('[{"raise_at_step": 5}]', "name its run"),
         ('[{"run": "a"}]', "raise_at_step"),
+        ('{"raise_at_step": "12"}', "raise_at_step must be a whole number"),
+        ('{"slow_after_step": 4, "sleep_s": "slow"}', "sleep_s must be a number of seconds"),
+        ('{"slow_after_step": -1}', "slow_after_step must be a whole number >= 0"),
     ],
 )
 def test_bad_values_say_what_is_expected(monkeypatch, raw, words):
     monkeypatch.setenv(faults.ENV, raw)
-    with pytest.raises(ValueError, match=words):
+    with pytest.raises(FaultConfigError, match=words):
         faults.from_env("a")
+
+
+def test_launch_refuses_a_bad_value_before_anything_starts(monkeypatch, tmp_path):
+    """`orch run` exits 2 with the message above; no run dir, no ledger row, no Ray."""
+    from pathlib import Path
+
+    from orchestrator.plan import plan
+    from orchestrator.spec import load_spec
+    from orchestrator.train import launch
+
+    spec = Path(__file__).resolve().parents[2] / "jobs/mnist_mlp.yaml"
+    monkeypatch.setenv(faults.ENV, '{"slow_after_step": 4, "sleep_s": "slow"}')
+    with pytest.raises(FaultConfigError, match="sleep_s") as err:
+        launch(plan(load_spec(spec, [f"storage_path={tmp_path}", "name=bad-faults"])))
+    assert err.value.exit_code == 2
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_slow_fault_sleeps_on_rank_0_after_its_step(monkeypatch):
