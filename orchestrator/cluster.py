@@ -18,15 +18,13 @@ that span nodes.
   token authentication stays on (RAY_AUTH_MODE=token, with the token reaching every node);
 - Ray images and pins match the Ray this project runs.
 
-KubeRay files (RayCluster, RayJob) get the same rules in Kubernetes terms. Runs that span
-nodes need shared storage: `require_shared_storage(storage_path)` refuses a local path.
+KubeRay files (RayCluster, RayJob) get the same rules in Kubernetes terms.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,12 +85,6 @@ GCP_G2_GPUS = {
     "g2-standard-96": 8,
 }
 GCP_A_SERIES = re.compile(r"^a[23]-(?:high|mega|ultra|edge)gpu-(\d+)g$")
-
-
-class SharedStorageError(OrchestratorError):
-    """A run that spans nodes was given a storage_path that only one node can see."""
-
-    exit_code = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -821,100 +813,6 @@ def _k8s_gpu_errors(gw: str, g: dict) -> list[FieldError]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Storage across nodes
-
-SHARED_FSTYPES = {
-    "nfs",
-    "nfs4",
-    "cifs",
-    "smb3",
-    "lustre",
-    "gpfs",
-    "beegfs",
-    "glusterfs",
-    "cephfs",
-    "ceph",
-    "fuse.gcsfuse",
-    "fuse.s3fs",
-    "fuse.mountpoint-s3",
-    "efs",
-    "9p",
-    "virtiofs",
-    "fuse.juicefs",
-    "wekafs",
-}
-
-
-def _fstype(path: str) -> str:
-    """Filesystem type of the mount holding `path` (longest matching mount point)."""
-    try:
-        import psutil
-
-        p = os.path.realpath(path)
-        best, fstype = "", ""
-        for part in psutil.disk_partitions(all=True):
-            mp = part.mountpoint
-            if (p == mp or p.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
-                best, fstype = mp, part.fstype
-        return fstype
-    except Exception:  # noqa: BLE001 - no psutil / no /proc: treat as local
-        return ""
-
-
-def shared_storage_problem(
-    storage_path: str, alive_nodes: int, needs_new_nodes: bool = False, fstype: str | None = None
-) -> str | None:
-    """Why `storage_path` cannot hold a run that spans nodes, or None when it can."""
-    if "://" in str(storage_path):
-        scheme = str(storage_path).split("://", 1)[0]
-        if scheme in ("file", "local"):
-            pass
-        else:
-            return None  # s3://, gs://, abfs://, hdfs://, ... : every node reaches it
-    if alive_nodes <= 1 and not needs_new_nodes:
-        return None
-    if os.environ.get("ORCH_SHARED_STORAGE") == "1":
-        return None
-    fstype = _fstype(str(storage_path).split("://", 1)[-1]) if fstype is None else fstype
-    if fstype in SHARED_FSTYPES or fstype.startswith("fuse."):
-        return None
-    why = (
-        f"the cluster has {alive_nodes} nodes"
-        if alive_nodes > 1
-        else "this run needs nodes the cluster has yet to add"
-    )
-    return (
-        f"storage_path {storage_path!r} is a local directory ({fstype or 'local disk'}), but {why}: "
-        "checkpoints written on one node are invisible to the others, so resuming and the "
-        "final result break. Use shared storage that every node mounts or reaches: "
-        "storage_path=s3://BUCKET/runs, gs://BUCKET/runs, or an NFS path mounted on every "
-        "node (set ORCH_SHARED_STORAGE=1 if yours is shared but not detected)."
-    )
-
-
-def require_shared_storage(
-    storage_path: str, per_worker: dict[str, float] | None = None, num_workers: int = 1
-) -> None:
-    """Call after connecting to Ray: refuse a local storage_path when the run may span nodes
-    (more than one alive node, or a request no current node can hold, so the autoscaler must
-    add one). Raises SharedStorageError."""
-    import ray
-
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    needs_new = False
-    if per_worker:
-
-        def fits(n):
-            have = n.get("Resources") or {}
-            return all(have.get(k, 0) >= v for k, v in per_worker.items() if v)
-
-        needs_new = not any(fits(n) for n in nodes)
-    problem = shared_storage_problem(storage_path, len(nodes), needs_new)
-    if problem:
-        raise SharedStorageError(problem)
-
-
-# ---------------------------------------------------------------------------------------------
 # Helpers
 
 
@@ -969,70 +867,3 @@ def describe(path: str | Path) -> str:
                 + (", ".join(pools) or "no worker pools")
             )
     return "; ".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def register(app) -> None:
-    import typer
-
-    cluster_app = typer.Typer(
-        help="Cluster configs: check `ray up` / KubeRay YAMLs before launching them.",
-        no_args_is_help=True,
-        rich_markup_mode=None,
-        context_settings={"help_option_names": ["-h", "--help"]},
-    )
-
-    @cluster_app.command("validate")
-    def validate_cmd(
-        files: list[str] | None = typer.Argument(
-            None, help="Cluster YAMLs (default: every *.yaml in ./cluster)."
-        ),
-    ) -> None:
-        """Check cluster YAMLs against Ray's cluster schema and this project's rules.
-
-        Every problem is listed with its path in the file. Exit 0 when all pass, 2 otherwise.
-        """
-        from rich.console import Console
-
-        out, err = Console(), Console(stderr=True)
-        paths = [Path(f) for f in files] if files else cluster_files()
-        if not paths:
-            err.print(f"no cluster YAMLs given and none in ./{CLUSTER_DIR}")
-            raise typer.Exit(2)
-        bad = 0
-        for p in paths:
-            try:
-                check_file(p)
-            except SpecError as exc:
-                bad += 1
-                err.print(str(exc), highlight=False, markup=False, soft_wrap=True)
-                continue
-            out.print(f"[green]ok[/green]: {p} ({describe(p)})", highlight=False, soft_wrap=True)
-        if bad:
-            raise typer.Exit(2)
-
-    @cluster_app.command("pools")
-    def pools_cmd(file: str = typer.Argument(..., help="A `ray up` cluster YAML.")) -> None:
-        """List the node types of a `ray up` config: resources and min-max workers."""
-        from rich.console import Console
-        from rich.table import Table
-
-        try:
-            types = node_types(file)
-        except SpecError as exc:
-            Console(stderr=True).print(str(exc), highlight=False, markup=False)
-            raise typer.Exit(2) from None
-        table = Table(title=f"node types in {file}")
-        for col in ("node type", "role", "resources", "workers"):
-            table.add_column(col)
-        for nt in types.values():
-            res = ", ".join(f"{k}={v:g}" for k, v in nt.resources.items())
-            role = "head" if nt.is_head else ("GPU pool" if nt.gpus else "CPU pool")
-            span = "-" if nt.is_head else f"{nt.min_workers}-{nt.max_workers}"
-            table.add_row(nt.name, role, res, span)
-        Console().print(table)
-
-    app.add_typer(cluster_app, name="cluster")

@@ -9,7 +9,7 @@ run with the same name, to say whether this run resumes). Launchers turn it into
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +201,3 @@ def plan(
         memory=summary,
         deepspeed_config=ds_config,
     )
-
-
-def plan_dict(p: RunPlan) -> dict[str, Any]:
-    return asdict(p)

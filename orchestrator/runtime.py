@@ -8,10 +8,10 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from typing import Any
 
-from orchestrator.errors import InsufficientResourcesError
+from orchestrator.errors import InsufficientResourcesError, OrchestratorError
+from orchestrator.rundir import is_uri
 
 
 class Terminated(KeyboardInterrupt):
@@ -134,15 +134,6 @@ def shutdown(info: dict | None) -> None:
         _LOCAL_ADDRESS = None
 
 
-@contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None):
-    info = connect(address, num_cpus)
-    try:
-        yield info
-    finally:
-        shutdown(info)
-
-
 def _fits_per_node(node: dict[str, float], need: dict[str, float]) -> int:
     """How many worker bundles `need` one node of resources `node` can hold."""
     counts = []
@@ -215,3 +206,103 @@ def check_fits(num_workers: int, per_worker: dict[str, float], cluster_yaml: str
         f"{{{have}}}. Lower resources.workers / cpus_per_worker / gpus_per_worker, or add a "
         f"node type that fits."
     )
+
+
+# -- storage that every node of a run reaches ------------------------------------------------
+
+
+class SharedStorageError(OrchestratorError):
+    """A run that spans nodes was given a storage_path that only one node can see."""
+
+    exit_code = 2
+
+
+SHARED_FSTYPES = {
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smb3",
+    "lustre",
+    "gpfs",
+    "beegfs",
+    "glusterfs",
+    "cephfs",
+    "ceph",
+    "fuse.gcsfuse",
+    "fuse.s3fs",
+    "fuse.mountpoint-s3",
+    "efs",
+    "9p",
+    "virtiofs",
+    "fuse.juicefs",
+    "wekafs",
+}
+
+
+def _fstype(path: str) -> str:
+    """Filesystem type of the mount holding `path` (longest matching mount point)."""
+    try:
+        import psutil
+
+        p = os.path.realpath(path)
+        best, fstype = "", ""
+        for part in psutil.disk_partitions(all=True):
+            mp = part.mountpoint
+            if (p == mp or p.startswith(mp.rstrip("/") + "/")) and len(mp) > len(best):
+                best, fstype = mp, part.fstype
+        return fstype
+    except Exception:  # noqa: BLE001 - no psutil / no /proc: treat as local
+        return ""
+
+
+def shared_storage_problem(
+    storage_path: str, alive_nodes: int, needs_new_nodes: bool = False, fstype: str | None = None
+) -> str | None:
+    """Why `storage_path` cannot hold a run that spans nodes, or None when it can."""
+    if is_uri(storage_path):
+        scheme = str(storage_path).split("://", 1)[0]
+        if scheme in ("file", "local"):
+            pass
+        else:
+            return None  # s3://, gs://, abfs://, hdfs://, ... : every node reaches it
+    if alive_nodes <= 1 and not needs_new_nodes:
+        return None
+    if os.environ.get("ORCH_SHARED_STORAGE") == "1":
+        return None
+    fstype = _fstype(str(storage_path).split("://", 1)[-1]) if fstype is None else fstype
+    if fstype in SHARED_FSTYPES or fstype.startswith("fuse."):
+        return None
+    why = (
+        f"the cluster has {alive_nodes} nodes"
+        if alive_nodes > 1
+        else "this run needs nodes the cluster has yet to add"
+    )
+    return (
+        f"storage_path {storage_path!r} is a local directory ({fstype or 'local disk'}), but {why}: "
+        "checkpoints written on one node are invisible to the others, so resuming and the "
+        "final result break. Use shared storage that every node mounts or reaches: "
+        "storage_path=s3://BUCKET/runs, gs://BUCKET/runs, or an NFS path mounted on every "
+        "node (set ORCH_SHARED_STORAGE=1 if yours is shared but not detected)."
+    )
+
+
+def require_shared_storage(
+    storage_path: str, per_worker: dict[str, float] | None = None, num_workers: int = 1
+) -> None:
+    """Call after connecting to Ray: refuse a local storage_path when the run may span nodes
+    (more than one alive node, or a request no current node can hold, so the autoscaler must
+    add one). Raises SharedStorageError."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    needs_new = False
+    if per_worker:
+
+        def fits(n):
+            have = n.get("Resources") or {}
+            return all(have.get(k, 0) >= v for k, v in per_worker.items() if v)
+
+        needs_new = not any(fits(n) for n in nodes)
+    problem = shared_storage_problem(storage_path, len(nodes), needs_new)
+    if problem:
+        raise SharedStorageError(problem)

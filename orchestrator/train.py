@@ -202,9 +202,8 @@ def launch(plan: RunPlan, console=None, address: str | None = None, sweep_id: st
     try:
         runtime.check_fits(plan.num_workers, plan.resources_per_worker,
                            cluster_yaml=plan.cluster_config)
-        from orchestrator.cluster import require_shared_storage  # runs spanning nodes: s3/gs/NFS
-
-        require_shared_storage(plan.storage_path, plan.resources_per_worker, plan.num_workers)
+        runtime.require_shared_storage(  # runs spanning nodes: s3/gs/NFS
+            plan.storage_path, plan.resources_per_worker, plan.num_workers)
         # A workload may stream Ray Datasets to its workers (get_dataset_shard); see
         # jobs/resnet_images.py: ray_datasets(spec) -> {name: Dataset} | None.
         datasets = mod.ray_datasets(spec) if hasattr(mod, "ray_datasets") else None

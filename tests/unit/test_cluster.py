@@ -20,13 +20,8 @@ FILES = cluster.cluster_files(CLUSTER)
 
 
 def _app() -> typer.Typer:
-    app = typer.Typer()
+    from orchestrator.cli import app
 
-    @app.callback()
-    def _root() -> None:  # a group, so `cluster` stays a sub-command
-        pass
-
-    cluster.register(app)
     return app
 
 
@@ -416,34 +411,3 @@ def test_fake_multinode_config_from_gpu_yaml_is_valid_and_light():
     assert pools["gpu_a100"]["resources"]["CPU"] == 1  # CPUs scaled down for one machine
     assert pools["gpu_a10g"]["resources"]["accelerator_type:A10G"] == 1
     assert all(p["max_workers"] <= 1 for p in pools.values())
-
-
-def test_shared_storage_rule():
-    problem = cluster.shared_storage_problem
-    assert problem("s3://bucket/runs", alive_nodes=5) is None
-    assert problem("gs://bucket/runs", alive_nodes=1, needs_new_nodes=True) is None
-    assert problem("/home/me/runs", alive_nodes=1, fstype="ext4") is None  # one node: fine
-    msg = problem("/home/me/runs", alive_nodes=3, fstype="ext4")
-    assert msg and "the cluster has 3 nodes" in msg and "s3://" in msg and "NFS" in msg
-    assert problem("/mnt/shared/runs", alive_nodes=3, fstype="nfs4") is None
-    assert problem("/home/me/runs", alive_nodes=1, needs_new_nodes=True, fstype="xfs")
-    assert problem("file:///home/me/runs", alive_nodes=2, fstype="ext4")
-
-
-def test_require_shared_storage_raises_on_multi_node(monkeypatch):
-    import sys
-    import types
-
-    nodes = [
-        {"Alive": True, "Resources": {"CPU": 8}},
-        {"Alive": True, "Resources": {"CPU": 8, "GPU": 1}},
-    ]
-    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(nodes=lambda: nodes))
-    monkeypatch.setattr(cluster, "_fstype", lambda path: "ext4")
-    with pytest.raises(cluster.SharedStorageError, match="use shared storage|Use shared storage"):
-        cluster.require_shared_storage("/tmp/runs", {"CPU": 1})
-    cluster.require_shared_storage("s3://b/runs", {"CPU": 1})
-    nodes[:] = nodes[:1]
-    cluster.require_shared_storage("/tmp/runs", {"CPU": 1})  # one node, fits
-    with pytest.raises(cluster.SharedStorageError, match="needs nodes the cluster has yet to add"):
-        cluster.require_shared_storage("/tmp/runs", {"CPU": 1, "GPU": 1})

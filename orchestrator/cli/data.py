@@ -14,14 +14,11 @@ import json
 
 import typer
 
+from orchestrator.cli.console import console, fail
+
 
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode=None)
-
-    def _fail(exc: Exception) -> None:
-        from orchestrator.cli import fail
-
-        fail(exc)
 
     @data_app.command("make-shapes")
     def make_shapes_cmd(
@@ -40,7 +37,6 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = typer.Option(False, help="Replace an existing folder."),
     ) -> None:
         """Write a small, learnable image folder of coloured geometric shapes (no download)."""
-        from rich.console import Console
 
         from orchestrator.shapes import make_shapes
 
@@ -59,11 +55,12 @@ def register(app: typer.Typer) -> None:
         except (ValueError, FileExistsError) as exc:
             from orchestrator.data import DataError
 
-            _fail(DataError(str(exc)))
+            fail(DataError(str(exc)))
         n = (per_class + val_per_class) * len(names)
-        Console(soft_wrap=True).print(
+        console.print(
             f"wrote {n} images of {len(names)} classes ({size}x{size} {fmt}) to "
-            f"{path}/train and {path}/val"
+            f"{path}/train and {path}/val",
+            soft_wrap=True,
         )
 
     @data_app.command("pack")
@@ -79,23 +76,22 @@ def register(app: typer.Typer) -> None:
         ),
         verify: bool = typer.Option(True, help="Decode every image once to find bad ones."),
         seed: int = typer.Option(
-            0, help="Rows are written in an order shuffled with this seed, so each shard "
-            "mixes the classes (readers shuffle only within a buffer)."
+            0,
+            help="Rows are written in an order shuffled with this seed, so each shard "
+            "mixes the classes (readers shuffle only within a buffer).",
         ),
         keep_order: bool = typer.Option(
             False, "--keep-order", help="Write rows class by class, in the folder's order."
         ),
     ) -> None:
         """Pack an image folder into Parquet shards (image bytes, label, index, file)."""
-        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
         from orchestrator import data
         from orchestrator.errors import OrchestratorError
 
         if on_bad not in ("skip", "fail"):
-            _fail(data.DataError(f"--on-bad: expected skip or fail (given: {on_bad})"))
-        console = Console(soft_wrap=True)
+            fail(data.DataError(f"--on-bad: expected skip or fail (given: {on_bad})"))
         try:
             with Progress(
                 "[progress.description]{task.description}",
@@ -121,20 +117,22 @@ def register(app: typer.Typer) -> None:
                     shuffle_seed=None if keep_order else seed,
                 )
         except OrchestratorError as exc:
-            _fail(exc)
+            fail(exc)
         console.print(
             f"packed {report.rows} images of {len(report.classes)} classes into "
-            f"{len(report.shards)} shard(s), {report.bytes / 2**20:.2f} MiB, in {report.out}"
+            f"{len(report.shards)} shard(s), {report.bytes / 2**20:.2f} MiB, in {report.out}",
+            soft_wrap=True,
         )
         for name, count in report.counts.items():
-            console.print(f"  {name}: {count}")
+            console.print(f"  {name}: {count}", soft_wrap=True)
         if report.bad:
             console.print(
                 f"[yellow]skipped {len(report.bad)} bad image(s)[/yellow] "
-                f"(listed in {report.out}/{data.SHARDS_MANIFEST}):"
+                f"(listed in {report.out}/{data.SHARDS_MANIFEST}):",
+                soft_wrap=True,
             )
             for f, why in report.bad[:20]:
-                console.print(f"  {f}: {why}", highlight=False, markup=False)
+                console.print(f"  {f}: {why}", highlight=False, markup=False, soft_wrap=True)
 
     @data_app.command("inspect")
     def inspect_cmd(
@@ -146,20 +144,18 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Print classes and counts (and bad files with --verify); optionally a PNG grid."""
-        from rich.console import Console
         from rich.table import Table
 
         from orchestrator import data
         from orchestrator.errors import OrchestratorError
 
-        console = Console(soft_wrap=True)
         try:
             info = data.summarize(path, verify=verify)
             if grid:
                 imgs, labels = data.sample_images(path, n=n, size=size)
                 data.image_grid(imgs, labels, cols=min(8, max(1, len(imgs)))).save(grid)
         except OrchestratorError as exc:
-            _fail(exc)
+            fail(exc)
         if as_json:
             print(json.dumps(info, indent=2))
         else:
@@ -169,19 +165,27 @@ def register(app: typer.Typer) -> None:
             for name, count in info["counts"].items():
                 table.add_row(name, str(count))
             table.add_row("[bold]total[/bold]", f"[bold]{info['rows']}[/bold]")
-            console.print(table)
+            console.print(table, soft_wrap=True)
             if info["format"] == "parquet":
-                console.print(f"{info['shards']} shard(s), {info['bytes'] / 2**20:.2f} MiB")
+                console.print(
+                    f"{info['shards']} shard(s), {info['bytes'] / 2**20:.2f} MiB", soft_wrap=True
+                )
             if info.get("ignored"):
                 console.print(
-                    f"{len(info['ignored'])} non-image file(s) ignored, e.g. {info['ignored'][0]}"
+                    f"{len(info['ignored'])} non-image file(s) ignored, e.g. {info['ignored'][0]}",
+                    soft_wrap=True,
                 )
             if verify:
-                console.print(f"bad images: {len(info['bad'])}")
+                console.print(f"bad images: {len(info['bad'])}", soft_wrap=True)
                 for b in info["bad"][:50]:
-                    console.print(f"  {b['file']}: {b['reason']}", highlight=False, markup=False)
+                    console.print(
+                        f"  {b['file']}: {b['reason']}",
+                        highlight=False,
+                        markup=False,
+                        soft_wrap=True,
+                    )
         if grid:
-            console.print(f"wrote {grid}")
+            console.print(f"wrote {grid}", soft_wrap=True)
         if verify and info["bad"]:
             raise typer.Exit(1)
 
@@ -202,7 +206,6 @@ def register(app: typer.Typer) -> None:
 
         Each row is one image: the un-augmented crop, then its augmentation in epochs 0, 1, ...
         """
-        from rich.console import Console
 
         from orchestrator import data
         from orchestrator.errors import OrchestratorError
@@ -248,10 +251,11 @@ def register(app: typer.Typer) -> None:
             k = scale or max(1, 96 // d.image_size)
             data.image_grid(tiles, labels, cols=variants + 1, scale=k).save(out)
         except OrchestratorError as exc:
-            _fail(exc)
-        Console(soft_wrap=True).print(
+            fail(exc)
+        console.print(
             f"wrote {out}: {len(bases)} images x (original + {variants} augmented), "
-            f"{d.image_size}x{d.image_size}"
+            f"{d.image_size}x{d.image_size}",
+            soft_wrap=True,
         )
 
     app.add_typer(data_app, name="data", help="Make, pack, inspect and preview image data sets.")

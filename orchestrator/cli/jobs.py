@@ -1,0 +1,244 @@
+"""`orch submit | logs | status | stop | list`: jobs on a Ray cluster through the Jobs API
+(orchestrator/cluster/jobs.py)."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from orchestrator.cli.console import console, fail
+from orchestrator.errors import OrchestratorError
+from orchestrator.jobs_api import (
+    DEFAULT_ADDRESS,
+    DEFAULT_MAX_UPLOAD_MB,
+    follow_logs,
+    get_info,
+    info_dict,
+    make_client,
+    normalise_address,
+    stop,
+    submit,
+    translate_errors,
+)
+
+
+def register(app) -> None:
+
+    address_opt = typer.Option(
+        None,
+        "--address",
+        envvar="RAY_API_SERVER_ADDRESS",
+        help=f"The head's Jobs API (dashboard) address; default {DEFAULT_ADDRESS} (a tunnel).",
+    )
+
+    @app.command("submit")
+    def submit_cmd(
+        spec: str = typer.Argument(..., help="Path to a job spec YAML, inside the working dir."),
+        overrides: list[str] | None = typer.Argument(
+            None, help="Dotted overrides, e.g. train.lr=3e-4"
+        ),
+        address: str | None = address_opt,
+        submission_id: str | None = typer.Option(
+            None,
+            "--submission-id",
+            help="Names the job; resubmitting the same spec with it is a no-op.",
+        ),
+        name: str | None = typer.Option(
+            None, "--name", help="Run name on the cluster (orch run --name)."
+        ),
+        working_dir: str = typer.Option(
+            ".", "--working-dir", help="Uploaded as the job's working_dir."
+        ),
+        exclude: list[str] | None = typer.Option(
+            None, "--exclude", help="More gitignore-style excludes (repeatable)."
+        ),
+        max_upload_mb: float = typer.Option(
+            DEFAULT_MAX_UPLOAD_MB, "--max-upload-mb", help="Refuse to upload more than this."
+        ),
+        follow: bool = typer.Option(
+            False, "--follow", "-f", help="Then stream the logs to the end."
+        ),
+    ) -> None:
+        """Submit `orch run SPEC` to a Ray cluster through the Jobs API.
+
+        The spec is validated here first. Same --submission-id and same spec: the existing job
+        (nothing submitted); same id, other spec: refused.
+        """
+        import logging
+
+        import ray.job_submission  # noqa: F401 - Ray sets up its loggers on import; then quiet them
+
+        # Ray logs every .gitignore it honours and its default excludes while packing; orch
+        # prints what was uploaded itself.
+        for noisy in (
+            "ray._private.runtime_env.packaging",
+            "ray._private.runtime_env.working_dir",
+            "ray.dashboard.modules.dashboard_sdk",
+        ):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+        try:
+            sub = submit(
+                spec,
+                overrides or [],
+                address,
+                submission_id,
+                working_dir,
+                name,
+                exclude or [],
+                max_upload_mb,
+            )
+        except OrchestratorError as exc:
+            fail(exc)
+        addr = normalise_address(address)
+        if sub.reused:
+            console.print(
+                f"job [bold]{sub.submission_id}[/bold] was already submitted with this "
+                f"spec ({sub.status}); not submitting again",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            console.print(
+                f"submitted [bold]{sub.submission_id}[/bold] to {addr} "
+                f"({sub.upload_mb:.2f} MiB uploaded): {sub.entrypoint}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            f"  orch logs {sub.submission_id} --follow --address {addr}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if follow:
+            _logs(sub.submission_id, address, True)
+
+    def _logs(job: str, address: str | None, follow: bool) -> None:
+        import logging
+
+        addr = normalise_address(address)
+        try:
+            client = make_client(addr)
+            logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
+            if follow:
+                status = follow_logs(
+                    client, addr, job, write=lambda s: print(s, end="", flush=True)
+                )
+                colour = "green" if status == "SUCCEEDED" else "red"
+                console.print(
+                    f"job {job}: [{colour}]{status}[/{colour}]", highlight=False, soft_wrap=True
+                )
+                if status != "SUCCEEDED":
+                    raise typer.Exit(1)
+                return
+            sent = bool(client._headers.get("Authorization"))
+            get_info(client, addr, job, sent)
+            with translate_errors(addr, sent, job=job):
+                print(client.get_job_logs(job), end="")
+        except OrchestratorError as exc:
+            fail(exc)
+
+    @app.command("logs")
+    def logs_cmd(
+        job: str = typer.Argument(..., help="Submission id (see orch list)."),
+        address: str | None = address_opt,
+        follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
+    ) -> None:
+        """Print a job's logs; with --follow, stream them to the last line (exit 1 unless SUCCEEDED)."""
+        _logs(job, address, follow)
+
+    @app.command("status")
+    def status_cmd(
+        job: str = typer.Argument(..., help="Submission id."),
+        address: str | None = address_opt,
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """Show a job's status, entrypoint, spec and times."""
+        addr = normalise_address(address)
+        try:
+            client = make_client(addr)
+            d = info_dict(get_info(client, addr, job, bool(client._headers)))
+        except OrchestratorError as exc:
+            fail(exc)
+        if as_json:
+            print(json.dumps(d, indent=2, default=str))
+            return
+        table = Table(title=f"job {job}", show_header=False)
+        table.add_column("key", style="bold")
+        table.add_column("value")
+        for k in (
+            "status",
+            "spec",
+            "spec_hash",
+            "entrypoint",
+            "start_time",
+            "end_time",
+            "driver_exit_code",
+            "message",
+        ):
+            if d.get(k) not in (None, ""):
+                table.add_row(k, str(d[k]))
+        console.print(table)
+
+    @app.command("stop")
+    def stop_cmd(
+        job: str = typer.Argument(..., help="Submission id."),
+        address: str | None = address_opt,
+        wait: float = typer.Option(
+            30.0, "--wait", help="Seconds to wait for it to end (0: don't)."
+        ),
+    ) -> None:
+        """Stop a job. Stopping one that has already ended is harmless (exit 0)."""
+        addr = normalise_address(address)
+        try:
+            requested, status = stop(make_client(addr), addr, job, wait_s=wait)
+        except OrchestratorError as exc:
+            fail(exc)
+        if requested:
+            console.print(
+                f"stop requested for {job}: now {status}", highlight=False, soft_wrap=True
+            )
+        else:
+            console.print(
+                f"{job} has already ended ({status}); nothing to stop",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    @app.command("list")
+    def list_cmd(
+        address: str | None = address_opt,
+        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    ) -> None:
+        """List the cluster's jobs, oldest first."""
+        addr = normalise_address(address)
+        try:
+            client = make_client(addr)
+            with translate_errors(addr, bool(client._headers)):
+                jobs = [info_dict(j) for j in client.list_jobs()]
+        except OrchestratorError as exc:
+            fail(exc)
+        jobs.sort(key=lambda d: d["start_time"] or "")
+        if as_json:
+            print(json.dumps(jobs, indent=2, default=str))
+            return
+        if not jobs:
+            console.print(f"no jobs on {addr}")
+            return
+        table = Table(title=f"jobs on {addr}")
+        # The entrypoint only where there is room (orch status JOB shows it whole).
+        cols = ["submission id", "status", "spec", "start", "end"]
+        cols += ["entrypoint"] if console.width >= 140 else []
+        for col in cols:
+            table.add_column(col, no_wrap=col in ("submission id", "status"), overflow="fold")
+        for d in jobs:
+            row = [
+                d["submission_id"] or "-",
+                d["status"],
+                d["spec"] or "-",
+                d["start_time"],
+                d["end_time"],
+            ]
+            table.add_row(*row, *([d["entrypoint"]] if len(cols) > 5 else []))
+        console.print(table)

@@ -1,0 +1,198 @@
+"""`orch schedule add | list | remove | run-now` and `orch scheduler`: recurring sweeps."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import typer
+from rich.table import Table
+
+from orchestrator.cli.console import console, fail
+from orchestrator.cli.sweep import print_sweep_summary
+from orchestrator.errors import OrchestratorError
+from orchestrator.schedule import (
+    DEFAULT_DB,
+    Scheduler,
+    Store,
+    SubprocessRunner,
+    add_schedule,
+    iso,
+    run_fire,
+)
+
+
+def _db_option():
+
+    return typer.Option(
+        os.environ.get("ORCH_SCHEDULE_DB", DEFAULT_DB),
+        "--db",
+        help="The schedules' SQLite file (env ORCH_SCHEDULE_DB).",
+    )
+
+
+def register(app) -> None:
+
+    sched = typer.Typer(
+        help="Recurring sweeps: add, list, remove, run-now. The loop is `orch scheduler`.",
+        no_args_is_help=True,
+    )
+    app.add_typer(sched, name="schedule")
+
+    @sched.command("add")
+    def add_cmd(
+        spec: str = typer.Argument(..., help="Job spec with a sweep: section."),
+        overrides: list[str] | None = typer.Argument(
+            None, help="Dotted overrides applied at each fire."
+        ),
+        cron: str | None = typer.Option(
+            None, "--cron", help="Five-field cron, UTC (default: schedule.cron)."
+        ),
+        name: str | None = typer.Option(
+            None, "--name", help="Schedule id (default: the spec's name)."
+        ),
+        missed: str | None = typer.Option(None, "--missed", help="skip | run_once"),
+        concurrency: str | None = typer.Option(
+            None, "--concurrency", help="forbid | allow | replace"
+        ),
+        warm_start: int | None = typer.Option(
+            None, "--warm-start", help="Previous best configs to seed."
+        ),
+        address: str | None = typer.Option(None, "--address", help="Ray cluster for the sweeps."),
+        db: str = _db_option(),
+    ) -> None:
+        """Add a recurring sweep of SPEC."""
+
+        try:
+            s = add_schedule(
+                db,
+                spec,
+                overrides or [],
+                cron=cron,
+                name=name,
+                missed=missed,
+                concurrency=concurrency,
+                warm_start=warm_start,
+                address=address,
+            )
+        except OrchestratorError as exc:
+            fail(exc)
+        console.print(
+            f"added schedule [bold]{s.id}[/bold]: '{s.cron}' (UTC), next fire "
+            f"{iso(s.next_fire)}; missed: {s.missed}, concurrency: {s.concurrency}; db {db}"
+        )
+
+    @sched.command("list")
+    def list_cmd(db: str = _db_option()) -> None:
+        """Schedules with their next fire and latest fires."""
+
+        store = Store(db)
+        t = Table(title=f"schedules in {db}")
+        for col in (
+            "schedule",
+            "cron (UTC)",
+            "next fire",
+            "missed",
+            "concurrency",
+            "last fires",
+            "spec",
+        ):
+            t.add_column(col)
+        for s in store.schedules():
+            last = store.fires(s.id)[-3:]
+            t.add_row(
+                s.id,
+                s.cron,
+                iso(s.next_fire),
+                s.missed,
+                s.concurrency,
+                "\n".join(f"{iso(f.fire_time)} {f.status}" for f in last) or "-",
+                " ".join([s.spec_path, *s.overrides]),
+            )
+        console.print(t)
+
+    @sched.command("remove")
+    def remove_cmd(
+        name: str = typer.Argument(..., help="Schedule id."), db: str = _db_option()
+    ) -> None:
+        """Remove a schedule (its fires and ledger rows stay)."""
+
+        try:
+            Store(db).remove(name)
+        except OrchestratorError as exc:
+            fail(exc)
+        console.print(f"removed schedule {name}")
+
+    @sched.command("run-now")
+    def run_now_cmd(
+        name: str = typer.Argument(..., help="Schedule id."),
+        db: str = _db_option(),
+        wait: bool = typer.Option(
+            True,
+            "--wait/--no-wait",
+            help="Run here and wait (default), or leave it to the scheduler.",
+        ),
+    ) -> None:
+        """Fire a schedule now (its policies apply as for a cron fire)."""
+
+        store = Store(db)
+        try:
+            f = store.claim_now(name, time.time())
+        except OrchestratorError as exc:
+            fail(exc)
+        console.print(f"fire {f.id}: sweep {f.sweep_id}")
+        if wait:
+            s = store.get(name)
+            runner = SubprocessRunner(db)
+            if not Scheduler(store, runner, log=console.print)._apply_concurrency(s, f):
+                raise typer.Exit(1)
+            _fire_here(store, f.id)
+
+    @sched.command("fire", hidden=True)
+    def fire_cmd(fire_id: int = typer.Argument(...), db: str = _db_option()) -> None:
+        """Run one claimed fire (the scheduler starts these)."""
+        from orchestrator.runtime import stop_on_sigterm
+
+        stop_on_sigterm()
+        _fire_here(Store(db), fire_id)
+
+    @app.command("scheduler")
+    def scheduler_cmd(
+        db: str = _db_option(),
+        interval: float = typer.Option(30.0, "--interval", help="Most seconds between ticks."),
+        once: bool = typer.Option(False, "--once", help="One tick, then exit (for cron/CI)."),
+    ) -> None:
+        """The scheduler loop: fires due schedules as `orch schedule fire` processes.
+
+        Run it on the head node (`nohup orch scheduler &`, a systemd unit) or as a Ray job
+        (`ray job submit -- orch scheduler`). Restarting it loses and doubles nothing.
+        """
+
+        store = Store(db)
+        sch = Scheduler(store, SubprocessRunner(db), log=console.print)
+        console.print(f"[bold]orch scheduler[/bold]: {len(store.schedules())} schedule(s) in {db}")
+        if once:
+            sch.tick()
+            return
+        try:
+            sch.run_forever(interval)
+        except KeyboardInterrupt:
+            console.print("scheduler stopped; running fires continue in their own processes")
+
+
+def _fire_here(store: Store, fire_id: int) -> None:
+
+    try:
+        summary = run_fire(store, fire_id, log=console.print)
+    except OrchestratorError as exc:
+        fail(exc)
+    if summary is None:
+        return
+    print_sweep_summary(summary, console)
+    if summary.get("promoted"):
+        console.print(
+            f"[green]promoted[/green] {summary['best_trial']} to champion "
+            f"({summary['metric']}={summary['best_metric']})"
+        )
+    if summary.get("status") != "SUCCEEDED":
+        raise typer.Exit(1)

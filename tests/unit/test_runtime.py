@@ -1,0 +1,63 @@
+"""orchestrator/runtime.py without Ray: fail-fast capacity arithmetic (bundles cannot split
+across nodes; autoscaler pools from a cluster YAML count up to their max_workers) and the
+shared-storage rule."""
+
+from __future__ import annotations
+
+import pytest
+
+from orchestrator import runtime
+from orchestrator.errors import InsufficientResourcesError
+from orchestrator.runtime import capacity, check_fits
+
+TWO_CPU = [{"CPU": 2.0, "memory": 1e9}]
+
+
+def test_bundle_must_fit_one_node():
+    assert capacity({"CPU": 3}, TWO_CPU + TWO_CPU) == 0
+    assert capacity({"CPU": 1}, TWO_CPU + TWO_CPU) == 4
+
+
+def test_gpus_on_a_cpu_cluster_fail_fast_with_names():
+    with pytest.raises(InsufficientResourcesError) as info:
+        check_fits(2, {"CPU": 1, "GPU": 1}, nodes=TWO_CPU)
+    msg = str(info.value)
+    assert "GPU=1" in msg and "2 worker(s)" in msg and "gpus_per_worker" in msg
+
+
+def test_cluster_yaml_pools_are_counted():
+    # cluster/gpu.yaml has GPU pools: a 4-GPU request fits once the autoscaler grows.
+    check_fits(4, {"CPU": 1, "GPU": 1}, cluster_yaml="cluster/gpu.yaml", nodes=TWO_CPU)
+    with pytest.raises(InsufficientResourcesError, match="cluster/gpu.yaml"):
+        check_fits(1, {"CPU": 1, "GPU": 64}, cluster_yaml="cluster/gpu.yaml", nodes=TWO_CPU)
+
+
+def test_shared_storage_rule():
+    problem = runtime.shared_storage_problem
+    assert problem("s3://bucket/runs", alive_nodes=5) is None
+    assert problem("gs://bucket/runs", alive_nodes=1, needs_new_nodes=True) is None
+    assert problem("/home/me/runs", alive_nodes=1, fstype="ext4") is None  # one node: fine
+    msg = problem("/home/me/runs", alive_nodes=3, fstype="ext4")
+    assert msg and "the cluster has 3 nodes" in msg and "s3://" in msg and "NFS" in msg
+    assert problem("/mnt/shared/runs", alive_nodes=3, fstype="nfs4") is None
+    assert problem("/home/me/runs", alive_nodes=1, needs_new_nodes=True, fstype="xfs")
+    assert problem("file:///home/me/runs", alive_nodes=2, fstype="ext4")
+
+
+def test_require_shared_storage_raises_on_multi_node(monkeypatch):
+    import sys
+    import types
+
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 8}},
+        {"Alive": True, "Resources": {"CPU": 8, "GPU": 1}},
+    ]
+    monkeypatch.setitem(sys.modules, "ray", types.SimpleNamespace(nodes=lambda: nodes))
+    monkeypatch.setattr(runtime, "_fstype", lambda path: "ext4")
+    with pytest.raises(runtime.SharedStorageError, match="use shared storage|Use shared storage"):
+        runtime.require_shared_storage("/tmp/runs", {"CPU": 1})
+    runtime.require_shared_storage("s3://b/runs", {"CPU": 1})
+    nodes[:] = nodes[:1]
+    runtime.require_shared_storage("/tmp/runs", {"CPU": 1})  # one node, fits
+    with pytest.raises(runtime.SharedStorageError, match="needs nodes the cluster has yet to add"):
+        runtime.require_shared_storage("/tmp/runs", {"CPU": 1, "GPU": 1})
