@@ -34,17 +34,27 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 warnings.filterwarnings("ignore")
 
-from orchestrator import compress as C  # noqa: E402
+from orchestrator.compress.adapters import (  # noqa: E402
+    Adapter,
+    classifier_adapter,
+    mnist_adapter,
+    seq2seq_adapter,
+)
+from orchestrator.compress.checkpoint import load_checkpoint  # noqa: E402
+from orchestrator.compress.pipeline import compress_model  # noqa: E402
+from orchestrator.compress.quantize import quantization_api  # noqa: E402
+from orchestrator.compress.report import CompressResult, markdown_table  # noqa: E402
+from orchestrator.compress.spec import CompressSpec  # noqa: E402
 
 WORDS = "zero one two three four five six seven eight nine".split()
 
 
-def section(title: str, results: list[tuple[str, C.CompressResult]], lines: list[str]) -> None:
+def section(title: str, results: list[tuple[str, CompressResult]], lines: list[str]) -> None:
     lines.append(f"### {title}\n")
     base = results[0][1].rows[0]
     for label, res in results:
         lines.append(f"**{label}**\n")
-        lines.append(C.markdown_table(res.rows))
+        lines.append(markdown_table(res.rows))
         lines.append("")
         last = res.rows[-1]
         ratios = [
@@ -61,8 +71,10 @@ def section(title: str, results: list[tuple[str, C.CompressResult]], lines: list
         lines.append("ratios (first row / last row): " + "; ".join(ratios) + "\n")
         notes = [n for r in res.rows for n in r.notes if "Linear weights" in n]
         for e in res.exports:
-            notes.append(f"export {e['format']}: {e['size_bytes'] / 1e6:.3f} MB, max |diff| vs "
-                         f"PyTorch {e['max_abs_diff']:.2e} ({e['checked_against']})")
+            notes.append(
+                f"export {e['format']}: {e['size_bytes'] / 1e6:.3f} MB, max |diff| vs "
+                f"PyTorch {e['max_abs_diff']:.2e} ({e['checked_against']})"
+            )
         lines += [f"- {n}" for n in notes]
         lines.append("")
     print("\n".join(lines[-200:]), flush=True)
@@ -73,25 +85,37 @@ def section(title: str, results: list[tuple[str, C.CompressResult]], lines: list
 
 def bench_mlp(args, lines: list[str]) -> None:
     from jobs import mnist_mlp
-    from orchestrator.workload import run_alone
+    from orchestrator.worker.standalone import run_alone
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-mlp-"))
     t0 = time.perf_counter()
     run_alone(mnist_mlp, ["--epochs", str(args.mlp_epochs), "--run-dir", str(run_dir)])
     print(f"mlp trained in {time.perf_counter() - t0:.0f} s", flush=True)
-    loaded = C.load_checkpoint(run_dir, workload="mnist_mlp")
-    adapter = C.mnist_adapter(loaded.config)
+    loaded = load_checkpoint(run_dir, workload="mnist_mlp")
+    adapter = mnist_adapter(loaded.config)
     reps = args.repeats
     pipes = [
-        ("prune 0.92 + fine-tune 300 + int8 dynamic + ONNX",
-         C.CompressSpec(prune=0.92, finetune_steps=300, finetune_lr=1e-3, quantize="int8",
-                        export=["onnx"], latency_repeats=reps)),
-        ("int8 dynamic only", C.CompressSpec(quantize="int8", latency_repeats=reps)),
-        ("low-rank 0.5 + fine-tune 200", C.CompressSpec(low_rank=0.5, finetune_steps=200,
-                                                        finetune_lr=1e-3, latency_repeats=reps)),
+        (
+            "prune 0.92 + fine-tune 300 + int8 dynamic + ONNX",
+            CompressSpec(
+                prune=0.92,
+                finetune_steps=300,
+                finetune_lr=1e-3,
+                quantize="int8",
+                export=["onnx"],
+                latency_repeats=reps,
+            ),
+        ),
+        ("int8 dynamic only", CompressSpec(quantize="int8", latency_repeats=reps)),
+        (
+            "low-rank 0.5 + fine-tune 200",
+            CompressSpec(low_rank=0.5, finetune_steps=200, finetune_lr=1e-3, latency_repeats=reps),
+        ),
     ]
-    results = [(label, C.compress_model(loaded.model, adapter, spec, run_dir / f"c{i}"))
-               for i, (label, spec) in enumerate(pipes)]
+    results = [
+        (label, compress_model(loaded.model, adapter, spec, run_dir / f"c{i}"))
+        for i, (label, spec) in enumerate(pipes)
+    ]
     section(f"MNIST MLP 784-512-256-10 ({args.mlp_epochs} epochs)", results, lines)
 
 
@@ -114,7 +138,7 @@ def digits_32():
     return x[train], y[train], x[test], y[test]
 
 
-def train_steps(model, adapter: C.Adapter, steps: int, lr: float, batch: int) -> float:
+def train_steps(model, adapter: Adapter, steps: int, lr: float, batch: int) -> float:
     import torch
 
     torch.manual_seed(0)
@@ -137,23 +161,38 @@ def bench_resnet(args, lines: list[str]) -> None:
 
     torch.manual_seed(0)
     xtr, ytr, xte, yte = digits_32()
-    adapter = C.classifier_adapter(xtr, ytr, xte, yte)
+    adapter = classifier_adapter(xtr, ytr, xte, yte)
     model = torchvision.models.resnet18(num_classes=10)
     dt = train_steps(model, adapter, args.resnet_steps, 1e-3, 64)
     print(f"resnet18 trained {args.resnet_steps} steps in {dt:.0f} s", flush=True)
     reps = max(3, args.repeats // 4)
     out = Path(tempfile.mkdtemp(prefix="bench-resnet-"))
     pipes = [
-        ("int8 static (FX, 8 calibration batches) + ONNX",
-         C.CompressSpec(quantize="int8", export=["onnx"], latency_repeats=reps)),
-        ("prune 0.5 (global) + fine-tune 30 + int8 static",
-         C.CompressSpec(prune=0.5, finetune_steps=30, finetune_lr=1e-4, quantize="int8",
-                        latency_repeats=reps)),
+        (
+            "int8 static (FX, 8 calibration batches) + ONNX",
+            CompressSpec(quantize="int8", export=["onnx"], latency_repeats=reps),
+        ),
+        (
+            "prune 0.5 (global) + fine-tune 30 + int8 static",
+            CompressSpec(
+                prune=0.5,
+                finetune_steps=30,
+                finetune_lr=1e-4,
+                quantize="int8",
+                latency_repeats=reps,
+            ),
+        ),
     ]
-    results = [(label, C.compress_model(model, adapter, spec, out / f"c{i}"))
-               for i, (label, spec) in enumerate(pipes)]
-    section(f"ResNet-18 (torchvision, 10 classes, sklearn digits at 32x32, "
-            f"{args.resnet_steps} training steps)", results, lines)
+    results = [
+        (label, compress_model(model, adapter, spec, out / f"c{i}"))
+        for i, (label, spec) in enumerate(pipes)
+    ]
+    section(
+        f"ResNet-18 (torchvision, 10 classes, sklearn digits at 32x32, "
+        f"{args.resnet_steps} training steps)",
+        results,
+        lines,
+    )
 
 
 # --- T5 ----------------------------------------------------------------------------------------
@@ -190,32 +229,61 @@ def bench_t5(args, lines: list[str]) -> None:
         return "".join(out)
 
     torch.manual_seed(0)
-    cfg = T5Config(vocab_size=64, d_model=args.t5_d_model, d_kv=args.t5_d_model // 4,
-                   d_ff=args.t5_d_model * 4, num_layers=3, num_decoder_layers=3, num_heads=4,
-                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                   dropout_rate=0.0, tie_word_embeddings=False)
+    cfg = T5Config(
+        vocab_size=64,
+        d_model=args.t5_d_model,
+        d_kv=args.t5_d_model // 4,
+        d_ff=args.t5_d_model * 4,
+        num_layers=3,
+        num_decoder_layers=3,
+        num_heads=4,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+        dropout_rate=0.0,
+        tie_word_embeddings=False,
+    )
     model = T5ForConditionalGeneration(cfg)
-    adapter = C.seq2seq_adapter(digit_pairs(4000, 0), digit_pairs(200, 1), encode, decode,
-                                max_new_tokens=40)
+    adapter = seq2seq_adapter(
+        digit_pairs(4000, 0), digit_pairs(200, 1), encode, decode, max_new_tokens=40
+    )
     dt = train_steps(model, adapter, args.t5_steps, 1e-3, 32)
     print(f"t5 trained {args.t5_steps} steps in {dt:.0f} s", flush=True)
     reps = max(3, args.repeats // 2)
     out = Path(tempfile.mkdtemp(prefix="bench-t5-"))
     pipes = [
-        ("int8 dynamic + ONNX", C.CompressSpec(quantize="int8", export=["onnx"], latency_repeats=reps)),
-        ("low-rank 0.5 + fine-tune 100 + int8 dynamic",
-         C.CompressSpec(low_rank=0.5, finetune_steps=100, finetune_lr=3e-4, quantize="int8",
-                        latency_repeats=reps)),
+        (
+            "int8 dynamic + ONNX",
+            CompressSpec(quantize="int8", export=["onnx"], latency_repeats=reps),
+        ),
+        (
+            "low-rank 0.5 + fine-tune 100 + int8 dynamic",
+            CompressSpec(
+                low_rank=0.5,
+                finetune_steps=100,
+                finetune_lr=3e-4,
+                quantize="int8",
+                latency_repeats=reps,
+            ),
+        ),
     ]
-    results = [(label, C.compress_model(model, adapter, spec, out / f"c{i}"))
-               for i, (label, spec) in enumerate(pipes)]
+    results = [
+        (label, compress_model(model, adapter, spec, out / f"c{i}"))
+        for i, (label, spec) in enumerate(pipes)
+    ]
     params = sum(p.numel() for p in model.parameters())
-    section(f"T5ForConditionalGeneration, {params / 1e6:.1f}M params (d_model {args.t5_d_model}, "
-            f"3+3 layers, {args.t5_steps} training steps), digits -> words", results, lines)
+    section(
+        f"T5ForConditionalGeneration, {params / 1e6:.1f}M params (d_model {args.t5_d_model}, "
+        f"3+3 layers, {args.t5_steps} training steps), digits -> words",
+        results,
+        lines,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--only", choices=["mlp", "resnet", "t5"], action="append")
     p.add_argument("--mlp-epochs", type=int, default=10)
     p.add_argument("--resnet-steps", type=int, default=120)
@@ -226,16 +294,20 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import torch
 
-    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-             f"quantized engine {torch.backends.quantized.engine}, {C.quantization_api()}; "
-             f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start\n"]
+    lines = [
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"quantized engine {torch.backends.quantized.engine}, {quantization_api()}; "
+        f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start\n"
+    ]
     t0 = time.perf_counter()
     for name, fn in (("mlp", bench_mlp), ("resnet", bench_resnet), ("t5", bench_t5)):
         if args.only and name not in args.only:
             continue
         fn(args, lines)
-    lines.append(f"total bench time {time.perf_counter() - t0:.0f} s; load average "
-                 f"{os.getloadavg()[0]:.1f} at end")
+    lines.append(
+        f"total bench time {time.perf_counter() - t0:.0f} s; load average "
+        f"{os.getloadavg()[0]:.1f} at end"
+    )
     if args.markdown:
         Path(args.markdown).write_text("\n".join(lines) + "\n")
     print(lines[-1])

@@ -4,7 +4,7 @@
     .venv/bin/python bench/controller_poll.py --repeats 3 --workers 1
 
 Each launch is the MNIST MLP for one epoch (32 steps of 2 x 64 images) through
-orchestrator.train.launch in one embedded local Ray, the two intervals alternating. A worker's
+orchestrator.launch.launch in one embedded local Ray, the two intervals alternating. A worker's
 ray.train.report (each checkpoint) waits for the controller's next poll, and a finished run is
 noticed at the next poll. Per launch: seconds from the first to the last metrics row ("train"),
 from the last row to launch() returning ("tail"), and in all; the ratio is 2 s / 0.25 s.
@@ -26,10 +26,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def one_launch(interval: str, every_steps: int, workers: int) -> dict[str, float]:
+    from orchestrator.launch import launch
     from orchestrator.plan import plan
+    from orchestrator.rundir import read_metrics
     from orchestrator.runtime import TRAIN_POLL_ENV
     from orchestrator.spec import load_spec
-    from orchestrator.train import launch, read_metrics
 
     os.environ[TRAIN_POLL_ENV] = interval  # read when fit() starts
     runs = tempfile.mkdtemp(prefix="bench-poll-")

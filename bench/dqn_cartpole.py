@@ -32,11 +32,16 @@ AIM = 100_000
 def run_seed(spec, seed: int, target: float, max_steps: int, quiet: bool) -> dict:
     from jobs import cartpole_dqn as dqn
     from orchestrator.plan import plan
-    from orchestrator.rl import env_runner_resources
 
     train = {**spec.train, "stop_return": target, "stop_env_steps": max_steps, "stop_time_s": None}
     p = plan(spec)
-    config = {"train": train, "seed": seed, "run_dir": None, **env_runner_resources(p)}
+    config = {
+        **p.worker.to_dict(),
+        "train": train,
+        "seed": seed,
+        "run_dir": None,
+        "resume_from": None,
+    }
 
     def show(row):
         if not quiet:

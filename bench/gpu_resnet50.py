@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         results.append(r)
         mem = f", peak {r['max_mem_gib']:.1f} GiB" if r["max_mem_gib"] else ""
         print(
-            f"  {r['mode']:>7}: {r['img_s']:9.2f} img/s  (median step {r['median_step_s'] * 1e3:.1f} ms "
+            f"  {r['mode']:>7}: {r['img_s']:9.2f} img/s  "
+            f"(median step {r['median_step_s'] * 1e3:.1f} ms "
             f"over {a.steps}; warm-up {r['warmup_s']:.1f} s{mem})",
             flush=True,
         )
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if a.device.startswith("cuda") and a.image_size == 224:
         best = max(r["img_s"] for r in results)
         print(
-            f"  vs NVIDIA's A100-80GB anchor ({ANCHOR_A100_IMG_S} img/s): {best / ANCHOR_A100_IMG_S:.2f}x"
+            f"  vs NVIDIA's A100-80GB anchor ({ANCHOR_A100_IMG_S} img/s): "
+            f"{best / ANCHOR_A100_IMG_S:.2f}x"
         )
     if a.json:
         with open(a.json, "w") as fh:

@@ -28,8 +28,16 @@ import argparse
 import json
 import time
 
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
-                    "A10G": 125.0, "A10": 125.0, "V100": 125.0}
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 125.0,
+    "A10": 125.0,
+    "V100": 125.0,
+}
 SIZES = {
     "base": dict(d_model=768, d_ff=3072, d_kv=64, num_heads=12, num_layers=12, vocab_size=32128),
     "small": dict(d_model=512, d_ff=2048, d_kv=64, num_heads=8, num_layers=6, vocab_size=32128),
@@ -44,8 +52,17 @@ def peak_tflops(name: str) -> float | None:
     return None
 
 
-def measure(size: str, precision: str, batch: int, src_len: int, tgt_len: int, steps: int,
-            warmup: int, device: str, compile_model: bool = False) -> dict:
+def measure(
+    size: str,
+    precision: str,
+    batch: int,
+    src_len: int,
+    tgt_len: int,
+    steps: int,
+    warmup: int,
+    device: str,
+    compile_model: bool = False,
+) -> dict:
     import contextlib
 
     import torch
@@ -67,8 +84,11 @@ def measure(size: str, precision: str, batch: int, src_len: int, tgt_len: int, s
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
         torch.cuda.reset_peak_memory_stats()
-    ctx = (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16)) \
-        if precision == "bf16" else contextlib.nullcontext
+    ctx = (
+        (lambda: torch.autocast(device_type=device, dtype=torch.bfloat16))
+        if precision == "bf16"
+        else contextlib.nullcontext
+    )
 
     def step():
         with ctx():
@@ -92,18 +112,27 @@ def measure(size: str, precision: str, batch: int, src_len: int, tgt_len: int, s
     dt = (time.perf_counter() - t0) / steps
     tokens = batch * (src_len + tgt_len)
     return {
-        "size": size, "precision": precision, "params": params, "encoder_params": enc,
-        "decoder_params": dec, "batch": batch, "src_len": src_len, "tgt_len": tgt_len,
-        "step_s": dt, "tokens_per_s": tokens / dt,
+        "size": size,
+        "precision": precision,
+        "params": params,
+        "encoder_params": enc,
+        "decoder_params": dec,
+        "batch": batch,
+        "src_len": src_len,
+        "tgt_len": tgt_len,
+        "step_s": dt,
+        "tokens_per_s": tokens / dt,
         "model_tflops_per_s": 6 * params * tokens / dt / 1e12,
         "split_tflops_per_s": 6 * (enc * batch * src_len + dec * batch * tgt_len) / dt / 1e12,
-        "loss": loss.item(), "max_mem_gib": (torch.cuda.max_memory_allocated() / 2**30)
-        if device == "cuda" else None,
+        "loss": loss.item(),
+        "max_mem_gib": (torch.cuda.max_memory_allocated() / 2**30) if device == "cuda" else None,
     }
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size", default="base", choices=sorted(SIZES))
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--src-len", type=int, default=512)
@@ -120,7 +149,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     import torch
 
     if ns.smoke:
-        ns.size, ns.batch_size, ns.src_len, ns.tgt_len, ns.steps, ns.warmup = "tiny", 4, 32, 16, 3, 1
+        ns.size, ns.batch_size, ns.src_len, ns.tgt_len, ns.steps, ns.warmup = (
+            "tiny",
+            4,
+            32,
+            16,
+            3,
+            1,
+        )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not ns.smoke:
         ap.error("no CUDA GPU here: run on a GPU machine, or pass --smoke for a CPU check")
@@ -128,27 +164,59 @@ def main(argv: list[str] | None = None) -> list[dict]:
     peak = ns.peak_tflops or (peak_tflops(name) if device == "cuda" else None)
     print(f"device: {name}; torch {torch.__version__}; peak bf16 {peak or '?'} TFLOP/s")
 
-    results = [measure(ns.size, "bf16", ns.batch_size, ns.src_len, ns.tgt_len, ns.steps,
-                       ns.warmup, device, ns.compile)]
+    results = [
+        measure(
+            ns.size,
+            "bf16",
+            ns.batch_size,
+            ns.src_len,
+            ns.tgt_len,
+            ns.steps,
+            ns.warmup,
+            device,
+            ns.compile,
+        )
+    ]
     if ns.compare_fp32:
-        results.append(measure(ns.size, "fp32", ns.batch_size, ns.src_len, ns.tgt_len, ns.steps,
-                               ns.warmup, device, ns.compile))
+        results.append(
+            measure(
+                ns.size,
+                "fp32",
+                ns.batch_size,
+                ns.src_len,
+                ns.tgt_len,
+                ns.steps,
+                ns.warmup,
+                device,
+                ns.compile,
+            )
+        )
     r0 = results[0]
-    print(f"T5 {ns.size}: {r0['params'] / 1e6:.1f}M parameters (encoder {r0['encoder_params'] / 1e6:.1f}M, "
-          f"decoder {r0['decoder_params'] / 1e6:.1f}M, shared embedding in both); batch {ns.batch_size} x "
-          f"({ns.src_len} + {ns.tgt_len}) tokens")
-    print(f"{'precision':<10}{'step s':>9}{'tokens/s':>12}{'TFLOP/s 6ND':>13}{'MFU 6ND':>9}"
-          f"{'TFLOP/s split':>15}{'MFU split':>11}{'mem GiB':>9}")
+    print(
+        f"T5 {ns.size}: {r0['params'] / 1e6:.1f}M parameters "
+        f"(encoder {r0['encoder_params'] / 1e6:.1f}M, "
+        f"decoder {r0['decoder_params'] / 1e6:.1f}M, shared embedding in both); "
+        f"batch {ns.batch_size} x "
+        f"({ns.src_len} + {ns.tgt_len}) tokens"
+    )
+    print(
+        f"{'precision':<10}{'step s':>9}{'tokens/s':>12}{'TFLOP/s 6ND':>13}{'MFU 6ND':>9}"
+        f"{'TFLOP/s split':>15}{'MFU split':>11}{'mem GiB':>9}"
+    )
     for r in results:
         mfu = f"{100 * r['model_tflops_per_s'] / peak:.1f}%" if peak else "-"
         mfu_split = f"{100 * r['split_tflops_per_s'] / peak:.1f}%" if peak else "-"
         mem = f"{r['max_mem_gib']:.1f}" if r["max_mem_gib"] is not None else "-"
-        print(f"{r['precision']:<10}{r['step_s']:>9.3f}{r['tokens_per_s']:>12,.0f}"
-              f"{r['model_tflops_per_s']:>13.1f}{mfu:>9}{r['split_tflops_per_s']:>15.1f}{mfu_split:>11}{mem:>9}")
+        print(
+            f"{r['precision']:<10}{r['step_s']:>9.3f}{r['tokens_per_s']:>12,.0f}"
+            f"{r['model_tflops_per_s']:>13.1f}{mfu:>9}{r['split_tflops_per_s']:>15.1f}{mfu_split:>11}{mem:>9}"
+        )
         r["mfu"] = r["model_tflops_per_s"] / peak if peak else None
         r["device"] = name
     if len(results) > 1:
-        print(f"bf16 / fp32 tokens/s: {results[0]['tokens_per_s'] / results[1]['tokens_per_s']:.2f}x")
+        print(
+            f"bf16 / fp32 tokens/s: {results[0]['tokens_per_s'] / results[1]['tokens_per_s']:.2f}x"
+        )
     if ns.json:
         with open(ns.json, "w") as fh:
             json.dump(results, fh, indent=2)

@@ -38,9 +38,10 @@ AUGMENT = {
 def folder_images_per_s(
     folder: Path, size: int, batch: int, loader_workers: int
 ) -> tuple[float, int]:
-    from orchestrator import data as D
+    from orchestrator.data.args import ImageDataArgs
+    from orchestrator.data.images import folder_loader, scan_folder
 
-    d = D.ImageDataArgs.model_validate(
+    d = ImageDataArgs.model_validate(
         {
             "path": str(folder),
             "image_size": size,
@@ -48,8 +49,8 @@ def folder_images_per_s(
             "loader_workers": loader_workers,
         }
     )
-    idx = D.scan_folder(folder)
-    loader, sampler = D.folder_loader(idx.samples, d, batch, 0, 1, 0, train=True)
+    idx = scan_folder(folder)
+    loader, sampler = folder_loader(idx.samples, d, batch, 0, 1, 0, train=True)
     t = time.perf_counter()
     n = sum(len(b["label"]) for b in loader)
     return n / (time.perf_counter() - t), n
@@ -57,20 +58,22 @@ def folder_images_per_s(
 
 def ray_data_images_per_s(shards: Path, size: int, batch: int) -> tuple[float, int, float]:
     """One consumer over the whole dataset; returns (images/s of the pass, images, 2nd pass)."""
-    from orchestrator import data as D
+    from orchestrator.data.args import ImageDataArgs
+    from orchestrator.data.augment import Augmenter
+    from orchestrator.data.shards import augment_collate, ray_image_dataset
 
-    d = D.ImageDataArgs.model_validate(
+    d = ImageDataArgs.model_validate(
         {"path": str(shards), "image_size": size, "augment": AUGMENT, "val_fraction": 0}
     )
-    ds = D.ray_image_dataset(str(shards), d)
-    aug = D.Augmenter(d, train=True, seed=0)
+    ds = ray_image_dataset(str(shards), d)
+    aug = Augmenter(d, train=True, seed=0)
     rates = []
     for epoch in range(2):
         t = time.perf_counter()
         n = sum(
             len(b["label"])
             for b in ds.iter_torch_batches(
-                batch_size=batch, collate_fn=D.augment_collate(aug, epoch), prefetch_batches=2
+                batch_size=batch, collate_fn=augment_collate(aug, epoch), prefetch_batches=2
             )
         )
         rates.append(n / (time.perf_counter() - t))
@@ -82,9 +85,10 @@ def train_samples_per_s(
 ) -> dict:
     from rich.console import Console
 
+    from orchestrator.launch import launch
     from orchestrator.plan import plan
+    from orchestrator.rundir import read_metrics
     from orchestrator.spec import load_spec
-    from orchestrator.train import launch, read_metrics
 
     spec = load_spec(
         ROOT / "jobs/resnet_images.yaml",
@@ -137,19 +141,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
 
-    from orchestrator import data as D
     from orchestrator import runtime
-    from orchestrator.shapes import make_shapes
+    from orchestrator.data.shapes import make_shapes
+    from orchestrator.data.shards import pack_folder
 
     work = Path(tempfile.mkdtemp(prefix="orch-bench-input-"))
     per = max(1, a.images // 4)
     root = make_shapes(work / "shapes", per_class=per, val_per_class=1, size=a.size)
     t = time.perf_counter()
-    rep = D.pack_folder(root / "train", work / "shards", rows_per_shard=max(64, per // 4))
+    rep = pack_folder(root / "train", work / "shards", rows_per_shard=max(64, per // 4))
     pack_s = time.perf_counter() - t
     print(
         f"{rep.rows} images {a.size}x{a.size} png; packed into {len(rep.shards)} shards "
-        f"({rep.bytes / 2**20:.1f} MiB) in {pack_s:.1f} s ({rep.rows / pack_s:.0f} img/s, decode-checked)"
+        f"({rep.bytes / 2**20:.1f} MiB) in {pack_s:.1f} s "
+        f"({rep.rows / pack_s:.0f} img/s, decode-checked)"
     )
 
     out: dict = {"images": rep.rows, "size": a.size, "batch": a.batch}
@@ -162,10 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
         print("\ndecode + augment, no model (one consumer, whole data set):")
         print(f"  folder + DataLoader ({a.loader_workers} worker proc): {f_rate:8.0f} img/s")
         print(
-            f"  Parquet + Ray Data, pass 1:            {r_rate:8.0f} img/s  ({r_rate / f_rate:.2f}x folder)"
+            f"  Parquet + Ray Data, pass 1:            {r_rate:8.0f} img/s  "
+            f"({r_rate / f_rate:.2f}x folder)"
         )
         print(
-            f"  Parquet + Ray Data, pass 2:            {r_rate2:8.0f} img/s  ({r_rate2 / f_rate:.2f}x folder)"
+            f"  Parquet + Ray Data, pass 2:            {r_rate2:8.0f} img/s  "
+            f"({r_rate2 / f_rate:.2f}x folder)"
         )
         if not a.skip_train:
             res = [
@@ -176,12 +183,14 @@ def main(argv: list[str] | None = None) -> dict:
             ]
             out["train"] = res
             print(
-                f"\nResNet-50 training, {a.train_size}x{a.train_size}, batch {a.train_batch}/worker, "
+                f"\nResNet-50 training, {a.train_size}x{a.train_size}, "
+                f"batch {a.train_batch}/worker, "
                 f"{a.train_steps} steps (median after 2 warm-up steps):"
             )
             for r in res:
                 print(
-                    f"  {r['workers']} worker(s): {r['samples_per_s']:7.1f} samples/s  (run wall {r['wall_s']:.0f} s)"
+                    f"  {r['workers']} worker(s): {r['samples_per_s']:7.1f} samples/s  "
+                    f"(run wall {r['wall_s']:.0f} s)"
                 )
             print(
                 f"  2 workers / 1 worker: {res[1]['samples_per_s'] / res[0]['samples_per_s']:.2f}x"

@@ -3,14 +3,14 @@
     .venv/bin/python bench/launch_overhead.py                  # 4 pairs, 2 workers
     .venv/bin/python bench/launch_overhead.py --pairs 6 --workers 1
 
-Each launch is the MNIST MLP for one epoch through orchestrator.train.launch in one embedded
+Each launch is the MNIST MLP for one epoch through orchestrator.launch.launch in one embedded
 local Ray (num_cpus=4), the two variants alternating, after one warm-up launch:
 
 - "ray": ray.train.torch.TorchTrainer with Ray's TorchConfig and default callbacks: the
   controller imports torch to unpickle them, and each launch also starts a PlacementGroupCleaner
   and a DatasetManager (the MNIST job has no Ray Datasets);
-- "orch": orchestrator.trainer.torch_trainer as `orch run` uses it in an embedded Ray: no torch
-  in the controller (orchestrator/torch_backend.py), neither of those two actors.
+- "orch": orchestrator.launch.ray_train.trainer as `orch run` uses it in an embedded Ray: no
+  torch in the controller (orchestrator/launch/torch_backend.py), neither of those two actors.
 
 Per launch: seconds from launch() to the first metrics row, and in all; the busy CPU seconds of
 the whole machine meanwhile (/proc/stat), so run it on an otherwise idle machine.
@@ -41,10 +41,10 @@ def _machine_cpu_s() -> float:
 
 
 def one_launch(variant: str, workers: int) -> dict[str, float]:
-    from orchestrator import trainer
+    from orchestrator.launch import launch, ray_train
     from orchestrator.plan import plan
+    from orchestrator.rundir import read_metrics
     from orchestrator.spec import load_spec
-    from orchestrator.train import launch, read_metrics
 
     runs = tempfile.mkdtemp(prefix="bench-launch-")
     spec = load_spec(
@@ -58,22 +58,29 @@ def one_launch(variant: str, workers: int) -> dict[str, float]:
             "train.log_every=8",
         ],
     )
-    real = trainer.torch_trainer
+    real = ray_train.trainer
 
-    def forced(train_fn, *, backend, keep_cleaner, **kw):
+    def forced(p, train_fn, *, keep_cleaner, callbacks=None, config=None, **kw):
         if variant == "orch":
-            return real(train_fn, backend=backend, keep_cleaner=False, **kw)
+            return real(p, train_fn, keep_cleaner=False, callbacks=callbacks, config=config, **kw)
         from ray.train.torch import TorchConfig, TorchTrainer
 
-        return TorchTrainer(train_fn, torch_config=TorchConfig(backend=backend), **kw)
+        objs = ray_train.ray_objects(p, callbacks)
+        return TorchTrainer(
+            train_fn,
+            torch_config=TorchConfig(backend=p.backend),
+            train_loop_config=config,
+            scaling_config=objs["ScalingConfig"],
+            run_config=objs["RunConfig"],
+        )
 
-    trainer.torch_trainer = forced
+    ray_train.trainer = forced
     cpu0 = _machine_cpu_s()
     t0 = time.time()
     try:
         summary = launch(plan(spec))
     finally:
-        trainer.torch_trainer = real
+        ray_train.trainer = real
     wall = time.time() - t0
     cpu = _machine_cpu_s() - cpu0
     rows = read_metrics(summary["run_dir"])

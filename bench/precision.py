@@ -3,7 +3,7 @@
     python bench/precision.py                                  # MNIST MLP, 200 steps each
     python bench/precision.py --steps 300 --png docs/precision_bf16_vs_fp32.png --markdown out.md
 
-One process, no Ray: the same Session the workloads use (orchestrator.strategy, strategy ddp
+One process, no Ray: the same Session the workloads use (orchestrator.worker, strategy ddp
 at world size 1), the same data order and initial weights for both precisions (seed 0);
 bf16 is torch.autocast on CPU. The runs alternate in blocks of 25 steps so that a neighbour
 on a shared machine slows both alike; step time is the median over each run's steps.
@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 def _session(precision: str, hidden: list[int], batch: int, steps: int):
     from jobs import mnist_mlp
-    from orchestrator import strategy
+    from orchestrator import worker
 
-    sess = strategy.setup({"strategy": "ddp", "precision": precision, "seed": 0})
+    sess = worker.setup({"strategy": "ddp", "precision": precision, "seed": 0})
     args = mnist_mlp.Args(hidden=hidden, batch_size=batch, optimizer="adam", lr=1e-3)
     model, _, _ = sess.prepare(mnist_mlp.build_model(args), args, steps)
     return sess, model
@@ -41,13 +41,15 @@ def run(steps: int, hidden: list[int], batch: int, block: int = 25) -> dict[str,
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = mnist_mlp.load_mnist(mnist_mlp.DataArgs())
     order = np.random.RandomState(0).permutation(len(xtr))
-    runs = {p: {"session": _session(p, hidden, batch, steps), "loss": [], "time": []}
-            for p in ("fp32", "bf16")}
+    runs = {
+        p: {"session": _session(p, hidden, batch, steps), "loss": [], "time": []}
+        for p in ("fp32", "bf16")
+    }
     for start in range(0, steps, block):
         for _p, r in runs.items():
             sess, model = r["session"]
             for i in range(start, min(steps, start + block)):
-                idx = order[(i * batch) % len(order):][:batch]
+                idx = order[(i * batch) % len(order) :][:batch]
                 if len(idx) < batch:
                     idx = order[:batch]
                 x, y = torch.from_numpy(xtr[idx]), torch.from_numpy(ytr[idx])
@@ -67,11 +69,16 @@ def run(steps: int, hidden: list[int], batch: int, block: int = 25) -> dict[str,
 
 
 def smooth(xs: list[float], k: int = 10) -> list[float]:
-    return [sum(xs[max(0, i - k + 1):i + 1]) / len(xs[max(0, i - k + 1):i + 1]) for i in range(len(xs))]
+    return [
+        sum(xs[max(0, i - k + 1) : i + 1]) / len(xs[max(0, i - k + 1) : i + 1])
+        for i in range(len(xs))
+    ]
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--hidden", nargs="+", type=int, default=[512, 256])
     ap.add_argument("--batch", type=int, default=64)
@@ -83,15 +90,25 @@ def main(argv=None) -> int:
     f32, b16 = res["fp32"], res["bf16"]
     ratio = b16["step_s"] / f32["step_s"]
     marks = sorted({0, 9, 24, 49, 99, ns.steps - 1} & set(range(ns.steps)))
-    lines = [f"MNIST MLP 784-{'-'.join(map(str, ns.hidden))}-10, batch {ns.batch}, Adam 1e-3, "
-             f"seed 0, {ns.steps} steps each, one process; {time.time() - t0:.0f} s", "",
-             "| step | fp32 loss (10-step mean) | bf16 loss (10-step mean) |", "|---|---|---|"]
+    lines = [
+        f"MNIST MLP 784-{'-'.join(map(str, ns.hidden))}-10, batch {ns.batch}, Adam 1e-3, "
+        f"seed 0, {ns.steps} steps each, one process; {time.time() - t0:.0f} s",
+        "",
+        "| step | fp32 loss (10-step mean) | bf16 loss (10-step mean) |",
+        "|---|---|---|",
+    ]
     s32, s16 = smooth(f32["loss"]), smooth(b16["loss"])
     for i in marks:
         lines.append(f"| {i + 1} | {s32[i]:.4f} | {s16[i]:.4f} |")
-    lines += ["", "| | fp32 | bf16 | bf16 / fp32 |", "|---|---|---|---|",
-              f"| median step time | {f32['step_s'] * 1e3:.2f} ms | {b16['step_s'] * 1e3:.2f} ms | {ratio:.2f} |",
-              f"| test accuracy after {ns.steps} steps | {f32['accuracy']:.4f} | {b16['accuracy']:.4f} | |"]
+    lines += [
+        "",
+        "| | fp32 | bf16 | bf16 / fp32 |",
+        "|---|---|---|---|",
+        f"| median step time | {f32['step_s'] * 1e3:.2f} ms "
+        f"| {b16['step_s'] * 1e3:.2f} ms | {ratio:.2f} |",
+        f"| test accuracy after {ns.steps} steps | {f32['accuracy']:.4f} "
+        f"| {b16['accuracy']:.4f} | |",
+    ]
     text = "\n".join(lines)
     print(text)
     if ns.markdown:
@@ -107,7 +124,12 @@ def main(argv=None) -> int:
         ax.plot(steps, f32["loss"], color="tab:blue", alpha=0.25, lw=0.8)
         ax.plot(steps, b16["loss"], color="tab:orange", alpha=0.25, lw=0.8)
         ax.plot(steps, s32, color="tab:blue", label=f"fp32 ({f32['step_s'] * 1e3:.1f} ms/step)")
-        ax.plot(steps, s16, color="tab:orange", label=f"bf16 autocast ({b16['step_s'] * 1e3:.1f} ms/step)")
+        ax.plot(
+            steps,
+            s16,
+            color="tab:orange",
+            label=f"bf16 autocast ({b16['step_s'] * 1e3:.1f} ms/step)",
+        )
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (faint: per step; solid: 10-step mean)")
         ax.set_yscale("log")

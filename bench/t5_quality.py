@@ -1,8 +1,10 @@
-"""How good does the default T5 translation spec get within a CPU budget? Greedy vs beam side by side.
+"""How good does the default T5 translation spec get within a CPU budget? Greedy vs beam side by
+side.
 
     python bench/t5_quality.py                                # jobs/t5_translation.yaml, 1500 CPU-s
     python bench/t5_quality.py --cpu-budget 600 --wall-budget 1800
-    python bench/t5_quality.py train.max_steps=50 data.n_test=50 --png /tmp/curve.png   # a smoke run
+    # a smoke run
+    python bench/t5_quality.py train.max_steps=50 data.n_test=50 --png /tmp/curve.png
 
 Trains the spec through `orch run`'s own path (plan -> Ray Train, 2 DDP workers), with
 `train.cpu_budget_s` set so that training stops once the workers together have used that many
@@ -41,21 +43,41 @@ def plot(rows: list[dict], final: dict, path: Path, title: str) -> None:
             seen.add(key)
             checks.append(r)
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    a.plot([r["step"] for r in tr], [r["loss"] for r in tr], lw=0.8, label="train loss (last batch)")
-    a.plot([r["step"] for r in checks], [r["val_loss"] for r in checks], "o-", label="validation loss")
+    a.plot(
+        [r["step"] for r in tr], [r["loss"] for r in tr], lw=0.8, label="train loss (last batch)"
+    )
+    a.plot(
+        [r["step"] for r in checks], [r["val_loss"] for r in checks], "o-", label="validation loss"
+    )
     a.set_yscale("log")
     a.set_xlabel("step")
     a.set_ylabel("token cross-entropy")
     a.legend()
     a.grid(alpha=0.3)
     steps = [r["step"] for r in checks]
-    b.plot(steps, [100 * r["val_exact_match"] for r in checks], "o-", label="val exact match % (greedy)")
+    b.plot(
+        steps,
+        [100 * r["val_exact_match"] for r in checks],
+        "o-",
+        label="val exact match % (greedy)",
+    )
     b.plot(steps, [r["val_chrf"] for r in checks], "s-", label="val chrF (greedy)")
     if final:
         s = final.get("step", steps[-1] if steps else 0)
-        b.plot([s], [100 * final["greedy_exact_match"]], "k*", ms=12, label="test exact match % (greedy)")
-        b.plot([s], [100 * final["beam_exact_match"]], "r*", ms=12,
-               label=f"test exact match % (beam {final.get('num_beams')})")
+        b.plot(
+            [s],
+            [100 * final["greedy_exact_match"]],
+            "k*",
+            ms=12,
+            label="test exact match % (greedy)",
+        )
+        b.plot(
+            [s],
+            [100 * final["beam_exact_match"]],
+            "r*",
+            ms=12,
+            label=f"test exact match % (beam {final.get('num_beams')})",
+        )
     b.set_ylim(0, 101)
     b.set_xlabel("step")
     b.grid(alpha=0.3)
@@ -78,24 +100,42 @@ def _step_to_cpu(checks):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("overrides", nargs="*", help="dotted spec overrides, e.g. train.max_steps=200")
     ap.add_argument("--spec", default=str(ROOT / "jobs" / "t5_translation.yaml"))
-    ap.add_argument("--cpu-budget", type=float, default=1500.0,
-                    help="CPU-seconds of training, all workers together (default 1500 = 25 min)")
-    ap.add_argument("--wall-budget", type=float, default=None,
-                    help="also stop training after this many wall-clock seconds")
+    ap.add_argument(
+        "--cpu-budget",
+        type=float,
+        default=1500.0,
+        help="CPU-seconds of training, all workers together (default 1500 = 25 min)",
+    )
+    ap.add_argument(
+        "--wall-budget",
+        type=float,
+        default=None,
+        help="also stop training after this many wall-clock seconds",
+    )
     ap.add_argument("--storage", default="/tmp/orch-bench-t5", help="storage_path for the run")
     ap.add_argument("--png", default=str(ROOT / "docs" / "t5_learning_curve.png"))
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads with --no-ray (1, as Ray gives each worker; more threads "
-                         "spin-wait for each other on a loaded machine)")
-    ap.add_argument("--no-ray", action="store_true",
-                    help="run the spec's worker loop in this process (1 worker, batch x workers: the "
-                         "same global batch) instead of Ray Train; for a machine too loaded to start Ray")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads with --no-ray (1, as Ray gives each worker; more threads "
+        "spin-wait for each other on a loaded machine)",
+    )
+    ap.add_argument(
+        "--no-ray",
+        action="store_true",
+        help="run the spec's worker loop in this process (1 worker, batch x workers: the "
+        "same global batch) instead of Ray Train; for a machine too loaded to start Ray",
+    )
     ns = ap.parse_args(argv)
 
-    from orchestrator import train
+    from orchestrator import rundir
+    from orchestrator.launch import launch
     from orchestrator.plan import plan
     from orchestrator.spec import load_spec
 
@@ -111,39 +151,53 @@ def main(argv: list[str] | None = None) -> dict:
         from jobs import t5_translation
 
         torch.set_num_threads(ns.threads)
-        config = p.worker_config()
+        config = p.worker.to_dict()
         config["train"]["batch_size"] *= p.num_workers
         Path(p.run_dir).mkdir(parents=True, exist_ok=True)
         final = t5_translation.train_loop(config)
     else:
-        summary = train.launch(p)
+        summary = launch(p)
         if summary["status"] != "SUCCEEDED":
             print(f"run failed: {summary.get('error')}", file=sys.stderr)
             sys.exit(1)
         final = summary["metrics"]
     wall = time.time() - t0
-    rows = train.read_metrics(p.run_dir)
+    rows = rundir.read_metrics(p.run_dir)
     final = next((r for r in reversed(rows) if "beam_exact_match" in r), final)
     t = spec.train
-    title = (f"T5 d_model {t['d_model']}, {t['num_layers']}+{t['num_layers']} layers, ByT5 bytes; "
-             f"num2words en->fr 0..{spec.data['max_number']}, test numbers unseen; "
-             f"{1 if ns.no_ray else spec.resources.workers} worker(s), global batch "
-             f"{t['batch_size'] * spec.resources.workers}, {spec.precision}")
+    title = (
+        f"T5 d_model {t['d_model']}, {t['num_layers']}+{t['num_layers']} layers, ByT5 bytes; "
+        f"num2words en->fr 0..{spec.data['max_number']}, test numbers unseen; "
+        f"{1 if ns.no_ray else spec.resources.workers} worker(s), global batch "
+        f"{t['batch_size'] * spec.resources.workers}, {spec.precision}"
+    )
     plot(rows, final, Path(ns.png), title)
 
     print(f"\nrun dir {p.run_dir}; learning curve {ns.png}")
-    print(f"stopped: {final.get('stopped_early')}; step {final.get('step')}, epoch {final.get('epoch')}, "
-          f"training CPU {final.get('cpu_s', 0):.0f} s (all workers), wall {wall:.0f} s (with Ray start-up "
-          f"and the test decode)")
-    print(f"\n{'test, ' + str(final['test_pairs']) + ' held-out numbers':<34}{'greedy':>10}"
-          f"{'beam ' + str(final['num_beams']):>10}{'beam/greedy':>13}")
-    for key, label, scale in (("bleu", "BLEU", 1), ("chrf", "chrF", 1), ("exact_match", "exact match %", 100),
-                              ("decode_s", "decode time s (wall)", 1)):
+    print(
+        f"stopped: {final.get('stopped_early')}; step {final.get('step')}, "
+        f"epoch {final.get('epoch')}, "
+        f"training CPU {final.get('cpu_s', 0):.0f} s (all workers), wall {wall:.0f} s "
+        f"(with Ray start-up "
+        f"and the test decode)"
+    )
+    print(
+        f"\n{'test, ' + str(final['test_pairs']) + ' held-out numbers':<34}{'greedy':>10}"
+        f"{'beam ' + str(final['num_beams']):>10}{'beam/greedy':>13}"
+    )
+    for key, label, scale in (
+        ("bleu", "BLEU", 1),
+        ("chrf", "chrF", 1),
+        ("exact_match", "exact match %", 100),
+        ("decode_s", "decode time s (wall)", 1),
+    ):
         g, b = final[f"greedy_{key}"] * scale, final[f"beam_{key}"] * scale
         ratio = b / g if g else float("nan")
         print(f"{label:<34}{g:>10.2f}{b:>10.2f}{ratio:>13.2f}")
-    print(f"final validation: loss {final.get('val_loss', float('nan')):.4f}, exact match "
-          f"{100 * final.get('val_exact_match', 0):.1f}%, chrF {final.get('val_chrf', 0):.2f}")
+    print(
+        f"final validation: loss {final.get('val_loss', float('nan')):.4f}, exact match "
+        f"{100 * final.get('val_exact_match', 0):.1f}%, chrF {final.get('val_chrf', 0):.2f}"
+    )
     ex = Path(p.run_dir) / "examples.md"
     if ex.exists():
         print("\n" + ex.read_text())

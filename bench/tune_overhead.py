@@ -5,9 +5,9 @@
 
 One local Ray (2 logical CPUs) serves both sides, started once before either is timed:
 
-  back to back   each trial is `orch run`'s launcher (orchestrator.train.launch: one
+  back to back   each trial is `orch run`'s launcher (orchestrator.launch.launch: one
                  TorchTrainer, ledger rows), one after another, no Tune
-  orch sweep     the same N learning rates as a grid sweep (orchestrator.sweep.run_sweep),
+  orch sweep     the same N learning rates as a grid sweep (orchestrator.sweep.driver.run_sweep),
                  max_concurrent 1 so the trials also run one after another, no scheduler
 
 The ratio (sweep / back to back) is Tune's cost per trial: trial actor, result forwarding,
@@ -33,17 +33,30 @@ def spec_dict(storage: str, steps: int, lrs: list[float]) -> dict:
         "name": "tune-bench",
         "workload": "mnist_mlp",
         "resources": {"workers": 1, "cpus_per_worker": 1},
-        "train": {"epochs": 1, "max_steps": steps, "batch_size": 32, "hidden": [64],
-                  "log_every": max(1, steps // 4)},
+        "train": {
+            "epochs": 1,
+            "max_steps": steps,
+            "batch_size": 32,
+            "hidden": [64],
+            "log_every": max(1, steps // 4),
+        },
         "checkpoint": {"every_steps": max(1, steps // 2), "keep": 2},
         "storage_path": storage,
-        "sweep": {"metric": "loss", "mode": "min", "num_samples": 1, "max_concurrent": 1,
-                  "algorithm": "grid", "search_space": {"train.lr": {"grid": lrs}}},
+        "sweep": {
+            "metric": "loss",
+            "mode": "min",
+            "num_samples": 1,
+            "max_concurrent": 1,
+            "algorithm": "grid",
+            "search_space": {"train.lr": {"grid": lrs}},
+        },
     }
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--cpus", type=int, default=2)
@@ -51,24 +64,26 @@ def main(argv: list[str] | None = None) -> None:
 
     from rich.console import Console
 
-    from orchestrator import runtime, train
+    from orchestrator import runtime
+    from orchestrator.launch import launch
     from orchestrator.plan import plan
     from orchestrator.spec import validate_spec
-    from orchestrator.sweep import run_sweep, set_dotted, trial_base
+    from orchestrator.sweep.driver import run_sweep
+    from orchestrator.sweep.spec import set_dotted, trial_base
 
     quiet = Console(file=open("/dev/null", "w"))  # noqa: SIM115
-    lrs = [round(1e-3 * (1.5 ** i), 6) for i in range(ns.trials)]
+    lrs = [round(1e-3 * (1.5**i), 6) for i in range(ns.trials)]
     runtime.connect(num_cpus=ns.cpus)
     with tempfile.TemporaryDirectory(prefix="tune-bench-") as tmp:
         base = validate_spec(spec_dict(str(Path(tmp) / "plain"), ns.steps, lrs))
         # Warm-up (imports, dataset, first worker processes), not timed.
         warm = validate_spec(set_dotted(trial_base(base), "name", "warmup"))
-        train.launch(plan(warm), console=quiet)
+        launch(plan(warm), console=quiet)
 
         t0 = time.perf_counter()
         for i, lr in enumerate(lrs):
             d = set_dotted(set_dotted(trial_base(base), "train.lr", lr), "name", f"trial{i}")
-            s = train.launch(plan(validate_spec(d)), console=quiet)
+            s = launch(plan(validate_spec(d)), console=quiet)
             assert s["status"] == "SUCCEEDED", s["error"]
         plain = time.perf_counter() - t0
 
@@ -80,16 +95,27 @@ def main(argv: list[str] | None = None) -> None:
         assert len(summary["trials"]) == ns.trials
 
     result = {
-        "trials": ns.trials, "steps_per_trial": ns.steps,
-        "back_to_back_s": round(plain, 2), "orch_sweep_s": round(swept, 2),
+        "trials": ns.trials,
+        "steps_per_trial": ns.steps,
+        "back_to_back_s": round(plain, 2),
+        "orch_sweep_s": round(swept, 2),
         "per_trial_back_to_back_s": round(plain / ns.trials, 2),
         "per_trial_sweep_s": round(swept / ns.trials, 2),
         "ratio_sweep_over_back_to_back": round(swept / plain, 3),
     }
     print(f"{ns.trials} trials x {ns.steps} steps (MNIST MLP, 1 worker each)")
-    print(f"  back to back (orch run launcher, no Tune): {plain:7.1f} s  ({plain / ns.trials:.1f} s/trial)")
-    print(f"  orch sweep (Tune, max_concurrent 1):       {swept:7.1f} s  ({swept / ns.trials:.1f} s/trial)")
-    print(f"  ratio sweep / back to back:                {swept / plain:7.3f}x  (Ray's target: <= 1.28x)")
+    print(
+        f"  back to back (orch run launcher, no Tune): {plain:7.1f} s  "
+        f"({plain / ns.trials:.1f} s/trial)"
+    )
+    print(
+        f"  orch sweep (Tune, max_concurrent 1):       {swept:7.1f} s  "
+        f"({swept / ns.trials:.1f} s/trial)"
+    )
+    print(
+        f"  ratio sweep / back to back:                {swept / plain:7.3f}x  "
+        "(Ray's target: <= 1.28x)"
+    )
     print(json.dumps(result))
 
 

@@ -5,7 +5,7 @@ ZeRO-1/2/3, beside the memory planner's figure (orchestrator/memory.py), at 2 wo
     python bench/zero_memory.py --precision bf16 --hidden 1024 1024 --markdown out.md
 
 Two processes (torch.multiprocessing, gloo on CPU) run each option through the same Session
-that workloads use (orchestrator.strategy), take one optimizer step so the optimizer state
+that workloads use (orchestrator.worker), take one optimizer step so the optimizer state
 exists, then measure on the second step (orchestrator.memory.held_bytes, each storage once):
 
   params, optimizer   when the optimizer steps (wrapped torch optimizer's step())
@@ -57,12 +57,17 @@ def _measure_one(option: str, precision: str, hidden: list[int], batch: int) -> 
     import torch.nn.functional as F
 
     from jobs import mnist_mlp
-    from orchestrator import memory, strategy
+    from orchestrator import memory, worker
 
     kind, stage = OPTIONS[option]
-    config = {"strategy": kind, "precision": precision, "seed": 0,
-              "deepspeed": {"stage": stage}, "train": {"batch_size": batch}}
-    sess = strategy.setup(config)
+    config = {
+        "strategy": kind,
+        "precision": precision,
+        "seed": 0,
+        "deepspeed": {"stage": stage},
+        "train": {"batch_size": batch},
+    }
+    sess = worker.setup(config)
     args = mnist_mlp.Args(hidden=hidden, batch_size=batch, optimizer="adam")
     model, opt, _ = sess.prepare(mnist_mlp.build_model(args), args, total_steps=10)
     g = torch.Generator().manual_seed(sess.rank)
@@ -122,16 +127,36 @@ def _measure_one(option: str, precision: str, hidden: list[int], batch: int) -> 
         grads = max(seen.get("in_flight", 0.0), ab["grads"] + at.get("grads_fp32", 0.0))
     else:
         grads = at["grads"]
-    return {"option": option, "precision": precision, "rank": sess.rank,
-            "params": at["params"], "grads": grads, "optimizer": at["optimizer"],
-            "in_flight": seen.get("in_flight"), "reducing": seen.get("reducing"),
-            "after_backward": ab["grads"], "fp32_at_step": at.get("grads_fp32")}
+    return {
+        "option": option,
+        "precision": precision,
+        "rank": sess.rank,
+        "params": at["params"],
+        "grads": grads,
+        "optimizer": at["optimizer"],
+        "in_flight": seen.get("in_flight"),
+        "reducing": seen.get("reducing"),
+        "after_backward": ab["grads"],
+        "fp32_at_step": at.get("grads_fp32"),
+    }
 
 
-def _worker(rank: int, world: int, port: int, precisions: list[str], hidden: list[int],
-            batch: int, out_dir: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+def _worker(
+    rank: int,
+    world: int,
+    port: int,
+    precisions: list[str],
+    hidden: list[int],
+    batch: int,
+    out_dir: str,
+) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     import torch
 
     torch.set_num_threads(1)
@@ -142,7 +167,9 @@ def _worker(rank: int, world: int, port: int, precisions: list[str], hidden: lis
     Path(out_dir, f"rank{rank}.json").write_text(json.dumps(rows))
 
 
-def measure(precisions: list[str], hidden: list[int], batch: int = 32, world: int = 2) -> list[dict]:
+def measure(
+    precisions: list[str], hidden: list[int], batch: int = 32, world: int = 2
+) -> list[dict]:
     import torch.multiprocessing as mp
 
     with socket.socket() as s:
@@ -160,9 +187,16 @@ def planned(option: str, count, world: int, precision: str, rank: int | None = N
     """The planner's figures for `rank` (ZeRO-1/2 differ by rank; the others do not)."""
     from orchestrator import memory
 
-    st = memory.engine_states(option, count.trainable, world, precision,
-                              memory.optimizer_state_bytes("adam"), count.largest_layer,
-                              param_sizes=count.sizes, rank=rank)
+    st = memory.engine_states(
+        option,
+        count.trainable,
+        world,
+        precision,
+        memory.optimizer_state_bytes("adam"),
+        count.largest_layer,
+        param_sizes=count.sizes,
+        rank=rank,
+    )
     return {"params": st.params, "grads": st.grads, "optimizer": st.optimizer}
 
 
@@ -179,7 +213,9 @@ def _cell(m: float, p: float) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--hidden", nargs="+", type=int, default=[512, 256])
     ap.add_argument("--batch", type=int, default=32)
@@ -197,12 +233,14 @@ def main(argv=None) -> int:
     parts = memory.zero_partitions(count.sizes, world)
     t0 = time.time()
     rows = measure(ns.precision, ns.hidden, ns.batch, world)
-    lines = [f"MNIST MLP 784-{'-'.join(map(str, ns.hidden))}-10: {count.total:,} parameters "
-             f"(largest layer {count.largest_layer:,}), {world} ranks, Adam; bytes per rank "
-             f"(measured / planned for that rank = ratio); {time.time() - t0:.0f} s",
-             "",
-             "| option | precision | rank | params | grads | optimizer | worst ratio |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"MNIST MLP 784-{'-'.join(map(str, ns.hidden))}-10: {count.total:,} parameters "
+        f"(largest layer {count.largest_layer:,}), {world} ranks, Adam; bytes per rank "
+        f"(measured / planned for that rank = ratio); {time.time() - t0:.0f} s",
+        "",
+        "| option | precision | rank | params | grads | optimizer | worst ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
     worst_all = 1.0
     for r in rows:
         plan = planned(r["option"], count, world, r["precision"], r["rank"])
@@ -211,18 +249,27 @@ def main(argv=None) -> int:
             worst = _worse(_ratio(r[k], plan[k]), worst)
             cells.append(_cell(r[k], plan[k]))
         worst_all = _worse(worst, worst_all)
-        lines.append(f"| {r['option']} | {r['precision']} | {r['rank']} | " + " | ".join(cells)
-                     + f" | {worst:.3f} |")
+        lines.append(
+            f"| {r['option']} | {r['precision']} | {r['rank']} | "
+            + " | ".join(cells)
+            + f" | {worst:.3f} |"
+        )
 
     # ZeRO-1/2 gradients moment by moment, against the per-rank layout.
-    lines += ["", "ZeRO-1/2 flat layout (padded to a multiple of 2 x ranks): " + "; ".join(
-        f"rank {p.rank} slice [{p.start:,}, {p.end:,}) overlaps parameters "
-        f"{list(p.params)} = {p.kept:,} elements kept, {p.padding} padding" for p in parts),
+    lines += [
+        "",
+        "ZeRO-1/2 flat layout (padded to a multiple of 2 x ranks): "
+        + "; ".join(
+            f"rank {p.rank} slice [{p.start:,}, {p.end:,}) overlaps parameters "
+            f"{list(p.params)} = {p.kept:,} elements kept, {p.padding} padding"
+            for p in parts
+        ),
         "",
         "| option | precision | rank | end of backward (in flight) | kept after reducing + "
         "new fp32 at step | during reduction (bucket + kept, not planned) | upper bound "
         "(no rank) / measured |",
-        "|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|",
+    ]
     k = memory.optimizer_state_bytes("adam")
     for r in rows:
         if r["option"] not in ("zero1", "zero2"):
@@ -231,19 +278,24 @@ def main(argv=None) -> int:
         fly_p = memory.zero_in_flight_grad_bytes(opt, count.trainable, prec)
         kept_p = memory.zero_kept_grad_bytes(parts[r["rank"]], prec)
         kept_m = r["after_backward"] + r["fp32_at_step"]
-        bound = memory.engine_states(opt, count.trainable, world, prec, k,
-                                     count.largest_layer).grads
+        bound = memory.engine_states(
+            opt, count.trainable, world, prec, k, count.largest_layer
+        ).grads
         for m, p in ((r["in_flight"], fly_p), (kept_m, kept_p)):
             worst_all = _worse(_ratio(m, p), worst_all)
-        lines.append(f"| {opt} | {prec} | {r['rank']} | {_cell(r['in_flight'], fly_p)} | "
-                     f"{_cell(kept_m, kept_p)} | {(r['reducing'] or 0) / 1e6:.3f} MB | "
-                     f"{bound / 1e6:.3f} / {r['grads'] / 1e6:.3f} MB "
-                     f"{'>=' if bound >= r['grads'] else '< (NOT AN UPPER BOUND)'} |")
+        lines.append(
+            f"| {opt} | {prec} | {r['rank']} | {_cell(r['in_flight'], fly_p)} | "
+            f"{_cell(kept_m, kept_p)} | {(r['reducing'] or 0) / 1e6:.3f} MB | "
+            f"{bound / 1e6:.3f} / {r['grads'] / 1e6:.3f} MB "
+            f"{'>=' if bound >= r['grads'] else '< (NOT AN UPPER BOUND)'} |"
+        )
         if bound < r["grads"]:
             worst_all = _worse(_ratio(r["grads"], bound), worst_all)
     lines.append("")
-    lines.append(f"worst ratio over all cells: {worst_all:.3f} "
-                 f"({'within' if abs(worst_all - 1) <= 0.10 else 'OUTSIDE'} 10%)")
+    lines.append(
+        f"worst ratio over all cells: {worst_all:.3f} "
+        f"({'within' if abs(worst_all - 1) <= 0.10 else 'OUTSIDE'} 10%)"
+    )
     text = "\n".join(lines)
     print(text)
     if ns.markdown:

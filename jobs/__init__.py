@@ -1,7 +1,7 @@
 """Workloads: one file per job, each runnable alone (`python jobs/NAME.py --help`).
 
 A training workload module provides:
-  Args        pydantic model of its `train:` arguments (subclass of strategy.OptimArgs)
+  Args        pydantic model of its `train:` arguments (subclass of orchestrator.worker.OptimArgs)
   DataArgs    pydantic model of its `data:` section (optional)
   train_loop  train_loop(config: dict) run inside each Ray Train worker
   build_model build_model(args) -> torch.nn.Module (the memory planner builds it on 'meta')

@@ -1,11 +1,13 @@
 """DQN on gymnasium's CartPole-v1 through RLlib (new API stack): double + dueling Q,
 prioritized n-step replay, epsilon-greedy exploration.
 
-    python jobs/cartpole_dqn.py                          # alone: local Ray, stops at mean return 450
+    # alone: local Ray, stops at mean return 450
+    python jobs/cartpole_dqn.py
     python jobs/cartpole_dqn.py --stop-return 100 --stop-env-steps 30000 --run-dir /tmp/dqn
     orch run jobs/cartpole_dqn.yaml                      # through orch: ledger, run dir, resume
     orch run jobs/cartpole_dqn.yaml train.lr=1e-3 resources.workers=2
-    orch rollout runs/cartpole-dqn --episodes 20         # greedy episodes from the latest checkpoint
+    # greedy episodes from the latest checkpoint
+    orch rollout runs/cartpole-dqn --episodes 20
 
 `train_loop(config)` builds the RLlib `DQNConfig` from `Args` (`build_config`), trains until a
 stop criterion holds (mean return, env steps, wall time), saves RLlib's own checkpoints
@@ -14,8 +16,9 @@ training iteration to `metrics.jsonl`, and finishes with greedy evaluation episo
 
 "Mean return" is the mean undiscounted return of the last `return_window` training episodes
 (epsilon-greedy, as in RLlib's own CartPole example, which stops at 450), built from RLlib's
-per-iteration `env_runners/episode_return_mean` (see `smoothed_return`). The greedy evaluation at the end is reported beside it. The `step` of every
-metrics row, checkpoint and resume is the lifetime env-step count, so a resumed run keeps it.
+per-iteration `env_runners/episode_return_mean` (see `smoothed_return`). The greedy evaluation
+at the end is reported beside it. The `step` of every metrics row, checkpoint and resume is the
+lifetime env-step count, so a resumed run keeps it.
 
 Workers: the driver process holds the Learner (and the replay buffer). `num_env_runners: 0`
 samples in the driver too, which is the cheapest on a small machine; N > 0 starts N remote
@@ -36,14 +39,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-KIND = "rllib"  # orchestrator.plan: launch through orchestrator.rl, not Ray Train
+from orchestrator import rundir
+
+KIND = "rllib"  # orch run launches it through orchestrator/launch/rllib.py, not Ray Train
 # Changing these changes the network, so a checkpoint cannot be resumed with them changed.
 SHAPE_KEYS = ("env", "hiddens", "head_hiddens", "activation", "dueling")
 
-COMPLETE_MARKER = "_COMPLETE"  # same marker as orchestrator.strategy: written last
 STATE_FILE = "state.json"  # our counters beside RLlib's own checkpoint files
 BUFFER_FILE = "replay_buffer.pkl"
-METRICS_FILE = "metrics.jsonl"
 MODULE_SUBDIR = Path("learner_group") / "learner" / "rl_module" / "default_policy"
 
 
@@ -340,7 +343,7 @@ def stop_reason(args: Args, row: dict[str, Any]) -> str | None:
 
 
 def checkpoint_name(iteration: int) -> str:
-    return f"checkpoint_{iteration:06d}"
+    return rundir.checkpoint_name(iteration)
 
 
 def save_checkpoint(algo, run_dir: Path, row: dict[str, Any], args: Args, keep: int) -> Path:
@@ -367,16 +370,11 @@ def save_checkpoint(algo, run_dir: Path, row: dict[str, Any], args: Args, keep: 
     state["env"] = args.env
     state["recent_returns"] = row.get("_recent_returns", [])
     (path / STATE_FILE).write_text(json.dumps(state, indent=2))
-    (path / COMPLETE_MARKER).write_text("")
-    done = sorted(c for c in run_dir.glob("checkpoint_*") if (c / COMPLETE_MARKER).exists())
+    (path / rundir.COMPLETE_MARKER).write_text("")  # last: the checkpoint is complete
+    done = rundir.complete_checkpoints(run_dir)
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return path
-
-
-def read_state(checkpoint: str | Path) -> dict[str, Any]:
-    f = Path(checkpoint) / STATE_FILE
-    return json.loads(f.read_text()) if f.exists() else {}
 
 
 def seed_replay_buffer(algo, seed: int, env_steps: int = 0) -> None:
@@ -401,7 +399,7 @@ def restore(algo, checkpoint: Path) -> dict[str, Any]:
     if buf.exists() and getattr(algo, "local_replay_buffer", None) is not None:
         with open(buf, "rb") as fh:
             algo.local_replay_buffer.set_state(pickle.load(fh))
-    return read_state(checkpoint)
+    return rundir.read_state(checkpoint)
 
 
 # --- greedy evaluation -------------------------------------------------------------------------
@@ -512,8 +510,7 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
                 row["checkpoint"] = checkpoint
             row.pop("_recent_returns", None)
             if run_dir is not None:
-                with open(run_dir / METRICS_FILE, "a") as fh:
-                    fh.write(json.dumps({**row, "time": time.time()}) + "\n")
+                rundir.append_metrics(run_dir, {**row, "time": time.time()})
             if on_iteration is not None:
                 on_iteration(row)
         final = {
@@ -551,7 +548,7 @@ def _std(xs: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     """Run alone (local Ray, no orch CLI): flags are the Args fields, e.g. --stop-return 100."""
-    from orchestrator.workload import parse_args
+    from orchestrator.worker.standalone import parse_args
 
     train, _data, ns = parse_args(Args, None, argv, __doc__ or "")
     if ns.run_dir:

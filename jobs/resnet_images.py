@@ -26,9 +26,20 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from orchestrator import data as imgdata
-from orchestrator import strategy
-from orchestrator.strategy import OptimArgs
+from orchestrator import worker
+from orchestrator.data.args import ImageDataArgs
+from orchestrator.data.augment import Augmenter
+from orchestrator.data.images import DataError, folder_loader, folder_splits
+from orchestrator.data.lockstep import empty_batch, merge_short_tail, synced_batches
+from orchestrator.data.shards import (
+    augment_collate,
+    check_shards,
+    ensure_default_data,
+    exact_data_config,
+    local_shard_batches,
+    ray_image_dataset,
+)
+from orchestrator.worker import OptimArgs
 
 SHAPE_KEYS = ("arch",)
 
@@ -74,7 +85,7 @@ class Args(OptimArgs):
         return v
 
 
-class DataArgs(imgdata.ImageDataArgs):
+class DataArgs(ImageDataArgs):
     pass
 
 
@@ -93,12 +104,12 @@ def _weights_file(arch: str, weights: str) -> Path:
         enum = tvm.get_model_weights(arch)
         w = enum[weights] if weights != "DEFAULT" else enum.DEFAULT
     except (KeyError, ValueError):
-        raise imgdata.DataError(
+        raise DataError(
             f"train.weights: {weights!r} is neither a file nor a weights name of {arch}"
         ) from None
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
     if not cached.is_file():
-        raise imgdata.DataError(
+        raise DataError(
             f"train.weights: {arch} {w} is not in torch's cache ({cached}); nothing is "
             f"downloaded at run time: fetch {w.url} there once, or give a file path"
         )
@@ -137,25 +148,25 @@ class Source:
     def __init__(self, data: DataArgs, sess, batch_size: int):
         self.data, self.sess, self.bs = data, sess, batch_size
         seed = sess.seed
-        self.train_aug = imgdata.Augmenter(data, train=True, seed=seed)
-        self.val_aug = imgdata.Augmenter(data, train=False, seed=seed)
+        self.train_aug = Augmenter(data, train=True, seed=seed)
+        self.val_aug = Augmenter(data, train=False, seed=seed)
         if data.format == "folder":
-            idx, train, val = imgdata.folder_splits(data, seed)
+            idx, train, val = folder_splits(data, seed)
             self.classes = idx.classes
             self.n_train, self.n_val = len(train), len(val)
             w, r = sess.world_size, sess.rank
-            self.train_loader, self.train_sampler = imgdata.folder_loader(
+            self.train_loader, self.train_sampler = folder_loader(
                 train, data, batch_size, r, w, seed, train=True
             )
             self.val_loader, self.val_sampler = (
-                imgdata.folder_loader(val, data, batch_size, r, w, seed, train=False)
+                folder_loader(val, data, batch_size, r, w, seed, train=False)
                 if val
                 else (None, None)
             )
         else:
-            _shards, self.classes, rows = imgdata.check_shards(data.path)
+            _shards, self.classes, rows = check_shards(data.path)
             self.n_train = rows
-            self.n_val = imgdata.check_shards(data.val_path)[2] if data.val_path else None
+            self.n_val = check_shards(data.val_path)[2] if data.val_path else None
             self.ray_shards = None
             if sess.in_ray:
                 import ray.train
@@ -166,14 +177,14 @@ class Source:
                         "val": ray.train.get_dataset_shard("val"),
                     }
                 except Exception as exc:  # noqa: BLE001
-                    raise imgdata.DataError(
+                    raise DataError(
                         "data.format: parquet needs the launcher to pass Ray Datasets "
                         f"(jobs.resnet_images.ray_datasets); got {type(exc).__name__}: {exc}"
                     ) from None
 
     def empty(self) -> dict:
         """A zero-weight batch for a worker that got no data this epoch (see synced_batches)."""
-        return imgdata.empty_batch(self.data.image_size)
+        return empty_batch(self.data.image_size)
 
     def steps_per_epoch(self) -> int:
         per_worker = math.ceil(self.n_train * (1 - self._train_share_loss()) / self.sess.world_size)
@@ -192,7 +203,7 @@ class Source:
             return iter(
                 self.ray_shards["train"].iter_torch_batches(
                     batch_size=self.bs,
-                    collate_fn=imgdata.augment_collate(self.train_aug, epoch),
+                    collate_fn=augment_collate(self.train_aug, epoch),
                     prefetch_batches=2,
                     local_shuffle_buffer_size=d.shuffle_buffer or None,
                     local_shuffle_seed=(self.sess.seed * 1_000_003 + epoch) * 64 + self.sess.rank
@@ -201,7 +212,7 @@ class Source:
                 )
             )
         split = None if d.val_path else "train"
-        return imgdata.local_shard_batches(
+        return local_shard_batches(
             d.path,
             d,
             self.train_aug,
@@ -221,12 +232,12 @@ class Source:
             return iter(
                 self.ray_shards["val"].iter_torch_batches(
                     batch_size=self.bs,
-                    collate_fn=imgdata.augment_collate(self.val_aug, 0),
+                    collate_fn=augment_collate(self.val_aug, 0),
                     prefetch_batches=2,
                 )
             )
         if d.val_path:
-            return imgdata.local_shard_batches(
+            return local_shard_batches(
                 d.val_path,
                 d,
                 self.val_aug,
@@ -238,7 +249,7 @@ class Source:
                 self.sess.world_size,
             )
         if d.val_fraction > 0:
-            return imgdata.local_shard_batches(
+            return local_shard_batches(
                 d.path,
                 d,
                 self.val_aug,
@@ -252,45 +263,48 @@ class Source:
         return iter(())
 
 
-def ray_datasets(spec) -> dict | None:
-    """Called by the launcher on the driver: Ray Datasets for `data.format: parquet`.
+def ray_datasets(config: dict, scaling) -> dict | None:
+    """Called by the launcher on the driver with the workers' config (the dict train_loop
+    gets) and Ray's ScalingConfig: Ray Datasets for `data.format: parquet`.
 
     Returns {"train": ..., "val": ...} read from the shards (decoded, not augmented: the
     augmentation runs per epoch in each worker, keyed by (seed, epoch, image)), or None.
     """
-    data = DataArgs.model_validate(spec.data)
+    data = DataArgs.model_validate(config.get("data", {}))
+    seed = int(config.get("seed", 0))
     if data.format != "parquet":
         return None
     import ray
 
     resources = ray.cluster_resources()
     total = resources.get("CPU", 0)
-    taken = spec.resources.workers * spec.resources.cpus_per_worker
+    taken = scaling.num_workers * (scaling.resources_per_worker or {}).get("CPU", 1.0)
     if total - taken < 1:
         # Ray Data's tasks get only what Train's workers leave; with none it waits forever.
-        raise imgdata.DataError(
+        raise DataError(
             f"data.format: parquet needs at least 1 CPU beside the training workers for Ray "
             f"Data's read/decode tasks; this cluster has {total:g} CPUs and the workers take "
             f"{taken:g}. Lower resources.workers / cpus_per_worker, or use data.format: folder"
         )
-    data = imgdata.ensure_default_data(data)
-    kw = {"workers": spec.resources.workers,
-          "object_store_bytes": resources.get("object_store_memory", 0.0)}
+    data = ensure_default_data(data)
+    kw = {
+        "workers": scaling.num_workers,
+        "object_store_bytes": resources.get("object_store_memory", 0.0),
+    }
     if data.val_path:
         return {
-            "train": imgdata.ray_image_dataset(data.path, data, shuffle_files=True, **kw),
-            "val": imgdata.ray_image_dataset(data.val_path, data, **kw),
+            "train": ray_image_dataset(data.path, data, shuffle_files=True, **kw),
+            "val": ray_image_dataset(data.val_path, data, **kw),
         }
     return {
-        "train": imgdata.ray_image_dataset(data.path, data, "train", spec.seed,
-                                           shuffle_files=True, **kw),
-        "val": imgdata.ray_image_dataset(data.path, data, "val", spec.seed, **kw),
+        "train": ray_image_dataset(data.path, data, "train", seed, shuffle_files=True, **kw),
+        "val": ray_image_dataset(data.path, data, "val", seed, **kw),
     }
 
 
-def ray_data_config(spec):
+def ray_data_config(config: dict):
     """The DataConfig the launcher passes with ray_datasets(): exact (non-padding) splits."""
-    return imgdata.exact_data_config()
+    return exact_data_config()
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -324,7 +338,7 @@ def evaluate(model, source: Source, sess, channels_last: bool) -> tuple[float, f
     correct = seen = 0.0
     dtype = _model_dtype(model)
     with torch.no_grad():
-        for batch, _total in imgdata.synced_batches(source.val_batches(), sess, source.empty):
+        for batch, _total in synced_batches(source.val_batches(), sess, source.empty):
             x = _to_input(batch["image"], sess, dtype, channels_last)
             with sess.autocast():
                 pred = model(x).argmax(dim=1).cpu()
@@ -341,8 +355,8 @@ def train_loop(config: dict) -> dict:
     import torch.nn.functional as F
 
     args = Args.model_validate(config.get("train", {}))
-    data = imgdata.ensure_default_data(DataArgs.model_validate(config.get("data", {})))
-    sess = strategy.setup(config)
+    data = ensure_default_data(DataArgs.model_validate(config.get("data", {})))
+    sess = worker.setup(config)
     source = Source(data, sess, args.batch_size)
     steps_per_epoch = source.steps_per_epoch()
     total_steps = args.epochs * steps_per_epoch
@@ -375,8 +389,8 @@ def train_loop(config: dict) -> dict:
         seen_ids: list[int] = []
         bad = 0
         loss_sum = n_sum = 0.0
-        for batch, global_n in imgdata.synced_batches(
-            imgdata.merge_short_tail(source.train_batches(epoch), max(2, args.batch_size // 2)),
+        for batch, global_n in synced_batches(
+            merge_short_tail(source.train_batches(epoch), max(2, args.batch_size // 2)),
             sess,
             source.empty,
         ):
@@ -455,7 +469,7 @@ def train_loop(config: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from orchestrator.workload import run_alone
+    from orchestrator.worker.standalone import run_alone
 
     result = run_alone(sys.modules[__name__], argv)
     print(f"validation accuracy: {result['accuracy']:.4f}")

@@ -13,7 +13,7 @@ tokenizer (no vocabulary file, 384 ids).
 
 Data: `data.path` (+ optional val_path/test_path), JSONL/CSV/Parquet with the columns
 data.source_column and data.target_column; else English->French number words from num2words
-with train/val/test on disjoint numbers (orchestrator/textdata.py). Every source gets
+with train/val/test on disjoint numbers (orchestrator/data/text.py). Every source gets
 `data.prefix` in front ("translate English to French: ").
 
 Evaluation: validation loss plus greedy exact match and chrF on `val_samples` validation pairs
@@ -35,63 +35,107 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator import strategy
-from orchestrator.strategy import OptimArgs
+from orchestrator import worker
+from orchestrator.worker import OptimArgs
 
-SHAPE_KEYS = ("pretrained", "d_model", "d_ff", "d_kv", "num_heads", "num_layers",
-              "num_decoder_layers", "feed_forward_proj")
+SHAPE_KEYS = (
+    "pretrained",
+    "d_model",
+    "d_ff",
+    "d_kv",
+    "num_heads",
+    "num_layers",
+    "num_decoder_layers",
+    "feed_forward_proj",
+)
 BYT5_VOCAB = 384  # 3 specials + 256 bytes + 125 sentinel ids: ByT5Tokenizer's fixed vocabulary
 
 
 class Args(OptimArgs):
     pretrained: str | None = Field(
-        None, description="HF model name or local save_pretrained directory; default: a fresh T5Config.")
+        None,
+        description="HF model name or local save_pretrained directory; default: a fresh T5Config.",
+    )
     d_model: int = Field(256, ge=8, le=8192, description="Hidden size (fresh model).")
     d_ff: int = Field(1024, ge=8, le=65_536, description="Feed-forward size (fresh model).")
     d_kv: int = Field(64, ge=4, le=1024, description="Size of one attention head (fresh model).")
     num_heads: int = Field(4, ge=1, le=128, description="Attention heads (fresh model).")
     num_layers: int = Field(3, ge=1, le=96, description="Encoder layers (fresh model).")
-    num_decoder_layers: int | None = Field(None, ge=1, le=96, description="Decoder layers; default num_layers.")
-    feed_forward_proj: Literal["relu", "gated-gelu"] = Field("relu", description="T5 v1.0 relu or v1.1 gated-gelu.")
+    num_decoder_layers: int | None = Field(
+        None, ge=1, le=96, description="Decoder layers; default num_layers."
+    )
+    feed_forward_proj: Literal["relu", "gated-gelu"] = Field(
+        "relu", description="T5 v1.0 relu or v1.1 gated-gelu."
+    )
     dropout: float = Field(0.1, ge=0, lt=1, description="Dropout rate.")
     epochs: int = Field(10, ge=1, le=10_000, description="Passes over the training set.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many steps.")
     batch_size: int = Field(32, ge=1, le=65_536, description="Pairs per worker per step.")
     lr: float = Field(1e-3, gt=0, le=10, description="Peak learning rate.")
-    lr_schedule: Literal["constant", "linear", "cosine"] = Field("linear", description="Decay after warm-up.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "linear", description="Decay after warm-up."
+    )
     warmup_steps: int = Field(100, ge=0, le=10**9, description="Linear warm-up from 0.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the global gradient norm.")
-    max_source_len: int = Field(192, ge=4, le=16_384, description="Truncate sources to this many tokens.")
-    max_target_len: int = Field(128, ge=4, le=16_384, description="Truncate targets to this many tokens.")
+    max_source_len: int = Field(
+        192, ge=4, le=16_384, description="Truncate sources to this many tokens."
+    )
+    max_target_len: int = Field(
+        128, ge=4, le=16_384, description="Truncate targets to this many tokens."
+    )
     eval_every: int = Field(250, ge=1, le=10**9, description="Validate every N steps.")
-    val_samples: int = Field(200, ge=0, le=10**7, description="Validation pairs decoded (greedy) per check.")
+    val_samples: int = Field(
+        200, ge=0, le=10**7, description="Validation pairs decoded (greedy) per check."
+    )
     test_samples: int | None = Field(None, ge=1, description="Decode only the first N test pairs.")
     num_beams: int = Field(4, ge=1, le=64, description="Beam width for the beam-search evaluation.")
     eval_batch_size: int = Field(128, ge=1, le=65_536, description="Pairs per generate() call.")
-    max_new_tokens: int = Field(96, ge=1, le=16_384, description="Longest generated output, in tokens.")
+    max_new_tokens: int = Field(
+        96, ge=1, le=16_384, description="Longest generated output, in tokens."
+    )
     examples: int = Field(8, ge=0, le=1000, description="Rows in the examples table at the end.")
     cpu_budget_s: float | None = Field(
-        None, gt=0, description="Stop training once the workers together used this many CPU-seconds.")
+        None,
+        gt=0,
+        description="Stop training once the workers together used this many CPU-seconds.",
+    )
     time_budget_s: float | None = Field(
-        None, gt=0, description="Stop training after this many wall-clock seconds (this attempt).")
+        None, gt=0, description="Stop training after this many wall-clock seconds (this attempt)."
+    )
 
 
 class DataArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str | None = Field(None, description="Training pairs (.jsonl/.csv/.parquet); default: num2words corpus.")
+    path: str | None = Field(
+        None, description="Training pairs (.jsonl/.csv/.parquet); default: num2words corpus."
+    )
     val_path: str | None = Field(None, description="Validation pairs; default: cut from path.")
     test_path: str | None = Field(None, description="Test pairs; default: cut from path.")
-    format: Literal["auto", "jsonl", "csv", "parquet"] = Field("auto", description="File format; auto: by suffix.")
+    format: Literal["auto", "jsonl", "csv", "parquet"] = Field(
+        "auto", description="File format; auto: by suffix."
+    )
     source_column: str = Field("en", min_length=1, description="Column holding the source text.")
     target_column: str = Field("fr", min_length=1, description="Column holding the target text.")
-    prefix: str = Field("translate English to French: ", description="Task prefix put before every source.")
-    n_val: int = Field(500, ge=1, le=10**8, description="Validation pairs (generated corpus, or cut from path).")
-    n_test: int = Field(1000, ge=1, le=10**8, description="Test pairs (generated corpus, or cut from path).")
+    prefix: str = Field(
+        "translate English to French: ", description="Task prefix put before every source."
+    )
+    n_val: int = Field(
+        500, ge=1, le=10**8, description="Validation pairs (generated corpus, or cut from path)."
+    )
+    n_test: int = Field(
+        1000, ge=1, le=10**8, description="Test pairs (generated corpus, or cut from path)."
+    )
     split_seed: int = Field(0, ge=0, description="Fixes which numbers/rows go to which split.")
-    max_number: int = Field(9999, ge=10, le=10**12, description="Generated corpus: numbers 0..max_number.")
+    max_number: int = Field(
+        9999, ge=10, le=10**12, description="Generated corpus: numbers 0..max_number."
+    )
     n_train: int | None = Field(None, ge=1, description="Generated corpus: cap on training pairs.")
-    source_lang: str = Field("en", description="Generated corpus: num2words language of the source.")
-    target_lang: str = Field("fr", description="Generated corpus: num2words language of the target.")
+    source_lang: str = Field(
+        "en", description="Generated corpus: num2words language of the source."
+    )
+    target_lang: str = Field(
+        "fr", description="Generated corpus: num2words language of the target."
+    )
 
 
 # --- model and tokenizer ---------------------------------------------------------------------
@@ -101,11 +145,18 @@ def t5_config(args: Args, vocab_size: int = BYT5_VOCAB):
     from transformers import T5Config
 
     return T5Config(
-        vocab_size=vocab_size, d_model=args.d_model, d_ff=args.d_ff, d_kv=args.d_kv,
-        num_heads=args.num_heads, num_layers=args.num_layers,
+        vocab_size=vocab_size,
+        d_model=args.d_model,
+        d_ff=args.d_ff,
+        d_kv=args.d_kv,
+        num_heads=args.num_heads,
+        num_layers=args.num_layers,
         num_decoder_layers=args.num_decoder_layers or args.num_layers,
-        feed_forward_proj=args.feed_forward_proj, dropout_rate=args.dropout,
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,  # T5 starts decoding at pad
+        feed_forward_proj=args.feed_forward_proj,
+        dropout_rate=args.dropout,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,  # T5 starts decoding at pad
     )
 
 
@@ -114,7 +165,9 @@ def build_model(args: Args):
     from transformers import T5ForConditionalGeneration
 
     if args.pretrained:
-        return T5ForConditionalGeneration.from_pretrained(args.pretrained, **_local_kwargs(args.pretrained))
+        return T5ForConditionalGeneration.from_pretrained(
+            args.pretrained, **_local_kwargs(args.pretrained)
+        )
     return T5ForConditionalGeneration(t5_config(args))
 
 
@@ -142,8 +195,11 @@ def _local_kwargs(name: str) -> dict:
 
 def model_state(model, args: Args, tokenizer_dir: str | None) -> dict:
     """What `orch translate` needs, besides model.pt, to rebuild model and tokenizer."""
-    tok = {"kind": "pretrained", "source": args.pretrained, "dir": tokenizer_dir} \
-        if args.pretrained else {"kind": "byt5"}
+    tok = (
+        {"kind": "pretrained", "source": args.pretrained, "dir": tokenizer_dir}
+        if args.pretrained
+        else {"kind": "byt5"}
+    )
     return {"t5_config": json.loads(model.config.to_json_string()), "tokenizer": tok}
 
 
@@ -151,14 +207,28 @@ def model_state(model, args: Args, tokenizer_dir: str | None) -> dict:
 
 
 def load_data(data: DataArgs):
-    from orchestrator.textdata import load_splits
+    from orchestrator.data.text import load_splits
 
     return load_splits(
-        path=data.path, val_path=data.val_path, test_path=data.test_path,
-        source_column=data.source_column, target_column=data.target_column, fmt=data.format,
-        n_val=data.n_val, n_test=data.n_test, seed=data.split_seed,
-        **({} if data.path else dict(max_number=data.max_number, n_train=data.n_train,
-                                     source_lang=data.source_lang, target_lang=data.target_lang)),
+        path=data.path,
+        val_path=data.val_path,
+        test_path=data.test_path,
+        source_column=data.source_column,
+        target_column=data.target_column,
+        fmt=data.format,
+        n_val=data.n_val,
+        n_test=data.n_test,
+        seed=data.split_seed,
+        **(
+            {}
+            if data.path
+            else dict(
+                max_number=data.max_number,
+                n_train=data.n_train,
+                source_lang=data.source_lang,
+                target_lang=data.target_lang,
+            )
+        ),
     )
 
 
@@ -186,9 +256,19 @@ def collate(batch, pad_id: int):
 # --- generation and metrics ------------------------------------------------------------------
 
 
-def generate(model, tokenizer, texts: list[str], *, device, num_beams: int = 1,
-             batch_size: int = 64, max_new_tokens: int = 96, max_source_len: int = 192,
-             autocast=None, synced_gpus: bool = False) -> list[str]:
+def generate(
+    model,
+    tokenizer,
+    texts: list[str],
+    *,
+    device,
+    num_beams: int = 1,
+    batch_size: int = 64,
+    max_new_tokens: int = 96,
+    max_source_len: int = 192,
+    autocast=None,
+    synced_gpus: bool = False,
+) -> list[str]:
     """Translate `texts` (prefix already on them) in batches of similar length; input order kept."""
     import contextlib
 
@@ -201,12 +281,24 @@ def generate(model, tokenizer, texts: list[str], *, device, num_beams: int = 1,
     try:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True,
-                            truncation=True, max_length=max_source_len).to(device)
-            with torch.no_grad(), (autocast or contextlib.nullcontext()):
-                gen = model.generate(**enc, num_beams=num_beams, do_sample=False,
-                                     max_new_tokens=max_new_tokens, synced_gpus=synced_gpus)
-            for i, text in zip(idx, tokenizer.batch_decode(gen, skip_special_tokens=True), strict=True):
+            enc = tokenizer(
+                [texts[i] for i in idx],
+                return_tensors="pt",
+                padding=True,
+                truncation=True,
+                max_length=max_source_len,
+            ).to(device)
+            with torch.no_grad(), autocast or contextlib.nullcontext():
+                gen = model.generate(
+                    **enc,
+                    num_beams=num_beams,
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    synced_gpus=synced_gpus,
+                )
+            for i, text in zip(
+                idx, tokenizer.batch_decode(gen, skip_special_tokens=True), strict=True
+            ):
                 out[i] = text.strip()
     finally:
         model.train(was_training)
@@ -222,7 +314,8 @@ def scores(hyps: list[str], refs: list[str]) -> dict[str, float]:
     return {
         "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
         "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
-        "exact_match": sum(h.strip() == r.strip() for h, r in zip(hyps, refs, strict=True)) / len(hyps),
+        "exact_match": sum(h.strip() == r.strip() for h, r in zip(hyps, refs, strict=True))
+        / len(hyps),
     }
 
 
@@ -243,7 +336,9 @@ def _generation_model(model, sess):
     return sess.unwrap(model) if sess.strategy in ("ddp", "auto") else model
 
 
-def decode_split(model, tokenizer, pairs, prefix: str, sess, args: Args, num_beams: int) -> list[str]:
+def decode_split(
+    model, tokenizer, pairs, prefix: str, sess, args: Args, num_beams: int
+) -> list[str]:
     """Hypotheses for `pairs`, each rank decoding an equal slice; the full list on every rank."""
     n = len(pairs)
     per = -(-n // sess.world_size)
@@ -253,10 +348,18 @@ def decode_split(model, tokenizer, pairs, prefix: str, sess, args: Args, num_bea
     if sharded:  # lockstep generate(): every rank the same number of batches
         texts += [prefix + pairs[-1].source] * (per - len(texts))
     gen_model = _generation_model(model, sess)
-    hyps = generate(gen_model, tokenizer, texts, device=sess.device, num_beams=num_beams,
-                    batch_size=args.eval_batch_size, max_new_tokens=args.max_new_tokens,
-                    max_source_len=args.max_source_len, autocast=sess.autocast(),
-                    synced_gpus=sharded)[: len(mine)]
+    hyps = generate(
+        gen_model,
+        tokenizer,
+        texts,
+        device=sess.device,
+        num_beams=num_beams,
+        batch_size=args.eval_batch_size,
+        max_new_tokens=args.max_new_tokens,
+        max_source_len=args.max_source_len,
+        autocast=sess.autocast(),
+        synced_gpus=sharded,
+    )[: len(mine)]
     return _gather(hyps, sess)
 
 
@@ -281,8 +384,11 @@ def val_loss(model, batches, sess) -> float:
     with torch.no_grad():
         for ids, mask, labels in batches:
             with sess.autocast():
-                loss = model(input_ids=ids.to(sess.device), attention_mask=mask.to(sess.device),
-                             labels=labels.to(sess.device)).loss
+                loss = model(
+                    input_ids=ids.to(sess.device),
+                    attention_mask=mask.to(sess.device),
+                    labels=labels.to(sess.device),
+                ).loss
             tokens = float((labels != -100).sum())
             if tokens:
                 total += loss.item() * tokens
@@ -321,8 +427,8 @@ def train_loop(config: dict) -> dict:
 
     args = Args.model_validate(config.get("train", {}))
     data = DataArgs.model_validate(config.get("data", {}))
-    sess = strategy.setup(config)
-    run_dir = Path(sess.run_dir) if sess.run_dir and "://" not in str(sess.run_dir) else None
+    sess = worker.setup(config)
+    run_dir = Path(sess.run_dir) if sess.local_run_dir else None
 
     splits = load_data(data)
     tokenizer = build_tokenizer(args.pretrained)
@@ -340,16 +446,22 @@ def train_loop(config: dict) -> dict:
 
     train_ds = encoded(splits["train"])
     val_ds = encoded(splits["val"])
-    sampler = strategy.distributed_sampler(train_ds, sess, shuffle=True)
-    loader = DataLoader(train_ds, batch_size=args.batch_size, sampler=sampler,
-                        collate_fn=lambda b: collate(b, pad_id))
+    sampler = worker.distributed_sampler(train_ds, sess, shuffle=True)
+    loader = DataLoader(
+        train_ds,
+        batch_size=args.batch_size,
+        sampler=sampler,
+        collate_fn=lambda b: collate(b, pad_id),
+    )
     val_set = val_batches(val_ds, sess, args.eval_batch_size, pad_id)
     steps_per_epoch = len(loader)
     total_steps = args.epochs * steps_per_epoch
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
 
-    model, _opt, _sched = sess.prepare(build_model(args), args, max(1, total_steps // args.grad_accum))
+    model, _opt, _sched = sess.prepare(
+        build_model(args), args, max(1, total_steps // args.grad_accum)
+    )
     saved = model_state(sess.unwrap(model), args, tokenizer_dir)
     state = sess.restore() or {}
     step = int(state.get("step", 0))
@@ -357,9 +469,12 @@ def train_loop(config: dict) -> dict:
     loss_value = float("nan")
     if sess.is_main:
         n_params = sum(p.numel() for p in sess.unwrap(model).parameters())
-        print(f"[t5] {n_params / 1e6:.2f}M parameters; {len(train_ds)} train / {len(val_ds)} val / "
-              f"{len(splits['test'])} test pairs; {total_steps} steps of {args.batch_size} x "
-              f"{sess.world_size} worker(s)", flush=True)
+        print(
+            f"[t5] {n_params / 1e6:.2f}M parameters; {len(train_ds)} train / {len(val_ds)} val / "
+            f"{len(splits['test'])} test pairs; {total_steps} steps of {args.batch_size} x "
+            f"{sess.world_size} worker(s)",
+            flush=True,
+        )
 
     def validate() -> dict:
         out = {"val_loss": val_loss(model, val_set, sess)}
@@ -376,7 +491,8 @@ def train_loop(config: dict) -> dict:
     stop_reason = ""
 
     def used() -> dict:
-        """CPU-seconds of all workers together (this run, resumes included), wall of this attempt."""
+        """CPU-seconds of all workers together (this run, resumes included), wall of this
+        attempt."""
         cpu = sess.all_reduce_sum([time.process_time()])[0]
         return {"cpu_s": cpu0 + cpu, "wall_s": time.perf_counter() - wall0}
 
@@ -388,8 +504,11 @@ def train_loop(config: dict) -> dict:
             if i < skip:
                 continue
             with sess.autocast():
-                loss = model(input_ids=ids.to(sess.device), attention_mask=mask.to(sess.device),
-                             labels=labels.to(sess.device)).loss
+                loss = model(
+                    input_ids=ids.to(sess.device),
+                    attention_mask=mask.to(sess.device),
+                    labels=labels.to(sess.device),
+                ).loss
             sess.backward(loss)
             step += 1
             loss_value = loss.item()
@@ -427,41 +546,60 @@ def train_loop(config: dict) -> dict:
     t0 = time.perf_counter()
     greedy = decode_split(model, tokenizer, test, data.prefix, sess, args, num_beams=1)
     t_greedy = time.perf_counter() - t0
-    beam = decode_split(model, tokenizer, test, data.prefix, sess, args, num_beams=args.num_beams) \
-        if args.num_beams > 1 else greedy
+    beam = (
+        decode_split(model, tokenizer, test, data.prefix, sess, args, num_beams=args.num_beams)
+        if args.num_beams > 1
+        else greedy
+    )
     t_beam = time.perf_counter() - t0 - t_greedy
     g, b = scores(greedy, refs), scores(beam, refs)
     final = {
-        "loss": loss_value, **val, "epoch": epoch, **used(), "stopped_early": stop_reason or "no",
+        "loss": loss_value,
+        **val,
+        "epoch": epoch,
+        **used(),
+        "stopped_early": stop_reason or "no",
         **{f"greedy_{k}": v for k, v in g.items()},
         **{f"beam_{k}": v for k, v in b.items()},
         **b,  # bleu / chrf / exact_match: the beam-search figures
-        "num_beams": args.num_beams, "test_pairs": len(test),
-        "greedy_decode_s": t_greedy, "beam_decode_s": t_beam,
+        "num_beams": args.num_beams,
+        "test_pairs": len(test),
+        "greedy_decode_s": t_greedy,
+        "beam_decode_s": t_beam,
     }
     if sess.is_main:
         text, md = examples_table(test, greedy, beam, args.examples)
-        summary = (f"test ({len(test)} pairs)  greedy: BLEU {g['bleu']:.2f} chrF {g['chrf']:.2f} "
-                   f"exact {g['exact_match']:.2%}   beam={args.num_beams}: BLEU {b['bleu']:.2f} "
-                   f"chrF {b['chrf']:.2f} exact {b['exact_match']:.2%}")
+        summary = (
+            f"test ({len(test)} pairs)  greedy: BLEU {g['bleu']:.2f} chrF {g['chrf']:.2f} "
+            f"exact {g['exact_match']:.2%}   beam={args.num_beams}: BLEU {b['bleu']:.2f} "
+            f"chrF {b['chrf']:.2f} exact {b['exact_match']:.2%}"
+        )
         print(f"\n{summary}\n{text}\n", flush=True)
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "examples.md").write_text(f"{summary}\n\n{md}")
             with open(run_dir / "test_predictions.jsonl", "w", encoding="utf-8") as fh:
                 for p, gh, bh in zip(test, greedy, beam, strict=True):
-                    fh.write(json.dumps({"source": p.source, "reference": p.target, "greedy": gh,
-                                         "beam": bh}, ensure_ascii=False) + "\n")
+                    fh.write(
+                        json.dumps(
+                            {"source": p.source, "reference": p.target, "greedy": gh, "beam": bh},
+                            ensure_ascii=False,
+                        )
+                        + "\n"
+                    )
     sess.finish(final, step, state={**saved, **val, "cpu_s": final["cpu_s"]})
     return final
 
 
 def main(argv: list[str] | None = None) -> None:
-    from orchestrator.workload import run_alone
+    from orchestrator.worker.standalone import run_alone
 
     r = run_alone(sys.modules[__name__], argv)
-    print(f"test chrF {r['chrf']:.2f}  BLEU {r['bleu']:.2f}  exact match {r['exact_match']:.2%}"
-          f"  (beam {r['num_beams']}; greedy: chrF {r['greedy_chrf']:.2f}, exact {r['greedy_exact_match']:.2%})")
+    print(
+        f"test chrF {r['chrf']:.2f}  BLEU {r['bleu']:.2f}  exact match {r['exact_match']:.2%}"
+        f"  (beam {r['num_beams']}; greedy: chrF {r['greedy_chrf']:.2f}, "
+        f"exact {r['greedy_exact_match']:.2%})"
+    )
 
 
 if __name__ == "__main__":

@@ -56,6 +56,6 @@ class InsufficientResourcesError(OrchestratorError):
 
 
 class FaultConfigError(OrchestratorError, ValueError):
-    """ORCH_FAULTS (orchestrator/faults.py) is not what it should be."""
+    """ORCH_FAULTS (orchestrator/worker/faults.py) is not what it should be."""
 
     exit_code = 2

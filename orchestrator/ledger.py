@@ -227,13 +227,21 @@ def reconcile_orphans(storage_path: str | Path, run_name: str) -> tuple[list[str
         drv = driver_of(row)
         if drv and drv[0] == here and not pid_alive(drv[1]):
             record(
-                storage_path, run_id=row["run_id"], run_name=row["run_name"],
-                workload=row["workload"], status=JobStatus.STOPPED, spec_hash=row["spec_hash"],
+                storage_path,
+                run_id=row["run_id"],
+                run_name=row["run_name"],
+                workload=row["workload"],
+                status=JobStatus.STOPPED,
+                spec_hash=row["spec_hash"],
                 start_time=row["start_time"].timestamp() if row["start_time"] else None,
-                end_time=time.time(), metrics=json.loads(row["metrics"] or "{}"),
-                run_dir=row["run_dir"], latest_checkpoint=row["latest_checkpoint"],
+                end_time=time.time(),
+                metrics=json.loads(row["metrics"] or "{}"),
+                run_dir=row["run_dir"],
+                latest_checkpoint=row["latest_checkpoint"],
                 error=f"driver lost: process {drv[1]} on {drv[0]} ended without a final row",
-                sweep_id=row["sweep_id"], parent_run=row["parent_run"], kind=row["kind"],
+                sweep_id=row["sweep_id"],
+                parent_run=row["parent_run"],
+                kind=row["kind"],
             )
             closed.append(row["run_id"])
         elif drv and drv[0] == here:

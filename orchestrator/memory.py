@@ -66,8 +66,16 @@ REDUCE_BUCKET = 500_000_000  # DeepSpeed's default reduce_bucket_size (elements)
 NCCL_START_ALIGNMENT = 2  # DeepSpeed ZeRO-1/2 pad their flat buffer to a multiple of 2 x N
 
 # Options in the order `strategy: auto` tries them (least communication first).
-OPTIONS = ("ddp", "zero1", "zero2", "fsdp", "zero3", "zero2_offload_opt", "zero3_offload_opt",
-           "zero3_offload_all")
+OPTIONS = (
+    "ddp",
+    "zero1",
+    "zero2",
+    "fsdp",
+    "zero3",
+    "zero2_offload_opt",
+    "zero3_offload_opt",
+    "zero3_offload_all",
+)
 LABELS = {
     "ddp": "ddp",
     "fsdp": "fsdp",
@@ -78,9 +86,16 @@ LABELS = {
     "zero3_offload_opt": "ZeRO-3 + offload opt",
     "zero3_offload_all": "ZeRO-3 + offload opt+param",
 }
-COMM = {"ddp": "2Ψ", "zero1": "2Ψ", "zero2": "2Ψ", "fsdp": "3Ψ", "zero3": "3Ψ",
-        "zero2_offload_opt": "2Ψ+PCIe", "zero3_offload_opt": "3Ψ+PCIe",
-        "zero3_offload_all": "3Ψ+PCIe"}
+COMM = {
+    "ddp": "2Ψ",
+    "zero1": "2Ψ",
+    "zero2": "2Ψ",
+    "fsdp": "3Ψ",
+    "zero3": "3Ψ",
+    "zero2_offload_opt": "2Ψ+PCIe",
+    "zero3_offload_opt": "3Ψ+PCIe",
+    "zero3_offload_all": "3Ψ+PCIe",
+}
 # The spec that each option resolves to: (strategy, deepspeed stage, offload_opt, offload_param)
 RESOLVES_TO = {
     "ddp": ("ddp", None, None, None),
@@ -144,8 +159,9 @@ def count_parameters(model) -> ParamCount:
     largest = 0
     for m in model.modules():
         largest = max(largest, sum(p.numel() for p in m.parameters(recurse=False)))
-    return ParamCount(sum(seen.values()), sum(trainable.values()), largest,
-                      tuple(trainable.values()))
+    return ParamCount(
+        sum(seen.values()), sum(trainable.values()), largest, tuple(trainable.values())
+    )
 
 
 def workload_args(workload, train: dict[str, Any]):
@@ -198,8 +214,9 @@ def zero_partitions(param_sizes, n: int) -> list[ZeroPartition]:
                 idx.append(i)
             cur += numel
         covered = max(0, min(end, total) - start)
-        parts.append(ZeroPartition(r, start, end, tuple(idx), sum(sizes[i] for i in idx),
-                                   size - covered))
+        parts.append(
+            ZeroPartition(r, start, end, tuple(idx), sum(sizes[i] for i in idx), size - covered)
+        )
     return parts
 
 
@@ -229,8 +246,17 @@ def zero_in_flight_grad_bytes(option: str, psi: float, precision: str) -> float:
     return float(p16 * (psi if option == "zero1" else min(psi, REDUCE_BUCKET)))
 
 
-def engine_states(option: str, psi: float, n: int, precision: str, opt_bytes: int = 8,
-                  largest_layer: int = 0, *, param_sizes=None, rank: int | None = None) -> States:
+def engine_states(
+    option: str,
+    psi: float,
+    n: int,
+    precision: str,
+    opt_bytes: int = 8,
+    largest_layer: int = 0,
+    *,
+    param_sizes=None,
+    rank: int | None = None,
+) -> States:
     """What torch (ddp, fsdp) or DeepSpeed (ZeRO) allocate per device for model states.
 
     ZeRO-1/2 are not the same on every rank: after reducing, a rank keeps the 16-bit gradients
@@ -255,8 +281,9 @@ def engine_states(option: str, psi: float, n: int, precision: str, opt_bytes: in
     p16 = 2 if mixed else 4  # DeepSpeed's module weights: bf16/fp16 or fp32
     master = 4  # DeepSpeed's fp32 partition the optimizer steps (a copy even in fp32)
     if option in ("zero1", "zero2"):
-        return _zero12_states(option, psi, n, precision, opt_bytes, largest_layer,
-                              param_sizes, rank)
+        return _zero12_states(
+            option, psi, n, precision, opt_bytes, largest_layer, param_sizes, rank
+        )
     opt = (master + opt_bytes) * psi / n
     gpart = 4 * psi / n  # the fp32 gradient partition DeepSpeed keeps for the optimizer
     if option == "zero3":
@@ -270,8 +297,9 @@ def engine_states(option: str, psi: float, n: int, precision: str, opt_bytes: in
     raise ValueError(f"unknown option {option!r}")
 
 
-def _zero12_states(option, psi, n, precision, opt_bytes, largest_layer, param_sizes,
-                   rank) -> States:
+def _zero12_states(
+    option, psi, n, precision, opt_bytes, largest_layer, param_sizes, rank
+) -> States:
     p16 = 2 if precision in ("bf16", "fp16") else 4
     n = max(1, int(n))
     if param_sizes is not None:
@@ -386,8 +414,11 @@ def meta_activation_bytes(workload, args, model, batch: int, precision: str) -> 
             if torch.is_tensor(t):
                 total += t.numel()
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if not any(True for _ in m.children())]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if not any(True for _ in m.children())
+    ]
     try:
         with torch.no_grad():
             model(*x) if isinstance(x, tuple) else model(x)
@@ -405,7 +436,8 @@ def activation_bytes(workload, args, model, precision: str) -> tuple[float | Non
     if shape_fn is not None:
         shape = shape_fn(args)
         return transformer_activation_bytes(shape, precision), (
-            f"transformer formula, batch {shape['batch']} x seq {shape['seq']}")
+            f"transformer formula, batch {shape['batch']} x seq {shape['seq']}"
+        )
     got = meta_activation_bytes(workload, args, model, batch, precision)
     if got is None:
         return None, "unknown (define activation_shape or example_input in the workload)"
@@ -415,8 +447,14 @@ def activation_bytes(workload, args, model, precision: str) -> tuple[float | Non
 # --- the plan ---------------------------------------------------------------------------------
 
 
-def estimate(count: ParamCount, workers: int, precision: str, optimizer: str = "adamw",
-             momentum: float = 0.9, activations: float | None = None) -> dict[str, dict[str, float]]:
+def estimate(
+    count: ParamCount,
+    workers: int,
+    precision: str,
+    optimizer: str = "adamw",
+    momentum: float = 0.9,
+    activations: float | None = None,
+) -> dict[str, dict[str, float]]:
     """Per-device bytes for every option: engine breakdown, paper and DeepSpeed figures."""
     psi, n, L = count.trainable, max(1, workers), count.largest_layer
     k = optimizer_state_bytes(optimizer, momentum)
@@ -425,8 +463,11 @@ def estimate(count: ParamCount, workers: int, precision: str, optimizer: str = "
         st = engine_states(option, psi, n, precision, k, L)
         ds = deepspeed_estimate(option, psi, n, L) if precision != "fp32" and k == 8 else None
         rows[option] = {
-            "params": st.params, "grads": st.grads, "optimizer": st.optimizer,
-            "buffer": st.buffer, "model_states": st.total,
+            "params": st.params,
+            "grads": st.grads,
+            "optimizer": st.optimizer,
+            "buffer": st.buffer,
+            "model_states": st.total,
             "paper": paper_states(option, psi, n, precision, k),
             "deepspeed_estimator": ds if ds is not None else float("nan"),
             "activations": activations if activations is not None else float("nan"),
@@ -439,22 +480,53 @@ def _gib(x: float) -> str:
     return "-" if x != x else f"{x / GiB:.2f}"  # NaN -> "-"
 
 
-def render_table(rows: dict[str, dict[str, float]], count: ParamCount, workers: int,
-                 precision: str, optimizer: str, gpu_gb: float | None, chosen: str | None,
-                 act_how: str) -> str:
-    head = (f"memory per device (GiB): {count.trainable / 1e6:,.1f}M trainable parameters "
-            f"(largest layer {count.largest_layer / 1e6:,.1f}M), {workers} data-parallel "
-            f"worker(s), {precision}, {optimizer}")
-    cols = ["option", "comm", "params", "grads", "optim", "buffer", "states",
-            "paper", "DS est.", "activ.", "total"]
+def render_table(
+    rows: dict[str, dict[str, float]],
+    count: ParamCount,
+    workers: int,
+    precision: str,
+    optimizer: str,
+    gpu_gb: float | None,
+    chosen: str | None,
+    act_how: str,
+) -> str:
+    head = (
+        f"memory per device (GiB): {count.trainable / 1e6:,.1f}M trainable parameters "
+        f"(largest layer {count.largest_layer / 1e6:,.1f}M), {workers} data-parallel "
+        f"worker(s), {precision}, {optimizer}"
+    )
+    cols = [
+        "option",
+        "comm",
+        "params",
+        "grads",
+        "optim",
+        "buffer",
+        "states",
+        "paper",
+        "DS est.",
+        "activ.",
+        "total",
+    ]
     if gpu_gb:
         cols.append(f"fits {HEADROOM:.0%} of {gpu_gb:g}")
     lines = [head, f"activations: {act_how}"]
     table = [cols]
     for option, r in rows.items():
-        row = [LABELS[option], COMM[option]] + [_gib(r[k]) for k in (
-            "params", "grads", "optimizer", "buffer", "model_states", "paper",
-            "deepspeed_estimator", "activations", "total")]
+        row = [LABELS[option], COMM[option]] + [
+            _gib(r[k])
+            for k in (
+                "params",
+                "grads",
+                "optimizer",
+                "buffer",
+                "model_states",
+                "paper",
+                "deepspeed_estimator",
+                "activations",
+                "total",
+            )
+        ]
         if gpu_gb:
             row.append("yes" if r["total"] <= HEADROOM * gpu_gb * GiB else "no")
         if option == chosen:
@@ -462,11 +534,17 @@ def render_table(rows: dict[str, dict[str, float]], count: ParamCount, workers: 
         table.append(row)
     widths = [max(len(str(r[i])) for r in table) for i in range(len(cols))]
     for r in table:
-        lines.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                               for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-    lines.append("states = params + grads + optim + buffer, as the engine allocates them "
-                 "(strategy: auto uses these); paper = the ZeRO paper's formula; DS est. = "
-                 "DeepSpeed's estimator (mixed-precision Adam only). See docs/strategies.md.")
+        lines.append(
+            "  ".join(
+                str(c).ljust(w) if i == 0 else str(c).rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    lines.append(
+        "states = params + grads + optim + buffer, as the engine allocates them "
+        "(strategy: auto uses these); paper = the ZeRO paper's formula; DS est. = "
+        "DeepSpeed's estimator (mixed-precision Adam only). See docs/strategies.md."
+    )
     return "\n".join(lines)
 
 
@@ -507,26 +585,46 @@ def plan_memory(spec, workload) -> tuple[dict[str, Any] | None, str, str]:
     why = ""
     if strategy == "auto":
         if res.gpus_per_worker <= 0:
-            chosen, why = "ddp", ("strategy auto -> ddp: CPU workers (no GPU memory to fit); "
-                                  "ddp has the least communication")
+            chosen, why = (
+                "ddp",
+                (
+                    "strategy auto -> ddp: CPU workers (no GPU memory to fit); "
+                    "ddp has the least communication"
+                ),
+            )
         elif not res.gpu_memory_gb:
-            chosen, why = "ddp", ("strategy auto -> ddp: resources.gpu_memory_gb is not set, so "
-                                  "fit cannot be checked; ddp has the least communication")
+            chosen, why = (
+                "ddp",
+                (
+                    "strategy auto -> ddp: resources.gpu_memory_gb is not set, so "
+                    "fit cannot be checked; ddp has the least communication"
+                ),
+            )
         else:
             chosen = choose(rows, res.gpu_memory_gb)
             if chosen is None:
                 smallest = min(rows, key=lambda o: rows[o]["total"])
-                raise SpecError([FieldError(
-                    "strategy",
-                    f"auto: no strategy fits {HEADROOM:.0%} of resources.gpu_memory_gb="
-                    f"{res.gpu_memory_gb:g} GiB; the smallest, {LABELS[smallest]}, needs "
-                    f"{rows[smallest]['total'] / GiB:.2f} GiB per GPU. Add workers, lower "
-                    "train.batch_size, or use bigger GPUs", "auto")])
-            skipped = [f"{LABELS[o]} {rows[o]['total'] / GiB:.1f}"
-                       for o in OPTIONS[: OPTIONS.index(chosen)]]
-            why = (f"strategy auto -> {LABELS[chosen]}: {rows[chosen]['total'] / GiB:.2f} GiB "
-                   f"per GPU fits {HEADROOM:.0%} of {res.gpu_memory_gb:g} GiB with the least "
-                   f"communication ({COMM[chosen]} per step)")
+                raise SpecError(
+                    [
+                        FieldError(
+                            "strategy",
+                            f"auto: no strategy fits {HEADROOM:.0%} of resources.gpu_memory_gb="
+                            f"{res.gpu_memory_gb:g} GiB; the smallest, {LABELS[smallest]}, needs "
+                            f"{rows[smallest]['total'] / GiB:.2f} GiB per GPU. Add workers, lower "
+                            "train.batch_size, or use bigger GPUs",
+                            "auto",
+                        )
+                    ]
+                )
+            skipped = [
+                f"{LABELS[o]} {rows[o]['total'] / GiB:.1f}"
+                for o in OPTIONS[: OPTIONS.index(chosen)]
+            ]
+            why = (
+                f"strategy auto -> {LABELS[chosen]}: {rows[chosen]['total'] / GiB:.2f} GiB "
+                f"per GPU fits {HEADROOM:.0%} of {res.gpu_memory_gb:g} GiB with the least "
+                f"communication ({COMM[chosen]} per step)"
+            )
             if skipped:
                 why += f"; needing more: {', '.join(skipped)} GiB"
         strategy, stage, off_opt, off_par = RESOLVES_TO[chosen]
@@ -537,9 +635,11 @@ def plan_memory(spec, workload) -> tuple[dict[str, Any] | None, str, str]:
     else:
         chosen = _option_of(spec)
         if gpu_gb and chosen and rows[chosen]["total"] > HEADROOM * gpu_gb * GiB:
-            why = (f"warning: {LABELS[chosen]} needs about {rows[chosen]['total'] / GiB:.2f} GiB "
-                   f"per GPU, over {HEADROOM:.0%} of resources.gpu_memory_gb={gpu_gb:g}; "
-                   f"strategy: auto would pick {LABELS.get(choose(rows, gpu_gb) or '', 'none')}")
+            why = (
+                f"warning: {LABELS[chosen]} needs about {rows[chosen]['total'] / GiB:.2f} GiB "
+                f"per GPU, over {HEADROOM:.0%} of resources.gpu_memory_gb={gpu_gb:g}; "
+                f"strategy: auto would pick {LABELS.get(choose(rows, gpu_gb) or '', 'none')}"
+            )
 
     table = render_table(rows, count, n, spec.precision, optimizer, gpu_gb, chosen, act_how)
     memory = {
@@ -624,8 +724,11 @@ def held_bytes(sess, grads_seen: dict | None = None) -> dict[str, float]:
 
     if sess.engine is None:
         params = list(sess.model.parameters())
-        return {"params": add(params), "grads": add((p.grad for p in params), grads_seen),
-                "optimizer": add(opt_state(sess.optimizer))}
+        return {
+            "params": add(params),
+            "grads": add((p.grad for p in params), grads_seen),
+            "optimizer": add(opt_state(sess.optimizer)),
+        }
 
     zopt = sess.engine.optimizer
     module_params = list(sess.engine.module.parameters())
@@ -633,22 +736,32 @@ def held_bytes(sess, grads_seen: dict | None = None) -> dict[str, float]:
         p_bytes = add(p.ds_tensor for p in module_params)
     else:
         p_bytes = add(getattr(zopt, "bit16_groups_flat", None) or []) + add(module_params)
-    fp32 = (getattr(zopt, "single_partition_of_fp32_groups", None)
-            or getattr(zopt, "fp32_partitioned_groups_flat", None)
-            or getattr(zopt, "fp32_groups_flat_partition", None) or [])
+    fp32 = (
+        getattr(zopt, "single_partition_of_fp32_groups", None)
+        or getattr(zopt, "fp32_partitioned_groups_flat", None)
+        or getattr(zopt, "fp32_groups_flat_partition", None)
+        or []
+    )
     inner = getattr(zopt, "optimizer", zopt)
     o_bytes = add(fp32) + add(opt_state(inner))
     fp32_grads = add((t.grad for t in fp32 if torch.is_tensor(t)), grads_seen)
     grads: list = [p.grad for p in module_params]
-    for name in ("averaged_gradients", "grad_partitions_flat_buffer",
-                 "_DeepSpeedZeroOptimizer_Stage3__param_id_to_grad_partition"):
+    for name in (
+        "averaged_gradients",
+        "grad_partitions_flat_buffer",
+        "_DeepSpeedZeroOptimizer_Stage3__param_id_to_grad_partition",
+    ):
         obj = getattr(zopt, name, None)
         items = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, list) else [obj]
         for v in items:
             grads += v if isinstance(v, list) else [v]
     g16 = add(grads, grads_seen)
-    return {"params": p_bytes, "grads": g16 + fp32_grads, "grads_fp32": fp32_grads,
-            "optimizer": o_bytes}
+    return {
+        "params": p_bytes,
+        "grads": g16 + fp32_grads,
+        "grads_fp32": fp32_grads,
+        "optimizer": o_bytes,
+    }
 
 
 def in_flight_grad_bytes(sess) -> float:

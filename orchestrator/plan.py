@@ -1,9 +1,11 @@
 """plan(spec) -> RunPlan: every `auto` resolved, nothing started.
 
-    orch plan jobs/mnist_mlp.yaml resources.workers=4
+    orch plan jobs/mnist_mlp.yaml resources.workers=4   # this plan and the Ray objects it becomes
 
 The plan is pure apart from reading what is already on disk (the run directory of a previous
-run with the same name, to say whether this run resumes). Launchers turn it into Ray objects.
+run with the same name, to say whether this run resumes, and a `--cluster-config` YAML) and
+the `ORCH_FAULTS` variable. It carries everything a launcher needs: the launchers
+(orchestrator/launch/) build Ray's objects from it and never go back to the spec.
 """
 
 from __future__ import annotations
@@ -15,52 +17,57 @@ from typing import Any
 
 import yaml
 
-from orchestrator.errors import CheckpointError
+from orchestrator import rundir
+from orchestrator.errors import CheckpointError, FieldError, SpecError
 from orchestrator.spec import JobSpec, import_workload
+from orchestrator.worker.config import WorkerConfig
+
+
+@dataclass(frozen=True)
+class EnvRunners:
+    """How an RLlib run's resources map onto RLlib (orchestrator/launch/rllib.py)."""
+
+    num_env_runners: int  # 0: the driver samples too
+    cpus_per_env_runner: float
+    gpus_per_learner: float
+    max_failures: int  # EnvRunner restarts
 
 
 @dataclass
 class RunPlan:
-    spec: JobSpec
     run_name: str
+    run_dir: str  # an absolute path or a URI (rundir.is_uri)
     storage_path: str  # absolute, or a URI (s3://, gs://)
-    run_dir: str
+    workload: str
     kind: str  # "train" (Ray Train) or "rllib"
+    spec_hash: str
+    resolved_spec: dict[str, Any]  # spec.resolved.yaml of the run directory
     num_workers: int
-    use_gpu: bool
     resources_per_worker: dict[str, float]
+    use_gpu: bool
     backend: str  # gloo | nccl
     strategy: str
     precision: str
+    checkpoint_every: int
+    checkpoint_keep: int
+    max_failures: int
+    worker: WorkerConfig  # what every worker's train_loop(config) receives
+    env_runners: EnvRunners | None = None  # RLlib runs only
     resumes_from: str | None = None
+    resumes_from_step: int | None = None  # the step (RLlib: env steps) of resumes_from
+    cluster_config: str | None = None  # a `ray up` YAML whose node types bound what can fit
+    compress: dict[str, Any] | None = None  # the spec's compress: section, run after training
+    tracking: dict[str, Any] | None = None  # the spec's tracking: section
+    trial: bool = False  # a sweep trial (orchestrator/sweep/trial.py)
     notes: list[str] = field(default_factory=list)
     memory: dict[str, Any] | None = None
     deepspeed_config: dict[str, Any] | None = None
-    cluster_config: str | None = None  # a `ray up` YAML whose node types bound what can fit
-
-    def worker_config(self) -> dict[str, Any]:
-        """The dict every Ray Train worker's train_loop(config) receives."""
-        s = self.spec
-        return {
-            "train": dict(s.train),
-            "data": dict(s.data),
-            "strategy": self.strategy,
-            "precision": self.precision,
-            "deepspeed": s.deepspeed.model_dump(mode="json"),
-            "deepspeed_config": self.deepspeed_config,
-            "checkpoint": s.checkpoint.model_dump(mode="json"),
-            "seed": s.seed,
-            "run_dir": self.run_dir,
-            "run_name": self.run_name,
-            "use_gpu": self.use_gpu,
-            "workload": s.workload,
-        }
 
     def summary(self) -> dict[str, Any]:
         d = {
             "run_name": self.run_name,
             "run_dir": self.run_dir,
-            "workload": self.spec.workload,
+            "workload": self.workload,
             "kind": self.kind,
             "workers": self.num_workers,
             "resources_per_worker": self.resources_per_worker,
@@ -69,49 +76,33 @@ class RunPlan:
             "strategy": self.strategy,
             "precision": self.precision,
             "resumes_from": self.resumes_from or "nothing (fresh run)",
-            "checkpoint": self.spec.checkpoint.model_dump(),
-            "max_failures": self.spec.failure.max_failures,
-            "spec_hash": self.spec.spec_hash(),
+            "checkpoint": {"every_steps": self.checkpoint_every, "keep": self.checkpoint_keep},
+            "max_failures": self.max_failures,
+            "spec_hash": self.spec_hash,
         }
+        if self.env_runners is not None:
+            d["env_runners"] = dict(self.env_runners.__dict__)
         if self.memory:  # its "table" is printed under the plan by `orch plan`
             d["memory"] = {k: v for k, v in self.memory.items() if k != "table"}
         if self.deepspeed_config:
             d["deepspeed_config"] = self.deepspeed_config
+        if self.worker.faults:
+            d["faults"] = self.worker.faults
         if self.notes:
             d["notes"] = self.notes
         return d
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.summary(), sort_keys=False)
+    def to_yaml(self, ray: dict[str, Any] | None = None) -> str:
+        """The plan as YAML; `ray`: the Ray objects it becomes (orchestrator.launch.describe)."""
+        d = self.summary()
+        if ray:
+            d["ray"] = ray
+        return yaml.safe_dump(d, sort_keys=False)
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def resolve_storage(storage_path: str, base: Path | None = None) -> str:
-    if _is_uri(storage_path):
-        return storage_path
-    p = Path(storage_path).expanduser()
-    if not p.is_absolute():
-        p = (base or Path.cwd()) / p
-    return str(p.resolve())
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """Newest complete checkpoint_NNNNNN directory of a run, or None."""
-    from orchestrator.strategy import COMPLETE_MARKER
-
-    d = Path(run_dir)
-    if not d.is_dir():
-        return None
-    done = [c for c in d.glob("checkpoint_*") if c.is_dir() and (c / COMPLETE_MARKER).exists()]
-    return max(done, key=lambda c: c.name) if done else None
-
-
-def check_same_model(spec: JobSpec, run_dir: str | Path) -> None:
+def check_same_model(spec: JobSpec, run_dir: str) -> None:
     """Refuse to resume a run whose saved spec has another model shape."""
-    saved = Path(run_dir) / "spec.resolved.yaml"
+    saved = Path(run_dir) / rundir.SPEC_FILE
     if not saved.exists():
         return
     old = yaml.safe_load(saved.read_text()) or {}
@@ -133,8 +124,54 @@ def check_same_model(spec: JobSpec, run_dir: str | Path) -> None:
         )
 
 
+def env_runners(spec: JobSpec) -> EnvRunners:
+    """RLlib: resources.workers 1 -> the driver samples (num_env_runners=0); N > 1 -> N remote
+    EnvRunners of cpus_per_worker each; gpus_per_worker -> the Learner's GPUs;
+    failure.max_failures -> EnvRunner restarts."""
+    res = spec.resources
+    return EnvRunners(
+        num_env_runners=0 if res.workers <= 1 else res.workers,
+        cpus_per_env_runner=res.cpus_per_worker,
+        gpus_per_learner=res.gpus_per_worker,
+        max_failures=spec.failure.max_failures,
+    )
+
+
+def _rllib_errors(spec: JobSpec, run_dir: str) -> list[FieldError]:
+    """Spec choices that mean nothing for an RLlib job are errors, not silent no-ops."""
+    errors = []
+    if spec.precision != "fp32":
+        errors.append(
+            FieldError("precision", "RLlib jobs train in fp32; expected fp32", spec.precision)
+        )
+    if spec.strategy in ("deepspeed", "fsdp"):
+        errors.append(
+            FieldError(
+                "strategy",
+                "RLlib jobs use one local Learner; expected ddp or auto (ignored)",
+                spec.strategy,
+            )
+        )
+    if rundir.is_uri(run_dir):
+        errors.append(
+            FieldError(
+                "storage_path",
+                "RLlib checkpoints are written by the driver; expected a local or mounted path",
+                spec.storage_path,
+            )
+        )
+    return errors
+
+
 def plan(
-    spec: JobSpec, run_name: str | None = None, fresh: bool = False, memory: bool | None = None
+    spec: JobSpec,
+    run_name: str | None = None,
+    fresh: bool = False,
+    memory: bool | None = None,
+    *,
+    cluster_config: str | None = None,
+    trial: bool = False,
+    resume_from: str | None = None,
 ) -> RunPlan:
     """Resolve `spec` into a RunPlan; starts nothing.
 
@@ -144,59 +181,115 @@ def plan(
     the first meta forward in a process costs ~1 CPU-s (torch's decompositions and meta
     registrations load lazily; bench/plan_cost.py), paid by every `orch run` and sweep trial.
     `orch plan` passes True.
+
+    cluster_config: a `ray up` YAML; a worker no node type of it can hold is refused here,
+    before anything starts (the launch checks the live cluster only without one).
+    trial: a sweep trial's run (every log is also reported to Tune). resume_from: start from
+    this checkpoint (a Tune checkpoint) instead of the run directory's newest one.
     """
+    from orchestrator.worker import faults as fault_env  # ORCH_FAULTS, read once per plan
+
     mod = import_workload(spec.workload)
     kind = getattr(mod, "KIND", "train")
     name = run_name or spec.name
     if fresh:
         name = f"{name}__{time.strftime('%Y%m%d-%H%M%S')}"
-    storage = resolve_storage(spec.storage_path)
-    run_dir = f"{storage.rstrip('/')}/{name}"
+    storage = rundir.resolve_storage(spec.storage_path)
+    run_dir = rundir.run_dir(storage, name)
+    if kind == "rllib":
+        errors = _rllib_errors(spec, run_dir)
+        if errors:
+            raise SpecError(errors)
     res = spec.resources
     use_gpu = res.gpus_per_worker > 0
     per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
     if use_gpu:
         per_worker["GPU"] = res.gpus_per_worker
+    if cluster_config:
+        from orchestrator.runtime import check_fits
+
+        check_fits(res.workers, per_worker, cluster_yaml=cluster_config, nodes=[])
     strategy = spec.strategy
     notes: list[str] = []
     if memory is None:
         memory = strategy == "auto" or use_gpu
     summary = None
-    ds_config = None
-    try:  # the memory planner and DeepSpeed config come with the strategies module
+    if memory and kind == "train":
         from orchestrator import memory as memory_mod
-    except ImportError:
-        memory_mod = None
-    if memory and memory_mod is not None and kind == "train" and hasattr(memory_mod, "plan_memory"):
-        summary, strategy, why = memory_mod.plan_memory(spec, mod)
+
+        summary, strategy, why = memory_mod.plan_memory(spec, mod)  # may set spec.deepspeed
         if why:
             notes.append(why)
     elif strategy == "auto":
         strategy = "ddp"
-        notes.append("strategy auto -> ddp (no memory planner available)")
+        notes.append("strategy auto -> ddp (no memory table for this plan)")
+    ds_config = None
     if strategy == "deepspeed":
-        from orchestrator import deepspeed_config
+        from orchestrator.worker import deepspeed_config
 
         ds_config = deepspeed_config.build(spec)
-    resumes = None
-    if not _is_uri(run_dir):
-        ck = latest_checkpoint(run_dir)
-        resumes = str(ck) if ck else None
-        if resumes:
+
+    resumes, resumes_step = None, None
+    if resume_from:
+        resumes = resume_from
+    elif not rundir.is_uri(run_dir):
+        ck = rundir.latest_complete(run_dir)
+        if ck is not None:
+            resumes = str(ck)
             check_same_model(spec, run_dir)
-    return RunPlan(
-        spec=spec,
+    if resumes and not rundir.is_uri(resumes):
+        state = rundir.read_state(resumes)
+        step = state.get("env_steps" if kind == "rllib" else "step")
+        if kind == "rllib" and step is None:
+            raise CheckpointError(
+                f"{resumes}: no state.json; not a checkpoint of this job (start over with --fresh)"
+            )
+        resumes_step = int(step) if step is not None else None
+
+    runners = env_runners(spec) if kind == "rllib" else None
+    worker = WorkerConfig(
+        workload=spec.workload,
         run_name=name,
-        storage_path=storage,
         run_dir=run_dir,
-        kind=kind,
-        num_workers=res.workers,
+        train=dict(spec.train),
+        data=dict(spec.data),
+        seed=spec.seed,
+        strategy=strategy,
+        precision=spec.precision,
         use_gpu=use_gpu,
+        deepspeed=spec.deepspeed.model_dump(mode="json"),
+        deepspeed_config=ds_config,
+        checkpoint=spec.checkpoint.model_dump(mode="json"),
+        resume_from=resume_from if kind == "train" else resumes,
+        report_metrics_to_ray=trial,
+        faults=fault_env.from_env(name),  # game days and reliability tests only
+        **(dict(runners.__dict__) if runners else {}),
+    )
+    return RunPlan(
+        run_name=name,
+        run_dir=run_dir,
+        storage_path=storage,
+        workload=spec.workload,
+        kind=kind,
+        spec_hash=spec.spec_hash(),
+        resolved_spec=spec.to_dict(),
+        num_workers=res.workers,
         resources_per_worker=per_worker,
+        use_gpu=use_gpu,
         backend="nccl" if use_gpu else "gloo",
         strategy=strategy,
         precision=spec.precision,
+        checkpoint_every=spec.checkpoint.every_steps,
+        checkpoint_keep=spec.checkpoint.keep,
+        max_failures=spec.failure.max_failures,
+        worker=worker,
+        env_runners=runners,
         resumes_from=resumes,
+        resumes_from_step=resumes_step,
+        cluster_config=cluster_config,
+        compress=spec.compress,
+        tracking=spec.tracking,
+        trial=trial,
         notes=notes,
         memory=summary,
         deepspeed_config=ds_config,

@@ -3,7 +3,7 @@
     orch report mnist-mlp                        # a run name under --storage-path (default runs)
     orch report runs/mnist-mlp --open            # or a run directory; prints the page's path
     orch report mnist-mlp-sweep-20250101-030000  # a sweep: its trials, linked both ways
-    orch compare mnist-mlp mnist-mlp-lr3e-4      # differing spec keys + final metrics, overlaid curves
+    orch compare mnist-mlp mnist-mlp-lr3e-4      # differing spec keys, final metrics, curves
     orch runs --workload mnist_mlp --status succeeded --since 2d --sort accuracy
 
 A run's report goes to `<run_dir>/report/`: `index.html` (the PNGs embedded as base64, so the
@@ -31,19 +31,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import rundir
 from orchestrator.errors import OrchestratorError
 
 REPORT_DIR = "report"
 # Keys of a metrics row that are bookkeeping or counters rather than curves.
 SKIP_KEYS = {
-    "step", "time", "checkpoint", "done", "finished", "epoch", "training_iteration", "timestamp",
-    "time_this_iter_s", "time_total_s", "time_since_restore", "iterations_since_restore",
-    "pid", "replayed", "date", "hostname", "node_ip", "trial_id", "train_run_dir",
-    "checkpoint_path", "checkpoint_dir_name", "should_checkpoint",
+    "step",
+    "time",
+    "checkpoint",
+    "done",
+    "finished",
+    "epoch",
+    "training_iteration",
+    "timestamp",
+    "time_this_iter_s",
+    "time_total_s",
+    "time_since_restore",
+    "iterations_since_restore",
+    "pid",
+    "replayed",
+    "date",
+    "hostname",
+    "node_ip",
+    "trial_id",
+    "train_run_dir",
+    "checkpoint_path",
+    "checkpoint_dir_name",
+    "should_checkpoint",
 }
 # Shown first, in this order, when present.
-PRIORITY = ("loss", "val_loss", "accuracy", "val_accuracy", "episode_return_mean", "chrf",
-            "bleu", "exact_match", "episode_len_mean")
+PRIORITY = (
+    "loss",
+    "val_loss",
+    "accuracy",
+    "val_accuracy",
+    "episode_return_mean",
+    "chrf",
+    "bleu",
+    "exact_match",
+    "episode_len_mean",
+)
 THROUGHPUT_KEYS = ("samples_per_s", "step_time_s", "tokens_per_s", "env_steps_per_s")
 SYSTEM_PLOTS = ("system/cpu_rss_mb", "system/gpu_mem_mb")
 
@@ -87,12 +115,19 @@ class Run:
     @property
     def final(self) -> dict[str, Any]:
         """Final metrics: the summary's, else the ledger's, else the last row's."""
-        for source in (self.summary.get("metrics"),
-                       _json((self.ledger_row or {}).get("metrics"))):
+        for source in (self.summary.get("metrics"), _json((self.ledger_row or {}).get("metrics"))):
             if source:
-                return {k: v for k, v in source.items() if _is_number(v) and k not in ("done", "finished")}
+                return {
+                    k: v
+                    for k, v in source.items()
+                    if _is_number(v) and k not in ("done", "finished")
+                }
         if self.rows:
-            return {k: v for k, v in self.rows[-1].items() if _is_number(v) and k not in ("time", "done")}
+            return {
+                k: v
+                for k, v in self.rows[-1].items()
+                if _is_number(v) and k not in ("time", "done")
+            }
         return {}
 
 
@@ -111,17 +146,11 @@ def _is_number(v: Any) -> bool:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
+    """The rows of a JSON-lines file (a torn last line of a writer still running skipped)."""
+    try:
+        return rundir.parse_rows(path.read_text(errors="replace"))
+    except OSError:
         return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of a writer still running
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def load_run(run_dir: str | Path, ledger_row: dict[str, Any] | None = None) -> Run:
@@ -132,16 +161,25 @@ def load_run(run_dir: str | Path, ledger_row: dict[str, Any] | None = None) -> R
     spec: dict[str, Any] = {}
     if (d / "spec.resolved.yaml").exists():
         spec = yaml.safe_load((d / "spec.resolved.yaml").read_text()) or {}
-    rows = read_jsonl(d / "metrics.jsonl")
+    rows = rundir.read_metrics(d)
     if not rows and (d / "result.json").exists():  # a Tune trial folder
-        rows = [{**r, "step": r.get("step", r.get("training_iteration"))}
-                for r in read_jsonl(d / "result.json")]
+        rows = [
+            {**r, "step": r.get("step", r.get("training_iteration"))}
+            for r in read_jsonl(d / "result.json")
+        ]
     summary: dict[str, Any] = {}
     if (d / "summary.json").exists():
         summary = _json((d / "summary.json").read_text())
     name = summary.get("run_name") or (ledger_row or {}).get("run_name") or d.name
-    return Run(name=str(name), run_dir=d, spec=spec, rows=rows,
-               system=read_jsonl(d / "system.jsonl"), summary=summary, ledger_row=ledger_row)
+    return Run(
+        name=str(name),
+        run_dir=d,
+        spec=spec,
+        rows=rows,
+        system=read_jsonl(d / "system.jsonl"),
+        summary=summary,
+        ledger_row=ledger_row,
+    )
 
 
 def _ledger_rows(storages: list[Path]) -> list[dict[str, Any]]:
@@ -188,7 +226,9 @@ def resolve(target: str, storage_path: str | Path = "runs") -> Target:
         candidates.append(p)
     elif (storage / target).is_dir():
         candidates.append(storage / target)
-    storages = [storage] + [c.parent for c in candidates] + [c.parent.parent.parent for c in candidates]
+    storages = (
+        [storage] + [c.parent for c in candidates] + [c.parent.parent.parent for c in candidates]
+    )
     rows = _ledger_rows([s for s in dict.fromkeys(storages) if (s / "_ledger").is_dir()])
     if candidates:
         d = candidates[0]
@@ -197,19 +237,28 @@ def resolve(target: str, storage_path: str | Path = "runs") -> Target:
         if sweep is not None or (d / "sweep.json").exists():
             return Target("sweep", d, sweep, rows, _storage_of(d, rows, storage))
         return Target("run", d, mine[-1] if mine else None, rows, _storage_of(d, rows, storage))
-    named = [r for r in rows if target in (r["run_name"], r["run_id"], r["sweep_id"] if r["kind"] == "sweep" else None)]
+    named = [
+        r
+        for r in rows
+        if target in (r["run_name"], r["run_id"], r["sweep_id"] if r["kind"] == "sweep" else None)
+    ]
     if named:
         r = next((x for x in named if x["kind"] == "sweep"), named[-1])
         if r["run_dir"] and Path(r["run_dir"]).is_dir():
-            return Target("sweep" if r["kind"] == "sweep" else "run", Path(r["run_dir"]), r, rows, storage)
+            return Target(
+                "sweep" if r["kind"] == "sweep" else "run", Path(r["run_dir"]), r, rows, storage
+            )
         raise RunNotFoundError(
-            f"run '{target}' is in the ledger but its directory {r['run_dir'] or '(none recorded)'} "
-            "is missing")
+            f"run '{target}' is in the ledger but its directory "
+            f"{r['run_dir'] or '(none recorded)'} "
+            "is missing"
+        )
     known = sorted({r["run_name"] for r in rows if r["kind"] in ("run", "sweep")})[-8:]
     hint = f"; runs there include: {', '.join(known)}" if known else ""
     raise RunNotFoundError(
         f"no run directory '{target}' and no run or sweep of that name under {storage} "
-        f"(give a run directory, or --storage-path where the runs live){hint}")
+        f"(give a run directory, or --storage-path where the runs live){hint}"
+    )
 
 
 def _storage_of(run_dir: Path, rows: list[dict[str, Any]], default: Path) -> Path:
@@ -239,9 +288,15 @@ def curve_keys(rows: list[dict[str, Any]], limit: int = 6) -> list[str]:
 
 
 def _is_perf(key: str) -> bool:
-    return (key.startswith("system/") or key in THROUGHPUT_KEYS or key.endswith("_per_s")
-            or key.endswith("_time_s") or key.startswith(("perf/", "timers/", "num_"))
-            or "/" in key and not key.startswith(("env_runners/", "evaluation/")))
+    return (
+        key.startswith("system/")
+        or key in THROUGHPUT_KEYS
+        or key.endswith("_per_s")
+        or key.endswith("_time_s")
+        or key.startswith(("perf/", "timers/", "num_"))
+        or "/" in key
+        and not key.startswith(("env_runners/", "evaluation/"))
+    )
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -283,16 +338,23 @@ def _grid(n: int, cols: int = 2):
     height = 3.0 * nrows
     fig, axes = plt.subplots(nrows, cols, figsize=(5.6 * cols, height), squeeze=False)
     # Fixed margins in inches (a layout engine would double the cost of each figure).
-    fig.subplots_adjust(left=0.6 / (5.6 * cols), right=1 - 0.15 / (5.6 * cols), top=1 - 0.35 / height,
-                        bottom=0.5 / height, hspace=0.75 / 3.0 * 1.3, wspace=0.22)
+    fig.subplots_adjust(
+        left=0.6 / (5.6 * cols),
+        right=1 - 0.15 / (5.6 * cols),
+        top=1 - 0.35 / height,
+        bottom=0.5 / height,
+        hspace=0.75 / 3.0 * 1.3,
+        wspace=0.22,
+    )
     flat = [a for row in axes for a in row]
     for ax in flat[n:]:
         ax.set_visible(False)
     return fig, flat[:n]
 
 
-def plot_curves(runs: list[tuple[str, list[dict[str, Any]]]], keys: list[str],
-                title: str = "") -> bytes | None:
+def plot_curves(
+    runs: list[tuple[str, list[dict[str, Any]]]], keys: list[str], title: str = ""
+) -> bytes | None:
     """One panel per metric against the step; one line per run (overlaid when several)."""
     keys = [k for k in keys if any(_series(rows, k)[0] for _, rows in runs)]
     if not keys:
@@ -323,22 +385,35 @@ def plot_throughput(rows: list[dict[str, Any]], system: list[dict[str, Any]]) ->
     if system:
         t0 = min(r.get("time", 0) for r in system)
         for key in SYSTEM_PLOTS + ("system/node_mem_used_pct",):
-            pts = [(r["time"] - t0, r[key]) for r in system if _is_number(r.get(key)) and _is_number(r.get("time"))]
+            pts = [
+                (r["time"] - t0, r[key])
+                for r in system
+                if _is_number(r.get(key)) and _is_number(r.get("time"))
+            ]
             if pts and (key != "system/node_mem_used_pct" or len(panels) < 3):
-                panels.append((key, [p[0] for p in pts], [p[1] for p in pts], "seconds since start"))
+                panels.append(
+                    (key, [p[0] for p in pts], [p[1] for p in pts], "seconds since start")
+                )
     if not panels:
         return None
     fig, axes = _grid(len(panels))
     for ax, (key, xs, ys, xlabel) in zip(axes, panels, strict=False):
-        ax.plot(xs, ys, color="tab:green" if key.startswith("system/") else "tab:orange",
-                marker="." if len(xs) < 30 else None, linewidth=1.4)
+        ax.plot(
+            xs,
+            ys,
+            color="tab:green" if key.startswith("system/") else "tab:orange",
+            marker="." if len(xs) < 30 else None,
+            linewidth=1.4,
+        )
         ax.set_title(key)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     return _png(fig)
 
 
-def plot_final(labels: list[str], values: list[float | None], metric: str, best: int | None) -> bytes | None:
+def plot_final(
+    labels: list[str], values: list[float | None], metric: str, best: int | None
+) -> bytes | None:
     pairs = [(lbl, v) for lbl, v in zip(labels, values, strict=False) if _is_number(v)]
     if not pairs:
         return None
@@ -357,14 +432,20 @@ def plot_final(labels: list[str], values: list[float | None], metric: str, best:
 # HTML
 
 CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;color:#222;padding:0 16px}
-h1{font-size:22px;margin-bottom:4px} h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;
+  max-width:1180px;color:#222;padding:0 16px}
+h1{font-size:22px;margin-bottom:4px}
+h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .sub{color:#666;font-size:13px} table{border-collapse:collapse;font-size:13px;margin:8px 0}
-td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top} th{background:#f4f4f4}
+td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f4f4f4}
 td.num{text-align:right;font-variant-numeric:tabular-nums} tr.best td{background:#eaf7ea}
-pre{background:#f7f7f7;border:1px solid #e4e4e4;padding:10px;font-size:12px;overflow:auto;max-height:420px}
-img{max-width:100%;border:1px solid #eee} .badge{display:inline-block;padding:2px 8px;border-radius:10px;color:#fff;font-size:12px}
-.SUCCEEDED{background:#2e7d32}.FAILED{background:#c62828}.STOPPED{background:#ef6c00}.RUNNING{background:#1565c0}.PENDING,.UNKNOWN{background:#777}
+pre{background:#f7f7f7;border:1px solid #e4e4e4;padding:10px;font-size:12px;overflow:auto;
+  max-height:420px}
+img{max-width:100%;border:1px solid #eee}
+.badge{display:inline-block;padding:2px 8px;border-radius:10px;color:#fff;font-size:12px}
+.SUCCEEDED{background:#2e7d32}.FAILED{background:#c62828}.STOPPED{background:#ef6c00}
+.RUNNING{background:#1565c0}.PENDING,.UNKNOWN{background:#777}
 a{color:#1565c0} .err{color:#c62828;white-space:pre-wrap}
 """
 
@@ -389,8 +470,12 @@ def _img(png: bytes | None, alt: str) -> str:
     return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None = None,
-           raw_cols: tuple[int, ...] = ()) -> str:
+def _table(
+    header: list[str],
+    rows: list[list[Any]],
+    classes: list[str] | None = None,
+    raw_cols: tuple[int, ...] = (),
+) -> str:
     out = ["<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>"]
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
@@ -406,9 +491,12 @@ def _table(header: list[str], rows: list[list[Any]], classes: list[str] | None =
 
 def _page(title: str, body: list[str]) -> str:
     stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>{_e(title)}</title>"
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body)
-            + f"\n<p class=sub>written by orch report, {stamp}</p></body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{_e(title)}</title>"
+        f"<style>{CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + f"\n<p class=sub>written by orch report, {stamp}</p></body></html>\n"
+    )
 
 
 def _href(from_dir: Path, to: Path) -> str:
@@ -427,10 +515,10 @@ def _ts(value: Any) -> str:
 
 def checkpoints(run: Run) -> list[dict[str, Any]]:
     """The run's checkpoint_NNNNNN folders with step, completeness, size and their metrics."""
-    from orchestrator.strategy import COMPLETE_MARKER
-
     at = {str(r.get("checkpoint")).rsplit("/", 1)[-1]: r for r in run.rows if r.get("checkpoint")}
-    latest = str(run.summary.get("checkpoint") or (run.ledger_row or {}).get("latest_checkpoint") or "")
+    latest = str(
+        run.summary.get("checkpoint") or (run.ledger_row or {}).get("latest_checkpoint") or ""
+    )
     out = []
     for d in sorted(run.run_dir.glob("checkpoint_*")):
         if not d.is_dir():
@@ -438,11 +526,19 @@ def checkpoints(run: Run) -> list[dict[str, Any]]:
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         m = re.search(r"(\d+)$", d.name)
         row = at.get(d.name, {})
-        out.append({"name": d.name, "step": int(m.group(1)) if m else None,
-                    "complete": (d / COMPLETE_MARKER).exists(), "size_mb": size / 2**20,
-                    "metrics": {k: v for k, v in row.items() if _is_number(v) and k in curve_keys([row], 4)},
-                    "latest": bool(latest) and latest.rstrip("/").endswith(d.name),
-                    "path": d})
+        out.append(
+            {
+                "name": d.name,
+                "step": int(m.group(1)) if m else None,
+                "complete": rundir.is_complete(d),
+                "size_mb": size / 2**20,
+                "metrics": {
+                    k: v for k, v in row.items() if _is_number(v) and k in curve_keys([row], 4)
+                },
+                "latest": bool(latest) and latest.rstrip("/").endswith(d.name),
+                "path": d,
+            }
+        )
     return out
 
 
@@ -453,7 +549,13 @@ def compression_results(run: Run, ledger_rows: list[dict[str, Any]]) -> list[tup
     is this run and whose folder is not already shown add their headline metrics."""
     found: list[tuple[str, Any]] = []
     shown_dirs: set[str] = set()
-    patterns = ("compress*.json", "compress*/*.json", "*/compress*.json", "compress*.md", "compress*/*.md")
+    patterns = (
+        "compress*.json",
+        "compress*/*.json",
+        "*/compress*.json",
+        "compress*.md",
+        "compress*/*.md",
+    )
     seen: set[Path] = set()
     for pat in patterns:
         for f in sorted(run.run_dir.glob(pat)):
@@ -469,8 +571,12 @@ def compression_results(run: Run, ledger_rows: list[dict[str, Any]]) -> list[tup
                 continue
             found.append((rel, data))
             shown_dirs.add(str(f.parent.resolve()))
-    ids = {run.name, str(run.run_dir), str((run.ledger_row or {}).get("run_id") or ""),
-           str(run.summary.get("run_id") or "")} - {""}
+    ids = {
+        run.name,
+        str(run.run_dir),
+        str((run.ledger_row or {}).get("run_id") or ""),
+        str(run.summary.get("run_id") or ""),
+    } - {""}
     for r in ledger_rows:
         if r["kind"] != "compress" or r["parent_run"] not in ids:
             continue
@@ -484,8 +590,11 @@ def _render_data(data: Any) -> str:
     if isinstance(data, str):
         return f"<pre>{_e(data)}</pre>"
     if isinstance(data, dict):
-        lists = {k: v for k, v in data.items()
-                 if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+        lists = {
+            k: v
+            for k, v in data.items()
+            if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)
+        }
         rest = {k: v for k, v in data.items() if k not in lists and not isinstance(v, (dict, list))}
         if lists:
             parts = [_render_data(rest)] if rest else []
@@ -512,14 +621,25 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _links(out_dir: Path, run: Run) -> list[str]:
     links = []
-    for name in ("spec.resolved.yaml", "plan.yaml", "metrics.jsonl", "system.jsonl", "summary.json"):
+    for name in (
+        "spec.resolved.yaml",
+        "plan.yaml",
+        "metrics.jsonl",
+        "system.jsonl",
+        "summary.json",
+    ):
         if (run.run_dir / name).exists():
             links.append(f'<a href="{_href(out_dir, run.run_dir / name)}">{name}</a>')
     return links
 
 
-def render_run(run: Run, out_dir: Path, *, sweep_link: tuple[str, Path] | None = None,
-               ledger_rows: list[dict[str, Any]] | None = None) -> tuple[str, dict[str, bytes]]:
+def render_run(
+    run: Run,
+    out_dir: Path,
+    *,
+    sweep_link: tuple[str, Path] | None = None,
+    ledger_rows: list[dict[str, Any]] | None = None,
+) -> tuple[str, dict[str, bytes]]:
     """The HTML page and the PNGs {file name: bytes} of one run's report."""
     pngs: dict[str, bytes] = {}
     keys = curve_keys(run.rows)
@@ -536,7 +656,10 @@ def render_run(run: Run, out_dir: Path, *, sweep_link: tuple[str, Path] | None =
     facts = [f"workload <b>{_e(spec.get('workload', lr.get('workload', '?')))}</b>"]
     res = spec.get("resources") or {}
     if res:
-        facts.append(f"{_e(res.get('workers'))} worker(s), {_e(spec.get('strategy'))}/{_e(spec.get('precision'))}")
+        facts.append(
+            f"{_e(res.get('workers'))} worker(s), "
+            f"{_e(spec.get('strategy'))}/{_e(spec.get('precision'))}"
+        )
     if run.summary.get("wall_time_s"):
         facts.append(f"wall time {run.summary['wall_time_s']:.1f} s")
     if lr.get("start_time"):
@@ -545,14 +668,20 @@ def render_run(run: Run, out_dir: Path, *, sweep_link: tuple[str, Path] | None =
     body.append("<p class=sub>" + " &middot; ".join(facts) + "</p>")
     if sweep_link:
         label, target = sweep_link
-        body.append(f'<p>&larr; trial of sweep <a class="sweep-link" href="{_href(out_dir, target)}">{_e(label)}</a></p>')
+        body.append(
+            f'<p>&larr; trial of sweep <a class="sweep-link" '
+            f'href="{_href(out_dir, target)}">{_e(label)}</a></p>'
+        )
     if run.summary.get("error") or lr.get("error"):
         body.append(f"<p class=err>{_e(run.summary.get('error') or lr.get('error'))}</p>")
 
     final = run.final
     body.append("<h2>Final metrics</h2>")
-    body.append(_table(["metric", "value"], [[k, v] for k, v in sorted(final.items())]) if final
-                else "<p class=sub>no metrics recorded</p>")
+    body.append(
+        _table(["metric", "value"], [[k, v] for k, v in sorted(final.items())])
+        if final
+        else "<p class=sub>no metrics recorded</p>"
+    )
     body.append("<h2>Learning curves</h2>")
     body.append(_img(curves, "learning curves"))
     body.append("<h2>Throughput and memory</h2>")
@@ -561,12 +690,23 @@ def render_run(run: Run, out_dir: Path, *, sweep_link: tuple[str, Path] | None =
     cks = checkpoints(run)
     body.append("<h2>Checkpoints</h2>")
     if cks:
-        body.append(_table(
-            ["checkpoint", "step", "complete", "size (MB)", "metrics at save"],
-            [[f'<a href="{_href(out_dir, c["path"])}">{_e(c["name"])}</a>' + (" (latest)" if c["latest"] else ""),
-              c["step"], "yes" if c["complete"] else "NO", round(c["size_mb"], 2),
-              ", ".join(f"{k}={_fmt(v)}" for k, v in c["metrics"].items())] for c in cks],
-            raw_cols=(0,)))
+        body.append(
+            _table(
+                ["checkpoint", "step", "complete", "size (MB)", "metrics at save"],
+                [
+                    [
+                        f'<a href="{_href(out_dir, c["path"])}">{_e(c["name"])}</a>'
+                        + (" (latest)" if c["latest"] else ""),
+                        c["step"],
+                        "yes" if c["complete"] else "NO",
+                        round(c["size_mb"], 2),
+                        ", ".join(f"{k}={_fmt(v)}" for k, v in c["metrics"].items()),
+                    ]
+                    for c in cks
+                ],
+                raw_cols=(0,),
+            )
+        )
     else:
         body.append("<p class=sub>no checkpoints in the run directory</p>")
 
@@ -576,20 +716,33 @@ def render_run(run: Run, out_dir: Path, *, sweep_link: tuple[str, Path] | None =
         for source, data in comp:
             body.append(f"<p class=sub>{_e(source)}</p>" + _render_data(data))
 
-    tracking = _json((run.run_dir / "tracking.json").read_text()) if (run.run_dir / "tracking.json").exists() else {}
+    tracking = (
+        _json((run.run_dir / "tracking.json").read_text())
+        if (run.run_dir / "tracking.json").exists()
+        else {}
+    )
     body.append("<h2>Files and tracking</h2><p>" + " &middot; ".join(_links(out_dir, run)) + "</p>")
     tb = list(run.run_dir.glob("events.out.tfevents.*"))
     lines = []
     if tb:
-        lines.append(f"TensorBoard: <code>tensorboard --logdir {_e(run.run_dir)}</code> ({len(tb)} event file(s))")
+        lines.append(
+            f"TensorBoard: <code>tensorboard --logdir {_e(run.run_dir)}</code> "
+            f"({len(tb)} event file(s))"
+        )
     ml = tracking.get("mlflow") or {}
     if ml:
-        lines.append(f"MLflow: run <code>{_e(ml.get('run_id'))}</code> in experiment "
-                     f"<code>{_e(ml.get('experiment'))}</code> at <code>{_e(ml.get('uri'))}</code>")
+        lines.append(
+            f"MLflow: run <code>{_e(ml.get('run_id'))}</code> in experiment "
+            f"<code>{_e(ml.get('experiment'))}</code> at <code>{_e(ml.get('uri'))}</code>"
+        )
     if lines:
         body.append("<p>" + "<br>".join(lines) + "</p>")
     body.append("<h2>Resolved spec</h2>")
-    spec_text = (run.run_dir / "spec.resolved.yaml").read_text() if (run.run_dir / "spec.resolved.yaml").exists() else ""
+    spec_text = (
+        (run.run_dir / "spec.resolved.yaml").read_text()
+        if (run.run_dir / "spec.resolved.yaml").exists()
+        else ""
+    )
     body.append(f"<pre>{_e(spec_text) or 'no spec.resolved.yaml'}</pre>")
     return _page(f"orch report: {run.name}", body), pngs
 
@@ -599,15 +752,22 @@ def render_run(run: Run, out_dir: Path, *, sweep_link: tuple[str, Path] | None =
 
 
 def _sweep_meta(sweep_dir: Path, sweep_row: dict[str, Any] | None) -> dict[str, Any]:
-    meta = _json((sweep_dir / "sweep.json").read_text()) if (sweep_dir / "sweep.json").exists() else {}
-    best = _json((sweep_dir / "best.json").read_text()) if (sweep_dir / "best.json").exists() else {}
+    meta = (
+        _json((sweep_dir / "sweep.json").read_text()) if (sweep_dir / "sweep.json").exists() else {}
+    )
+    best = (
+        _json((sweep_dir / "best.json").read_text()) if (sweep_dir / "best.json").exists() else {}
+    )
     extra = _json((sweep_row or {}).get("extra"))
     sweep_sec = (meta.get("spec") or {}).get("sweep") or {}
-    return {"metric": best.get("metric") or extra.get("metric") or sweep_sec.get("metric"),
-            "mode": best.get("mode") or extra.get("mode") or sweep_sec.get("mode") or "max",
-            "best_trial": best.get("best_trial") or extra.get("best_trial"),
-            "spec": meta.get("spec") or {}, "keys": list((sweep_sec.get("search_space") or {}).keys()),
-            "best": best}
+    return {
+        "metric": best.get("metric") or extra.get("metric") or sweep_sec.get("metric"),
+        "mode": best.get("mode") or extra.get("mode") or sweep_sec.get("mode") or "max",
+        "best_trial": best.get("best_trial") or extra.get("best_trial"),
+        "spec": meta.get("spec") or {},
+        "keys": list((sweep_sec.get("search_space") or {}).keys()),
+        "best": best,
+    }
 
 
 def _trial_dir(row: dict[str, Any], sweep_dir: Path) -> Path | None:
@@ -636,15 +796,22 @@ def write_sweep_report(target: Target, out_dir: Path | None = None) -> Path:
     known = {str(r.run_dir.resolve()) for _, r in runs if r is not None}
     for d in sorted((sweep_dir / "trials").glob("*")) if (sweep_dir / "trials").is_dir() else []:
         if d.is_dir() and str(d.resolve()) not in known:
-            runs.append(({"run_name": d.name, "status": "", "extra": "{}", "metrics": "{}"}, load_run(d)))
+            runs.append(
+                ({"run_name": d.name, "status": "", "extra": "{}", "metrics": "{}"}, load_run(d))
+            )
 
     def value(row, run):
         m = {**_json(row.get("metrics")), **((run.final if run else {}) or {})}
         return m.get(metric) if metric else None
 
     vals = [value(row, run) for row, run in runs]
-    order = sorted(range(len(runs)), key=lambda i: (not _is_number(vals[i]),
-                   -(vals[i] or 0) if mode == "max" and _is_number(vals[i]) else (vals[i] or 0)))
+    order = sorted(
+        range(len(runs)),
+        key=lambda i: (
+            not _is_number(vals[i]),
+            -(vals[i] or 0) if mode == "max" and _is_number(vals[i]) else (vals[i] or 0),
+        ),
+    )
     runs = [runs[i] for i in order]
     vals = [vals[i] for i in order]
     best_idx = 0 if vals and _is_number(vals[0]) else None
@@ -663,7 +830,11 @@ def write_sweep_report(target: Target, out_dir: Path | None = None) -> Path:
     keys = meta["keys"] or _differing_keys([r.spec for _, r in runs if r is not None])
     pngs: dict[str, bytes] = {}
     curve_metrics = [metric] if metric else []
-    with_rows = [(lbl, run.rows) for lbl, (_, run) in zip(labels, runs, strict=False) if run is not None and run.rows]
+    with_rows = [
+        (lbl, run.rows)
+        for lbl, (_, run) in zip(labels, runs, strict=False)
+        if run is not None and run.rows
+    ]
     for k in curve_keys([r for _, rows in with_rows for r in rows], 3):
         if k not in curve_metrics:
             curve_metrics.append(k)
@@ -675,19 +846,28 @@ def write_sweep_report(target: Target, out_dir: Path | None = None) -> Path:
         pngs["sweep_final.png"] = bars
 
     status = (sweep_row or {}).get("status") or "UNKNOWN"
-    body = [f"<h1>sweep {_e(sweep_id)} <span class='badge {_e(status)}'>{_e(status)}</span></h1>",
-            f"<p class=sub>{len(runs)} trial(s) &middot; metric <b>{_e(metric)}</b> ({_e(mode)}) "
-            f"&middot; search over {_e(', '.join(keys) or '?')} &middot; sweep dir <code>{_e(sweep_dir)}</code></p>"]
+    body = [
+        f"<h1>sweep {_e(sweep_id)} <span class='badge {_e(status)}'>{_e(status)}</span></h1>",
+        f"<p class=sub>{len(runs)} trial(s) &middot; metric <b>{_e(metric)}</b> ({_e(mode)}) "
+        f"&middot; search over {_e(', '.join(keys) or '?')} &middot; "
+        f"sweep dir <code>{_e(sweep_dir)}</code></p>",
+    ]
     if best_idx is not None:
-        body.append(f"<p>best trial: <b>{_e(labels[best_idx])}</b> with {_e(metric)} = {_e(_fmt(vals[best_idx]))}</p>")
+        body.append(
+            f"<p>best trial: <b>{_e(labels[best_idx])}</b> with {_e(metric)} = "
+            f"{_e(_fmt(vals[best_idx]))}</p>"
+        )
     header = ["#", "trial", "status"] + keys + [metric or "metric", "report"]
     table_rows, classes = [], []
     for i, ((row, run), page) in enumerate(zip(runs, trial_pages, strict=False)):
         cfg = _json(row.get("extra")).get("config") or {}
         spec_flat = _flatten(run.spec) if run else {}
         link = f'<a class="trial-link" href="{_href(out_dir, page)}">report</a>' if page else "-"
-        table_rows.append([i + 1, labels[i], row.get("status") or (run.status if run else "")]
-                          + [cfg.get(k, spec_flat.get(k, "")) for k in keys] + [vals[i] if vals[i] is not None else "-", link])
+        table_rows.append(
+            [i + 1, labels[i], row.get("status") or (run.status if run else "")]
+            + [cfg.get(k, spec_flat.get(k, "")) for k in keys]
+            + [vals[i] if vals[i] is not None else "-", link]
+        )
         classes.append("best" if i == best_idx else "")
     body.append("<h2>Trials</h2>")
     body.append(_table(header, table_rows, classes, raw_cols=(len(header) - 1,)))
@@ -696,7 +876,11 @@ def write_sweep_report(target: Target, out_dir: Path | None = None) -> Path:
     if meta["spec"]:
         import yaml
 
-        body.append("<h2>Sweep spec</h2><pre>" + _e(yaml.safe_dump(meta["spec"], sort_keys=False)) + "</pre>")
+        body.append(
+            "<h2>Sweep spec</h2><pre>"
+            + _e(yaml.safe_dump(meta["spec"], sort_keys=False))
+            + "</pre>"
+        )
     for name, data in pngs.items():
         (out_dir / name).write_bytes(data)
     sweep_index.write_text(_page(f"orch report: sweep {sweep_id}", body))
@@ -712,8 +896,13 @@ def _trial_label(row: dict[str, Any], run: Run | None) -> str:
 # Entry points
 
 
-def write_run_report(run: Run, out_dir: Path | None = None, *, sweep_link: tuple[str, Path] | None = None,
-                     ledger_rows: list[dict[str, Any]] | None = None) -> Path:
+def write_run_report(
+    run: Run,
+    out_dir: Path | None = None,
+    *,
+    sweep_link: tuple[str, Path] | None = None,
+    ledger_rows: list[dict[str, Any]] | None = None,
+) -> Path:
     out_dir = Path(out_dir or run.run_dir / REPORT_DIR)
     out_dir.mkdir(parents=True, exist_ok=True)
     page, pngs = render_run(run, out_dir, sweep_link=sweep_link, ledger_rows=ledger_rows)
@@ -724,7 +913,9 @@ def write_run_report(run: Run, out_dir: Path | None = None, *, sweep_link: tuple
     return index
 
 
-def report(target: str, storage_path: str | Path = "runs", out_dir: str | Path | None = None) -> Path:
+def report(
+    target: str, storage_path: str | Path = "runs", out_dir: str | Path | None = None
+) -> Path:
     """Write the report of a run or a sweep; returns the path of its index.html."""
     t = resolve(target, storage_path)
     if t.kind == "sweep":
@@ -732,10 +923,14 @@ def report(target: str, storage_path: str | Path = "runs", out_dir: str | Path |
     run = load_run(t.run_dir, t.ledger_row)
     sweep_link = None
     if run.sweep_id:
-        sweep_row = next((r for r in t.rows if r["kind"] == "sweep" and r["sweep_id"] == run.sweep_id), None)
+        sweep_row = next(
+            (r for r in t.rows if r["kind"] == "sweep" and r["sweep_id"] == run.sweep_id), None
+        )
         if sweep_row and sweep_row["run_dir"]:
             sweep_link = (run.sweep_id, Path(sweep_row["run_dir"]) / REPORT_DIR / "index.html")
-    return write_run_report(run, Path(out_dir) if out_dir else None, sweep_link=sweep_link, ledger_rows=t.rows)
+    return write_run_report(
+        run, Path(out_dir) if out_dir else None, sweep_link=sweep_link, ledger_rows=t.rows
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -750,8 +945,22 @@ def _differing_keys(specs: list[dict[str, Any]], ignore: tuple[str, ...] = ("nam
             if k not in keys:
                 keys.append(k)
     missing = object()
-    return [k for k in keys if k not in ignore
-            and len({json.dumps(f.get(k, missing) if f.get(k, missing) is not missing else "<unset>", default=str, sort_keys=True) for f in flats}) > 1]
+    return [
+        k
+        for k in keys
+        if k not in ignore
+        and len(
+            {
+                json.dumps(
+                    f.get(k, missing) if f.get(k, missing) is not missing else "<unset>",
+                    default=str,
+                    sort_keys=True,
+                )
+                for f in flats
+            }
+        )
+        > 1
+    ]
 
 
 def compare(runs: list[Run]) -> dict[str, Any]:
@@ -764,7 +973,9 @@ def compare(runs: list[Run]) -> dict[str, Any]:
         for k in r.final:
             if k not in metrics:
                 metrics.append(k)
-    ordered = [k for k in PRIORITY if k in metrics] + sorted(k for k in metrics if k not in PRIORITY)
+    ordered = [k for k in PRIORITY if k in metrics] + sorted(
+        k for k in metrics if k not in PRIORITY
+    )
     return {
         "runs": [r.name for r in runs],
         "status": [r.status for r in runs],
@@ -779,7 +990,11 @@ def compare_png(runs: list[Run], metrics: list[str] | None = None) -> bytes | No
         for r in runs:
             ks = set(curve_keys(r.rows, 50))
             common = ks if common is None else common & ks
-        metrics = [k for k in curve_keys([row for r in runs for row in r.rows], 50) if k in (common or set())][:4]
+        metrics = [
+            k
+            for k in curve_keys([row for r in runs for row in r.rows], 50)
+            if k in (common or set())
+        ][:4]
     return plot_curves([(r.name, r.rows) for r in runs], metrics)
 
 
@@ -808,17 +1023,27 @@ def parse_since(text: str, now: dt.datetime | None = None) -> dt.datetime:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise ReportOptionError(
-            f"--since: expected a duration like 30m, 2h, 7d or an ISO date like 2025-01-31 (given {text!r})"
+            f"--since: expected a duration like 30m, 2h, 7d or an ISO date like 2025-01-31 "
+            f"(given {text!r})"
         ) from None
     if when.tzinfo is None:
         when = when.astimezone()  # local time, as people type it
     return when
 
 
-def select_runs(rows: list[dict[str, Any]], *, workload: str | None = None, status: str | None = None,
-                since: str | None = None, sweep: str | None = None, kind: str | None = None,
-                sort: str | None = None, ascending: bool = False, limit: int | None = None,
-                now: dt.datetime | None = None) -> list[dict[str, Any]]:
+def select_runs(
+    rows: list[dict[str, Any]],
+    *,
+    workload: str | None = None,
+    status: str | None = None,
+    since: str | None = None,
+    sweep: str | None = None,
+    kind: str | None = None,
+    sort: str | None = None,
+    ascending: bool = False,
+    limit: int | None = None,
+    now: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
     """Filter ledger rows (latest per run) and sort them by a final metric.
 
     status and kind take comma-separated lists; sweep matches a sweep id (the sweep's own row
@@ -834,8 +1059,10 @@ def select_runs(rows: list[dict[str, Any]], *, workload: str | None = None, stat
         bad = wanted - {s.value for s in JobStatus}
         if bad:
             raise ReportOptionError(
-                f"--status: expected one or more of {', '.join(s.value.lower() for s in JobStatus)} "
-                f"(given {', '.join(sorted(bad)).lower()})")
+                "--status: expected one or more of "
+                f"{', '.join(s.value.lower() for s in JobStatus)} "
+                f"(given {', '.join(sorted(bad)).lower()})"
+            )
         out = [r for r in out if r["status"] in wanted]
     if kind:
         wanted = {k.strip() for k in kind.split(",") if k.strip()}
@@ -844,9 +1071,14 @@ def select_runs(rows: list[dict[str, Any]], *, workload: str | None = None, stat
         out = [r for r in out if r["sweep_id"] == sweep]
     if since:
         cut = parse_since(since, now)
-        out = [r for r in out if (r["start_time"] or r["event_time"]) is not None
-               and (r["start_time"] or r["event_time"]) >= cut]
+        out = [
+            r
+            for r in out
+            if (r["start_time"] or r["event_time"]) is not None
+            and (r["start_time"] or r["event_time"]) >= cut
+        ]
     if sort:
+
         def key(r):
             v = _json(r["metrics"]).get(sort)
             if not _is_number(v) or (isinstance(v, float) and math.isnan(v)):

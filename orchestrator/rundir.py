@@ -106,8 +106,10 @@ def complete_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     d = Path(run_dir)
     if is_uri(run_dir) or not d.is_dir():
         return []
-    return sorted((c for c in d.glob(f"{CHECKPOINT_PREFIX}*") if c.is_dir() and is_complete(c)),
-                  key=lambda c: c.name)
+    return sorted(
+        (c for c in d.glob(f"{CHECKPOINT_PREFIX}*") if c.is_dir() and is_complete(c)),
+        key=lambda c: c.name,
+    )
 
 
 def latest_complete(run_dir: str | os.PathLike, before: str | None = None) -> Path | None:
@@ -121,7 +123,8 @@ def looks_like_checkpoint(path: str | os.PathLike) -> bool:
     """A directory that is a checkpoint itself (complete or not), not a run directory."""
     p = Path(path)
     return p.name.startswith(CHECKPOINT_PREFIX) or any(
-        (p / f).exists() for f in (COMPLETE_MARKER, "model.pt", "state.json"))
+        (p / f).exists() for f in (COMPLETE_MARKER, "model.pt", "state.json")
+    )
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:
@@ -136,7 +139,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
             raise CheckpointError(
                 f"checkpoint {p} is incomplete (no readable {COMPLETE_MARKER}): it was still "
                 "being written, or its run was killed while saving; pass the run directory to "
-                "use its newest complete checkpoint")
+                "use its newest complete checkpoint"
+            )
         if missing:
             raise CheckpointError(f"checkpoint {p} is incomplete: missing {', '.join(missing[:5])}")
         return p

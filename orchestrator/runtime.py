@@ -1,8 +1,8 @@
 """Connecting to Ray: an embedded local Ray by default, a cluster when an address is given.
 
-    orch run SPEC                                  # embedded single-node Ray, stopped at exit
-    orch run SPEC --address auto                   # a running local head (ray start --head)
-    RAY_ADDRESS=ray://HEAD:10001 orch run SPEC     # a cluster
+orch run SPEC                                  # embedded single-node Ray, stopped at exit
+orch run SPEC --address auto                   # a running local head (ray start --head)
+RAY_ADDRESS=ray://HEAD:10001 orch run SPEC     # a cluster
 """
 
 from __future__ import annotations
@@ -110,8 +110,13 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     os.environ["RAY_ADDRESS"] = own  # inherited by the processes ray.init starts
     try:
         # The dashboard process serves Ray's state API; bind it to loopback only.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
-                 dashboard_host="127.0.0.1", **kwargs)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=True,
+            dashboard_host="127.0.0.1",
+            **kwargs,
+        )
     finally:
         for k, v in saved.items():  # our own child processes (orch run ...) start clean
             if v is None:
@@ -144,8 +149,11 @@ def _fits_per_node(node: dict[str, float], need: dict[str, float]) -> int:
     return min(counts) if counts else 10**9
 
 
-def capacity(need: dict[str, float], nodes: list[dict[str, float]],
-             pools: list[tuple[str, dict[str, float], int]] | None = None) -> int:
+def capacity(
+    need: dict[str, float],
+    nodes: list[dict[str, float]],
+    pools: list[tuple[str, dict[str, float], int]] | None = None,
+) -> int:
     """Most workers of `need` that live nodes plus autoscaling pools could ever hold.
 
     pools: (name, resources per node, max nodes). Over-counts rather than under-counts, so a
@@ -161,10 +169,12 @@ def cluster_pools(cluster_yaml: str | None = None) -> list[tuple[str, dict[str, 
     """Autoscaling pools: from a cluster YAML when given, else from the connected cluster's
     autoscaler config (empty for a cluster without an autoscaler, like embedded Ray)."""
     if cluster_yaml:
-        from orchestrator.cluster import node_types
+        from orchestrator.cluster.config import node_types
 
-        return [(nt.name, nt.resources, int(nt.max_workers or 0) + (1 if nt.is_head else 0))
-                for nt in node_types(cluster_yaml).values()]
+        return [
+            (nt.name, nt.resources, int(nt.max_workers or 0) + (1 if nt.is_head else 0))
+            for nt in node_types(cluster_yaml).values()
+        ]
     try:
         from ray._private.state import state
 
@@ -173,12 +183,18 @@ def cluster_pools(cluster_yaml: str | None = None) -> list[tuple[str, dict[str, 
         return []
     if cfg is None:
         return []
-    return [(g.name, {k: float(v) for k, v in g.resources.items()}, int(g.max_count))
-            for g in cfg.node_group_configs]
+    return [
+        (g.name, {k: float(v) for k, v in g.resources.items()}, int(g.max_count))
+        for g in cfg.node_group_configs
+    ]
 
 
-def check_fits(num_workers: int, per_worker: dict[str, float], cluster_yaml: str | None = None,
-               nodes: list[dict[str, float]] | None = None) -> None:
+def check_fits(
+    num_workers: int,
+    per_worker: dict[str, float],
+    cluster_yaml: str | None = None,
+    nodes: list[dict[str, float]] | None = None,
+) -> None:
     """Fail fast, naming the request, when the cluster can never hold it.
 
     A worker cannot be split across nodes, so each bundle must fit one node (or one node
@@ -187,7 +203,9 @@ def check_fits(num_workers: int, per_worker: dict[str, float], cluster_yaml: str
     if nodes is None:
         import ray
 
-        nodes = [{k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")]
+        nodes = [
+            {k: float(v) for k, v in n["Resources"].items()} for n in ray.nodes() if n.get("Alive")
+        ]
     pools = cluster_pools(cluster_yaml)
     can = capacity(per_worker, nodes, pools)
     if can >= num_workers:
@@ -198,10 +216,14 @@ def check_fits(num_workers: int, per_worker: dict[str, float], cluster_yaml: str
         for k in per_worker:
             biggest[k] = max(biggest.get(k, 0.0), n.get(k, 0.0))
     have = ", ".join(f"{k}={v:g}" for k, v in biggest.items())
-    source = f"node types in {cluster_yaml}" if cluster_yaml else (
-        "its autoscaler's node types" if pools else "its nodes (no autoscaler)")
+    source = (
+        f"node types in {cluster_yaml}"
+        if cluster_yaml
+        else ("its autoscaler's node types" if pools else "its nodes (no autoscaler)")
+    )
     raise InsufficientResourcesError(
-        f"the request can never be scheduled: {num_workers} worker(s) x {{{want}}}, but the cluster "
+        f"the request can never be scheduled: {num_workers} worker(s) x {{{want}}}, "
+        "but the cluster "
         f"can hold at most {can} such worker(s), judging by {source}; the largest node offers "
         f"{{{have}}}. Lower resources.workers / cpus_per_worker / gpus_per_worker, or add a "
         f"node type that fits."
@@ -278,7 +300,8 @@ def shared_storage_problem(
         else "this run needs nodes the cluster has yet to add"
     )
     return (
-        f"storage_path {storage_path!r} is a local directory ({fstype or 'local disk'}), but {why}: "
+        f"storage_path {storage_path!r} is a local directory ({fstype or 'local disk'}), "
+        f"but {why}: "
         "checkpoints written on one node are invisible to the others, so resuming and the "
         "final result break. Use shared storage that every node mounts or reaches: "
         "storage_path=s3://BUCKET/runs, gs://BUCKET/runs, or an NFS path mounted on every "

@@ -38,7 +38,10 @@ class Resources(Strict):
     cpus_per_worker: float = Field(1.0, ge=0.0001, le=1024, description="CPUs reserved per worker.")
     gpus_per_worker: float = Field(0.0, ge=0, le=64, description="GPUs per worker; 0 for CPU.")
     gpu_memory_gb: float | None = Field(
-        None, gt=0, le=4096, description="Memory of one GPU, for the memory planner (strategy: auto)."
+        None,
+        gt=0,
+        le=4096,
+        description="Memory of one GPU, for the memory planner (strategy: auto).",
     )
 
 
@@ -57,7 +60,7 @@ class DeepSpeedSpec(Strict):
     """ZeRO choices; unset fields come from `config_file`, else stage 2 without offload.
 
     Gradient accumulation and clipping come from `train.grad_accum` / `train.grad_clip`,
-    the same for every strategy (orchestrator/deepspeed_config.py maps them)."""
+    the same for every strategy (orchestrator/worker/deepspeed_config.py maps them)."""
 
     stage: int | None = Field(None, ge=0, le=3, description="ZeRO stage 0-3 (default 2).")
     offload_optimizer: Literal["none", "cpu"] | None = Field(
@@ -178,8 +181,14 @@ def parse_yaml(text: str, source: str = "<string>") -> dict[str, Any]:
     except RecursionError:
         line, col = _deep_position(text)
         raise SpecError(
-            [FieldError("<yaml>", f"nesting too deep at line {line}, column {col} "
-                        f"(a spec needs only a few levels)")], source
+            [
+                FieldError(
+                    "<yaml>",
+                    f"nesting too deep at line {line}, column {col} "
+                    f"(a spec needs only a few levels)",
+                )
+            ],
+            source,
         ) from None
     if data is None:
         data = {}
@@ -264,7 +273,9 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
         ann = fields[part].annotation
         args = getattr(ann, "__args__", None)
         candidates = [ann, *(args or [])]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        current = next(
+            (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None
+        )
         if current is None:
             return []
     return list(getattr(current, "model_fields", {}))
@@ -285,7 +296,11 @@ def pydantic_errors(
             known = _fields_at(model, loc)
             guess = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
             msg = "unknown key"
-            msg += f"; did you mean '{guess[0]}'?" if guess else f"; expected one of {', '.join(known)}"
+            msg += (
+                f"; did you mean '{guess[0]}'?"
+                if guess
+                else f"; expected one of {', '.join(known)}"
+            )
             out.append(FieldError(path, msg))
         elif kind == "missing":
             out.append(FieldError(path, "required key is missing"))
@@ -339,9 +354,9 @@ def validate_spec(data: dict[str, Any], source: str | None = None) -> JobSpec:
 
 # Optional sections are validated by the module that owns them: "section": "module:Model".
 SECTION_MODELS: dict[str, str] = {
-    "sweep": "orchestrator.sweep:SweepSpec",
-    "schedule": "orchestrator.schedule:ScheduleSpec",
-    "compress": "orchestrator.compress:CompressSpec",
+    "sweep": "orchestrator.sweep.spec:SweepSpec",
+    "schedule": "orchestrator.sweep.schedule:ScheduleSpec",
+    "compress": "orchestrator.compress.spec:CompressSpec",
     "tracking": "orchestrator.tracking:TrackingSpec",
 }
 
@@ -380,7 +395,9 @@ def _workload_errors(workload: str, data: dict[str, Any]) -> list[FieldError]:
         hint = f"; did you mean '{guess[0]}'?" if guess else ""
         return [
             FieldError(
-                "workload", f"no such workload; expected one of {', '.join(known)}{hint}", _show(workload)
+                "workload",
+                f"no such workload; expected one of {', '.join(known)}{hint}",
+                _show(workload),
             )
         ]
     errors: list[FieldError] = []
@@ -397,7 +414,9 @@ def _workload_errors(workload: str, data: dict[str, Any]) -> list[FieldError]:
 
 
 def _too_deep(source: str | None) -> SpecError:
-    return SpecError([FieldError("<root>", f"values nested deeper than {MAX_NESTING} levels")], source)
+    return SpecError(
+        [FieldError("<root>", f"values nested deeper than {MAX_NESTING} levels")], source
+    )
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
@@ -422,5 +441,6 @@ def json_schema() -> dict[str, Any]:
     return JobSpec.model_json_schema()
 
 
-def dump_yaml(spec: JobSpec) -> str:
-    return yaml.safe_dump(spec.to_dict(), sort_keys=False)
+def dump_yaml(spec: JobSpec | dict[str, Any]) -> str:
+    """A spec (or a resolved spec's dict) as the YAML of spec.resolved.yaml."""
+    return yaml.safe_dump(spec.to_dict() if isinstance(spec, JobSpec) else spec, sort_keys=False)

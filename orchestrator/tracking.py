@@ -15,15 +15,16 @@ The spec's optional section (all keys optional):
       system_every_s: 2.0            # sample CPU RSS / GPU memory every N s (0: off)
       tags: {}                       # extra MLflow tags
 
-How it works: the workers already write one JSON row per log to `<run_dir>/metrics.jsonl`
-(rank 0, see strategy.Session.log). The launcher runs a `RunTracker` in the driver that tails
-that file, so nothing changes inside the training loop and a tracking backend that fails can
-never stop training: it is switched off with one warning. Every numeric key of a row becomes a
-scalar of the same name (loss, accuracy, samples_per_s, step_time_s, ...) at the row's `step`;
-the figures the tracker samples itself (RSS of this node's Ray workers, GPU memory from
-nvidia-smi) are named `system/...` and are also kept in `<run_dir>/system.jsonl` for reports.
-At the end the flattened resolved spec goes to TensorBoard's HParams plugin (with the final
-metrics) and to MLflow params; the MLflow run gets its status, tags and the spec as artifact.
+How it works: the workers already write one JSON row per log to `<run_dir>/metrics.jsonl` (rank
+0, see orchestrator/worker/session.py). The launcher runs a `RunTracker` in the driver that
+tails that file, so nothing changes inside the training loop and a tracking backend that fails
+can never stop training: it is switched off with one warning. Every numeric key of a row
+becomes a scalar of the same name (loss, accuracy, samples_per_s, step_time_s, ...) at the
+row's `step`; the figures the tracker samples itself (RSS of this node's Ray workers, GPU
+memory from nvidia-smi) are named `system/...` and are also kept in `<run_dir>/system.jsonl`
+for reports. At the end the flattened resolved spec goes to TensorBoard's HParams plugin (with
+the final metrics) and to MLflow params; the MLflow run gets its status, tags and the spec as
+artifact.
 
 A rerun of the same run name (a resume) continues the same MLflow run (its id is kept in
 `<run_dir>/tracking.json`); TensorBoard drops the steps that the resumed run recomputes
@@ -47,6 +48,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from orchestrator import rundir
+
 SYSTEM_FILE = "system.jsonl"
 STATE_FILE = "tracking.json"
 # Row keys that are bookkeeping, not metrics.
@@ -59,14 +62,19 @@ class TrackingSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tensorboard: bool = Field(True, description="Write TensorBoard event files in the run directory.")
+    tensorboard: bool = Field(
+        True, description="Write TensorBoard event files in the run directory."
+    )
     mlflow: str | None = Field(
         None,
         description="MLflow tracking URI (file:///abs/path, sqlite:///abs/mlflow.db, "
         "http(s)://server); a plain folder path means a file store there. null: no MLflow.",
     )
     experiment: str | None = Field(
-        None, min_length=1, max_length=500, description="MLflow experiment (default: the spec's name)."
+        None,
+        min_length=1,
+        max_length=500,
+        description="MLflow experiment (default: the spec's name).",
     )
     system_every_s: float = Field(
         2.0, ge=0, le=3600, description="Seconds between samples of CPU RSS / GPU memory; 0: off."
@@ -81,11 +89,12 @@ class TrackingSpec(BaseModel):
         v = v.strip()
         if not v:
             raise ValueError("expected a tracking URI or a folder path, or null for no MLflow")
-        if "://" in v:
+        if rundir.is_uri(v):
             scheme = v.split("://", 1)[0].split("+", 1)[0].lower()
             if scheme not in _URI_SCHEMES:
                 raise ValueError(
-                    f"expected a URI with scheme {', '.join(_URI_SCHEMES)} (given scheme {scheme!r})"
+                    f"expected a URI with scheme {', '.join(_URI_SCHEMES)} "
+                    f"(given scheme {scheme!r})"
                 )
         return v
 
@@ -107,7 +116,7 @@ def resolve_uri(uri: str, base: Path | None = None) -> str:
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         rel = uri[len("sqlite:///") :]
         return "sqlite:///" + str(((base or Path.cwd()) / rel).resolve())
-    if "://" in uri:
+    if rundir.is_uri(uri):
         return uri
     return Path(base or Path.cwd()).joinpath(uri).expanduser().resolve().as_uri()
 
@@ -161,8 +170,15 @@ def _gpu_figures() -> dict[str, float]:
         return {}
     try:
         out = subprocess.run(
-            [exe, "--query-gpu=memory.used,memory.total,utilization.gpu", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=5, check=True,
+            [
+                exe,
+                "--query-gpu=memory.used,memory.total,utilization.gpu",
+                "--format=csv,noheader,nounits",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -179,7 +195,11 @@ def _gpu_figures() -> dict[str, float]:
             continue
     if not n:
         return {}
-    return {"system/gpu_mem_mb": used, "system/gpu_mem_total_mb": total, "system/gpu_util_pct": util / n}
+    return {
+        "system/gpu_mem_mb": used,
+        "system/gpu_mem_total_mb": total,
+        "system/gpu_util_pct": util / n,
+    }
 
 
 _RAY_INFRA = ("ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
@@ -208,8 +228,10 @@ def _ray_worker_procs(session_dir: str | None):
     for proc in psutil.process_iter(["name", "cmdline"]):
         try:
             cmd = proc.info.get("cmdline") or []
-            if cmd and cmd[0].endswith("/raylet") and (
-                session_dir is None or any(session_dir in part for part in cmd)
+            if (
+                cmd
+                and cmd[0].endswith("/raylet")
+                and (session_dir is None or any(session_dir in part for part in cmd))
             ):
                 raylets.append(proc)
         except (psutil.Error, KeyError):
@@ -244,7 +266,11 @@ def sample_system(session_dir: str | None = None) -> dict[str, float]:
             continue
     # No busy worker (before the workers start, after Ray shut down): no RSS figure at all,
     # rather than a misleading 0.
-    out = {"system/cpu_rss_mb": rss / 2**20, "system/ray_worker_procs": float(workers)} if workers else {}
+    out = (
+        {"system/cpu_rss_mb": rss / 2**20, "system/ray_worker_procs": float(workers)}
+        if workers
+        else {}
+    )
     out |= {
         "system/node_mem_used_pct": psutil.virtual_memory().percent,
         "system/cpu_util_pct": psutil.cpu_percent(interval=None),
@@ -273,7 +299,9 @@ class _TensorBoard:
         it (a resumed run recomputes those steps)."""
         from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 
-        self.writer.file_writer.add_event(Event(step=int(step), session_log=SessionLog(status=SessionLog.START)))
+        self.writer.file_writer.add_event(
+            Event(step=int(step), session_log=SessionLog(status=SessionLog.START))
+        )
 
     def text(self, tag: str, body: str) -> None:
         self.writer.add_text(tag, body, global_step=0)
@@ -298,8 +326,15 @@ class _TensorBoard:
 class _MLflow:
     BATCH = 900  # MLflow accepts at most 1,000 metrics per log_batch
 
-    def __init__(self, uri: str, experiment: str, run_name: str, tags: dict[str, str],
-                 run_dir: Path, params: dict[str, Any]):
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        tags: dict[str, str],
+        run_dir: Path,
+        params: dict[str, Any],
+    ):
         if uri.startswith("file:"):
             # MLflow 3 keeps the file store only on request; it is what works with no server.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -318,13 +353,23 @@ class _MLflow:
             except Exception:  # noqa: BLE001 - deleted or foreign: start a new one
                 self.run_id = None
         if self.run_id is None:
-            self.run_id = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags).info.run_id
+            self.run_id = self.client.create_run(
+                self.experiment_id, run_name=run_name, tags=tags
+            ).info.run_id
         else:
             for k, v in tags.items():
                 self.client.set_tag(self.run_id, k, v)
-        _write_state(run_dir, {"mlflow": {"uri": uri, "run_id": self.run_id,
-                                          "experiment_id": self.experiment_id,
-                                          "experiment": experiment}})
+        _write_state(
+            run_dir,
+            {
+                "mlflow": {
+                    "uri": uri,
+                    "run_id": self.run_id,
+                    "experiment_id": self.experiment_id,
+                    "experiment": experiment,
+                }
+            },
+        )
         self._log_params(params)
         self.pending: list[Any] = []
 
@@ -365,7 +410,9 @@ class _MLflow:
                     self.client.log_artifact(self.run_id, str(path))
                 except Exception as exc:  # noqa: BLE001 - artifacts are a nicety
                     warnings.warn(f"MLflow: could not upload {name}: {exc}", stacklevel=2)
-        mlflow_status = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "STOPPED": "KILLED"}.get(status, "FINISHED")
+        mlflow_status = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "STOPPED": "KILLED"}.get(
+            status, "FINISHED"
+        )
         self.client.set_terminated(self.run_id, mlflow_status)
 
 
@@ -418,10 +465,22 @@ class RunTracker:
     pass `from_start=True` to send the whole file (converting a finished run after the fact).
     """
 
-    def __init__(self, run_dir: str | Path, spec: dict[str, Any], *, run_name: str,
-                 run_id: str = "", workload: str = "", sweep_id: str = "", kind: str = "run",
-                 config: TrackingSpec | None = None, console=None, from_start: bool = False,
-                 tail: bool = True, poll_every: float = 1.0):
+    def __init__(
+        self,
+        run_dir: str | Path,
+        spec: dict[str, Any],
+        *,
+        run_name: str,
+        run_id: str = "",
+        workload: str = "",
+        sweep_id: str = "",
+        kind: str = "run",
+        config: TrackingSpec | None = None,
+        console=None,
+        from_start: bool = False,
+        tail: bool = True,
+        poll_every: float = 1.0,
+    ):
         self.run_dir = Path(run_dir)
         self.spec = spec
         self.config = config or settings(spec)
@@ -430,7 +489,7 @@ class RunTracker:
         self.console = console
         self.tail = tail
         self.poll_every = poll_every
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.metrics_path = rundir.metrics_path(self.run_dir)
         exists = self.metrics_path.exists()
         self.offset = 0 if from_start or not exists else self.metrics_path.stat().st_size
         self._inode = self.metrics_path.stat().st_ino if exists else None
@@ -459,7 +518,9 @@ class RunTracker:
                 self.backends["tensorboard"].restart(self._first_new_step())
                 self.backends["tensorboard"].text("spec", "```yaml\n" + _yaml(self.spec) + "\n```")
         if self.tail and self.config.mlflow:
-            self._opener = threading.Thread(target=self._open_mlflow, name="orch-mlflow", daemon=True)
+            self._opener = threading.Thread(
+                target=self._open_mlflow, name="orch-mlflow", daemon=True
+            )
             self._opener.start()
         else:
             self._open_mlflow()
@@ -472,15 +533,22 @@ class RunTracker:
         if not self.config.mlflow:
             return
         uri = resolve_uri(self.config.mlflow)
-        tags = {"orch.run_name": self.run_name, "orch.run_id": self.run_id,
-                "orch.workload": self.workload, "orch.kind": self.kind,
-                "orch.run_dir": str(self.run_dir.resolve()), **self.config.tags}
+        tags = {
+            "orch.run_name": self.run_name,
+            "orch.run_id": self.run_id,
+            "orch.workload": self.workload,
+            "orch.kind": self.kind,
+            "orch.run_dir": str(self.run_dir.resolve()),
+            **self.config.tags,
+        }
         if self.sweep_id:
             tags["orch.sweep_id"] = self.sweep_id
         experiment = self.config.experiment or str(self.spec.get("name") or self.run_name)
         backend = None
         try:
-            backend = _MLflow(uri, experiment, self.run_name, tags, self.run_dir, hparams_of(self.spec))
+            backend = _MLflow(
+                uri, experiment, self.run_name, tags, self.run_dir, hparams_of(self.spec)
+            )
         except Exception as exc:  # noqa: BLE001 - tracking never stops a run
             self._warn(f"mlflow tracking is off for this run: {type(exc).__name__}: {exc}")
         if backend is not None:
@@ -543,14 +611,9 @@ class RunTracker:
             end = chunk.rfind(b"\n") + 1
             self.offset += end
             n = 0
-            for line in chunk[:end].decode(errors="replace").splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(row, dict):
-                    self._send(row)
-                    n += 1
+            for row in rundir.parse_rows(chunk[:end].decode(errors="replace")):
+                self._send(row)
+                n += 1
             if n:
                 for name in list(self.backends):
                     self._safe(name, lambda b: b.flush())
@@ -680,15 +743,7 @@ def read_rows(path: Path, start: int, end: int) -> list[dict[str, Any]]:
             chunk = fh.read(max(0, end - start))
     except OSError:
         return []
-    rows = []
-    for line in chunk.decode(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    return rundir.parse_rows(chunk.decode(errors="replace"))
 
 
 def _yaml(obj: Any) -> str:
@@ -706,16 +761,24 @@ def start(plan, *, run_id: str = "", sweep_id: str = "", console=None) -> RunTra
     directory is not local (s3://...: rank 0 cannot append metrics.jsonl there) or when
     tracking is wholly off. Never raises."""
     try:
-        if "://" in str(plan.run_dir):
+        if rundir.is_uri(plan.run_dir):
             return None
-        spec = plan.spec.to_dict()
+        spec = plan.resolved_spec
         cfg = settings(spec)
         if not cfg.tensorboard and not cfg.mlflow:
             return None
         kind = "trial" if sweep_id else "run"
-        return RunTracker(plan.run_dir, spec, run_name=plan.run_name, run_id=run_id,
-                          workload=plan.spec.workload, sweep_id=sweep_id, kind=kind,
-                          config=cfg, console=console).start()
+        return RunTracker(
+            plan.run_dir,
+            spec,
+            run_name=plan.run_name,
+            run_id=run_id,
+            workload=plan.workload,
+            sweep_id=sweep_id,
+            kind=kind,
+            config=cfg,
+            console=console,
+        ).start()
     except Exception as exc:  # noqa: BLE001 - tracking never stops a run
         warnings.warn(f"tracking is off for this run: {type(exc).__name__}: {exc}", stacklevel=2)
         return None
@@ -741,17 +804,24 @@ def track_finished_run(run_dir: str | Path, *, status: str = "", console=None) -
     summary = {}
     if (run_dir / "summary.json").exists():
         summary = json.loads((run_dir / "summary.json").read_text())
-    tracker = RunTracker(run_dir, spec, run_name=summary.get("run_name") or run_dir.name,
-                         run_id=summary.get("run_id", ""), console=console, from_start=True,
-                         tail=False)
+    tracker = RunTracker(
+        run_dir,
+        spec,
+        run_name=summary.get("run_name") or run_dir.name,
+        run_id=summary.get("run_id", ""),
+        console=console,
+        from_start=True,
+        tail=False,
+    )
     tracker.config = tracker.config.model_copy(update={"system_every_s": 0})
     tracker.start()
     tracker.finish(status or summary.get("status", "SUCCEEDED"), summary.get("metrics") or {})
     return tracker
 
 
-def tune_callbacks(spec: dict[str, Any] | Any, *, experiment: str | None = None,
-                   tags: dict[str, str] | None = None) -> list[Any]:
+def tune_callbacks(
+    spec: dict[str, Any] | Any, *, experiment: str | None = None, tags: dict[str, str] | None = None
+) -> list[Any]:
     """Ray Tune's own logger callbacks for a sweep's Tuner(run_config=RunConfig(callbacks=...)):
     TBXLoggerCallback (TensorBoard events in each trial's folder) and, with `tracking.mlflow`,
     MLflowLoggerCallback (one MLflow run per trial, config as params, results as metrics)."""
@@ -771,6 +841,9 @@ def tune_callbacks(spec: dict[str, Any] | Any, *, experiment: str | None = None,
 
         name = experiment or cfg.experiment or str(spec_dict.get("name") or "orch-sweep")
         ensure_experiment(MlflowClient(tracking_uri=uri), uri, name)
-        callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=name,
-                                              tags={**cfg.tags, **(tags or {})}))
+        callbacks.append(
+            MLflowLoggerCallback(
+                tracking_uri=uri, experiment_name=name, tags={**cfg.tags, **(tags or {})}
+            )
+        )
     return callbacks

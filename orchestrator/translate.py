@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator import rundir
 from orchestrator.errors import CheckpointError, OrchestratorError
 
 
@@ -28,26 +29,6 @@ class TranslateInputError(OrchestratorError):
     """No text to translate, or an unreadable --file."""
 
     exit_code = 2
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A complete checkpoint directory: `path` itself, or the newest one inside a run dir."""
-    from orchestrator.plan import latest_checkpoint
-    from orchestrator.strategy import COMPLETE_MARKER
-
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such checkpoint or run directory")
-    if (p / COMPLETE_MARKER).exists():
-        return p
-    if (p / "model.pt").exists():
-        raise CheckpointError(f"{p}: checkpoint is incomplete (no {COMPLETE_MARKER}); "
-                              "it was still being written, or the run was killed while saving")
-    ck = latest_checkpoint(p)
-    if ck is None:
-        raise CheckpointError(f"{p}: neither a checkpoint directory nor a run directory with a "
-                              "complete checkpoint_NNNNNN inside")
-    return ck
 
 
 @dataclass
@@ -61,16 +42,28 @@ class Translator:
     device: Any
     checkpoint: Path
 
-    def translate(self, texts: list[str], beams: int | None = None, batch_size: int = 32,
-                  max_new_tokens: int | None = None, add_prefix: bool = True) -> list[str]:
+    def translate(
+        self,
+        texts: list[str],
+        beams: int | None = None,
+        batch_size: int = 32,
+        max_new_tokens: int | None = None,
+        add_prefix: bool = True,
+    ) -> list[str]:
         from jobs.t5_translation import generate
 
         if add_prefix and self.prefix:
             texts = [t if t.startswith(self.prefix) else self.prefix + t for t in texts]
-        return generate(self.model, self.tokenizer, texts, device=self.device,
-                        num_beams=beams or self.num_beams, batch_size=batch_size,
-                        max_new_tokens=max_new_tokens or self.max_new_tokens,
-                        max_source_len=self.max_source_len)
+        return generate(
+            self.model,
+            self.tokenizer,
+            texts,
+            device=self.device,
+            num_beams=beams or self.num_beams,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens or self.max_new_tokens,
+            max_source_len=self.max_source_len,
+        )
 
 
 def _tokenizer(info: dict, ckpt: Path):
@@ -100,38 +93,56 @@ def load_translator(checkpoint: str | Path, device: str | None = None) -> Transl
 
     from jobs.t5_translation import Args, DataArgs, model_from_config
 
-    ckpt = resolve_checkpoint(checkpoint)
+    ckpt = rundir.resolve_checkpoint(checkpoint)
     try:
         state = json.loads((ckpt / "state.json").read_text())
-        config = json.loads((ckpt / "config.json").read_text()) if (ckpt / "config.json").exists() else {}
+        config = (
+            json.loads((ckpt / "config.json").read_text())
+            if (ckpt / "config.json").exists()
+            else {}
+        )
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{ckpt}: cannot read state.json/config.json: {exc}") from None
     if "t5_config" not in state:
         what = config.get("workload") or "another workload"
-        raise CheckpointError(f"{ckpt}: not a t5_translation checkpoint (state.json has no "
-                              f"t5_config; it was written by {what})")
+        raise CheckpointError(
+            f"{ckpt}: not a t5_translation checkpoint (state.json has no "
+            f"t5_config; it was written by {what})"
+        )
     if not (ckpt / "model.pt").exists():
         sharded = [d for d in ("dcp", "deepspeed") if (ckpt / d).is_dir()]
-        hint = (f" it holds sharded {state.get('strategy', '')} weights ({', '.join(sharded)}/); "
+        hint = (
+            (
+                f" it holds sharded {state.get('strategy', '')} weights ({', '.join(sharded)}/); "
                 "consolidate them into model.pt first (torch.distributed.checkpoint.format_utils."
                 "dcp_to_torch_save, or DeepSpeed's zero_to_fp32.py), or train with strategy: ddp"
-                ) if sharded else ""
+            )
+            if sharded
+            else ""
+        )
         raise CheckpointError(f"{ckpt}: no model.pt;{hint or ' the checkpoint is damaged'}")
     model = model_from_config(state["t5_config"])
     try:
         weights = torch.load(ckpt / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(weights)
     except (OSError, RuntimeError) as exc:
-        raise CheckpointError(f"{ckpt}/model.pt does not fit the recorded T5 config: "
-                              f"{str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"{ckpt}/model.pt does not fit the recorded T5 config: {str(exc).splitlines()[0]}"
+        ) from None
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(dev).eval()
     args = Args.model_validate(config.get("train") or {})
     data = DataArgs.model_validate(config.get("data") or {})
-    return Translator(model=model, tokenizer=_tokenizer(state.get("tokenizer") or {}, ckpt),
-                      prefix=data.prefix, num_beams=args.num_beams,
-                      max_new_tokens=args.max_new_tokens, max_source_len=args.max_source_len,
-                      device=dev, checkpoint=ckpt)
+    return Translator(
+        model=model,
+        tokenizer=_tokenizer(state.get("tokenizer") or {}, ckpt),
+        prefix=data.prefix,
+        num_beams=args.num_beams,
+        max_new_tokens=args.max_new_tokens,
+        max_source_len=args.max_source_len,
+        device=dev,
+        checkpoint=ckpt,
+    )
 
 
 def read_texts(texts: list[str] | None, file: str | None) -> list[str]:
@@ -143,6 +154,7 @@ def read_texts(texts: list[str] | None, file: str | None) -> list[str]:
             raise TranslateInputError(f"--file {file}: cannot read it ({exc})") from None
         out += [line.strip() for line in raw.splitlines() if line.strip()]
     if not out:
-        raise TranslateInputError("nothing to translate: give TEXT arguments or --file FILE "
-                                  "(one text per line)")
+        raise TranslateInputError(
+            "nothing to translate: give TEXT arguments or --file FILE (one text per line)"
+        )
     return out

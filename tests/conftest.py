@@ -48,9 +48,9 @@ MNIST_REFERENCE = [
 
 @pytest.fixture(scope="session")
 def mnist_reference_run(ray_local, tmp_path_factory):
+    from orchestrator.launch import launch
     from orchestrator.plan import plan
     from orchestrator.spec import load_spec
-    from orchestrator.train import launch
 
     storage = tmp_path_factory.mktemp("reference") / "runs"
     spec = load_spec(
@@ -58,12 +58,16 @@ def mnist_reference_run(ray_local, tmp_path_factory):
     )
     before = helper_actor_ids()
     summary = launch(plan(spec))
-    return {"summary": summary, "storage": storage, "overrides": list(MNIST_REFERENCE),
-            "new_helper_actors": helper_actor_ids() - before}
+    return {
+        "summary": summary,
+        "storage": storage,
+        "overrides": list(MNIST_REFERENCE),
+        "new_helper_actors": helper_actor_ids() - before,
+    }
 
 
 # Ray Train helper actors that orch leaves out of launches in an embedded Ray
-# (orchestrator/trainer.py): the session's Ray is embedded in this process.
+# (orchestrator/launch/ray_train.py): the session's Ray is embedded in this process.
 TRAIN_HELPERS = ("PlacementGroupCleaner", "DatasetManager")
 
 
@@ -73,9 +77,13 @@ def helper_actor_ids() -> set[str]:
 
     from orchestrator import runtime
 
-    return {a.actor_id for name in TRAIN_HELPERS
-            for a in list_actors(address=runtime.local_address(), limit=10000,
-                                 filters=[("class_name", "=", name)])}
+    return {
+        a.actor_id
+        for name in TRAIN_HELPERS
+        for a in list_actors(
+            address=runtime.local_address(), limit=10000, filters=[("class_name", "=", name)]
+        )
+    }
 
 
 @pytest.fixture

@@ -8,7 +8,13 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, err_console, fail
-from orchestrator.cluster import CLUSTER_DIR, check_file, cluster_files, describe, node_types
+from orchestrator.cluster.config import (
+    CLUSTER_DIR,
+    check_file,
+    cluster_files,
+    describe,
+    node_types,
+)
 from orchestrator.errors import SpecError
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from orchestrator.cli.console import console, fail
-from orchestrator.compress import compress_checkpoint, parse_spec, print_report
+from orchestrator.compress.pipeline import compress_checkpoint
+from orchestrator.compress.report import print_report
+from orchestrator.compress.spec import parse_spec
 from orchestrator.errors import OrchestratorError
 
 

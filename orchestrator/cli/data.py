@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write a small, learnable image folder of coloured geometric shapes (no download)."""
 
-        from orchestrator.shapes import make_shapes
+        from orchestrator.data.shapes import make_shapes
 
         names = [c.strip() for c in classes.split(",") if c.strip()]
         try:
@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
                 overwrite=overwrite,
             )
         except (ValueError, FileExistsError) as exc:
-            from orchestrator.data import DataError
+            from orchestrator.data.images import DataError
 
             fail(DataError(str(exc)))
         n = (per_class + val_per_class) * len(names)
@@ -87,11 +87,12 @@ def register(app: typer.Typer) -> None:
         """Pack an image folder into Parquet shards (image bytes, label, index, file)."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-        from orchestrator import data
+        from orchestrator.data.images import DataError
+        from orchestrator.data.shards import SHARDS_MANIFEST, pack_folder
         from orchestrator.errors import OrchestratorError
 
         if on_bad not in ("skip", "fail"):
-            fail(data.DataError(f"--on-bad: expected skip or fail (given: {on_bad})"))
+            fail(DataError(f"--on-bad: expected skip or fail (given: {on_bad})"))
         try:
             with Progress(
                 "[progress.description]{task.description}",
@@ -106,7 +107,7 @@ def register(app: typer.Typer) -> None:
                 def progress(done: int, total: int) -> None:
                     bar.update(task, completed=done, total=total)
 
-                report = data.pack_folder(
+                report = pack_folder(
                     folder,
                     out,
                     shard_mb=shard_mb,
@@ -128,7 +129,7 @@ def register(app: typer.Typer) -> None:
         if report.bad:
             console.print(
                 f"[yellow]skipped {len(report.bad)} bad image(s)[/yellow] "
-                f"(listed in {report.out}/{data.SHARDS_MANIFEST}):",
+                f"(listed in {report.out}/{SHARDS_MANIFEST}):",
                 soft_wrap=True,
             )
             for f, why in report.bad[:20]:
@@ -146,14 +147,14 @@ def register(app: typer.Typer) -> None:
         """Print classes and counts (and bad files with --verify); optionally a PNG grid."""
         from rich.table import Table
 
-        from orchestrator import data
+        from orchestrator.data.inspect import image_grid, sample_images, summarize
         from orchestrator.errors import OrchestratorError
 
         try:
-            info = data.summarize(path, verify=verify)
+            info = summarize(path, verify=verify)
             if grid:
-                imgs, labels = data.sample_images(path, n=n, size=size)
-                data.image_grid(imgs, labels, cols=min(8, max(1, len(imgs)))).save(grid)
+                imgs, labels = sample_images(path, n=n, size=size)
+                image_grid(imgs, labels, cols=min(8, max(1, len(imgs)))).save(grid)
         except OrchestratorError as exc:
             fail(exc)
         if as_json:
@@ -207,40 +208,43 @@ def register(app: typer.Typer) -> None:
         Each row is one image: the un-augmented crop, then its augmentation in epochs 0, 1, ...
         """
 
-        from orchestrator import data
+        from orchestrator.data.args import ImageDataArgs
+        from orchestrator.data.augment import Augmenter
+        from orchestrator.data.images import base_array, decode_image, scan_folder
+        from orchestrator.data.inspect import image_grid
+        from orchestrator.data.shards import ensure_default_data, iter_shard_rows
         from orchestrator.errors import OrchestratorError
         from orchestrator.spec import load_spec
 
         try:
             s = load_spec(spec, overrides or [])
-            d = data.ImageDataArgs.model_validate(s.data)
-            d = data.ensure_default_data(d)
+            d = ImageDataArgs.model_validate(s.data)
+            d = ensure_default_data(d)
             folder = d.path
             if d.format == "parquet":
                 # show the rows by their file name; decode from the shards
                 rows = []
-                for k, row in enumerate(data.iter_shard_rows(folder)):
+                for k, row in enumerate(iter_shard_rows(folder)):
                     rows.append(row)
                     if k + 1 >= n:
                         break
                 bases = [
                     (
-                        data.base_array(data.decode_image(r["image"], r["file"]), d.base_size),
+                        base_array(decode_image(r["image"], r["file"]), d.base_size),
                         r["index"],
                         r["file"],
                     )
                     for r in rows
                 ]
             else:
-                idx = data.scan_folder(folder)
+                idx = scan_folder(folder)
                 step = max(1, len(idx.samples) // n)
                 picked = idx.samples[::step][:n]
                 bases = [
-                    (data.base_array(data.decode_image(p.file), d.base_size), p.index, p.rel)
-                    for p in picked
+                    (base_array(decode_image(p.file), d.base_size), p.index, p.rel) for p in picked
                 ]
-            plain = data.Augmenter(d, train=False, seed=s.seed)
-            aug = data.Augmenter(d, train=True, seed=s.seed)
+            plain = Augmenter(d, train=False, seed=s.seed)
+            aug = Augmenter(d, train=True, seed=s.seed)
             tiles, labels = [], []
             for base, index, rel in bases:
                 tiles.append(plain.augment_uint8(base, index, 0))
@@ -249,7 +253,7 @@ def register(app: typer.Typer) -> None:
                     tiles.append(aug.augment_uint8(base, index, e))
                     labels.append(f"epoch {e}")
             k = scale or max(1, 96 // d.image_size)
-            data.image_grid(tiles, labels, cols=variants + 1, scale=k).save(out)
+            image_grid(tiles, labels, cols=variants + 1, scale=k).save(out)
         except OrchestratorError as exc:
             fail(exc)
         console.print(

@@ -9,8 +9,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
-from orchestrator.errors import OrchestratorError
-from orchestrator.jobs_api import (
+from orchestrator.cluster.jobs import (
     DEFAULT_ADDRESS,
     DEFAULT_MAX_UPLOAD_MB,
     follow_logs,
@@ -22,6 +21,7 @@ from orchestrator.jobs_api import (
     submit,
     translate_errors,
 )
+from orchestrator.errors import OrchestratorError
 
 
 def register(app) -> None:
@@ -145,7 +145,8 @@ def register(app) -> None:
         address: str | None = address_opt,
         follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
     ) -> None:
-        """Print a job's logs; with --follow, stream them to the last line (exit 1 unless SUCCEEDED)."""
+        """Print a job's logs; with --follow, stream them to the last line (exit 1 unless
+        SUCCEEDED)."""
         _logs(job, address, follow)
 
     @app.command("status")

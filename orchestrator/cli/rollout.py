@@ -8,7 +8,7 @@ import typer
 
 from orchestrator.cli.console import console, fail
 from orchestrator.errors import OrchestratorError
-from orchestrator.rl import rollout
+from orchestrator.rollout import rollout
 
 
 def register(app) -> None:

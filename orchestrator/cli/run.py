@@ -51,10 +51,13 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
     ) -> None:
-        """Show the resolved plan: resources, strategy, precision, memory estimate, resume point.
+        """Show the resolved plan: resources, strategy, precision, memory estimate, resume point,
+        and under `ray:` the Ray objects the launch builds from it (ScalingConfig, RunConfig,
+        CheckpointConfig, FailureConfig, TorchConfig; RLlib: the EnvRunner settings).
 
         No side effects: nothing is started and nothing is written.
         """
+        from orchestrator.launch import describe
         from orchestrator.plan import plan
         from orchestrator.spec import load_spec
 
@@ -62,10 +65,11 @@ def register(app: typer.Typer) -> None:
             p = plan(load_spec(spec, overrides or []), run_name=name, memory=True)
         except OrchestratorError as exc:
             fail(exc)
+        ray_objects = describe(p)
         if as_json:
-            print(json.dumps(p.summary(), indent=2, default=str))
+            print(json.dumps({**p.summary(), "ray": ray_objects}, indent=2, default=str))
         else:
-            print(p.to_yaml(), end="")
+            print(p.to_yaml(ray=ray_objects), end="")
             mem = p.memory or {}
             if mem.get("table"):
                 print(mem["table"])
@@ -89,7 +93,8 @@ def register(app: typer.Typer) -> None:
         cluster_config: str | None = typer.Option(
             None,
             "--cluster-config",
-            help="A `ray up` YAML (e.g. cluster/gpu.yaml): fail fast when no node type can hold a worker.",
+            help="A `ray up` YAML (e.g. cluster/gpu.yaml): fail fast when no node type can "
+            "hold a worker.",
         ),
     ) -> None:
         """Train a job on Ray. Rerunning the same run name resumes from its latest checkpoint.
@@ -97,28 +102,26 @@ def register(app: typer.Typer) -> None:
         Progress prints while it trains; a summary table at the end. The run directory
         (<storage_path>/<name>/) holds spec.resolved.yaml, metrics.jsonl and checkpoint_NNNNNN/.
         """
+        from orchestrator.launch import launch
         from orchestrator.plan import plan
+        from orchestrator.runtime import stop_on_sigterm
         from orchestrator.spec import load_spec
 
         try:
-            p = plan(load_spec(spec, overrides or []), run_name=name, fresh=fresh)
-            if cluster_config:
-                from orchestrator.runtime import check_fits
-
-                p.cluster_config = cluster_config
-                check_fits(
-                    p.num_workers, p.resources_per_worker, cluster_yaml=cluster_config, nodes=[]
-                )
+            p = plan(
+                load_spec(spec, overrides or []),
+                run_name=name,
+                fresh=fresh,
+                cluster_config=cluster_config,
+            )
         except OrchestratorError as exc:
             fail(exc)
-        launcher = _launcher(p.kind)
-        from orchestrator.runtime import stop_on_sigterm
 
         # SIGTERM (`orch stop`, `ray job stop`, a job manager) ends the run like Ctrl-C: a STOPPED
         # row and a clean shutdown, not an abrupt exit that leaves the cleanup to Ray.
         stop_on_sigterm()
         try:
-            summary = launcher(p, console=console, address=address)
+            summary = launch(p, console=console, address=address)
         except OrchestratorError as exc:
             fail(exc)
         print_summary(summary)
@@ -220,16 +223,6 @@ def register(app: typer.Typer) -> None:
                 os.path.basename(r["latest_checkpoint"] or "") or "-",
             )
         console.print(table)
-
-
-def _launcher(kind: str):
-    if kind == "rllib":
-        from orchestrator import rl
-
-        return rl.launch
-    from orchestrator import train
-
-    return train.launch
 
 
 def print_summary(summary: dict[str, Any]) -> None:

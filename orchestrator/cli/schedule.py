@@ -11,7 +11,7 @@ from rich.table import Table
 from orchestrator.cli.console import console, fail
 from orchestrator.cli.sweep import print_sweep_summary
 from orchestrator.errors import OrchestratorError
-from orchestrator.schedule import (
+from orchestrator.sweep.schedule import (
     DEFAULT_DB,
     Scheduler,
     Store,

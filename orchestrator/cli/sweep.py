@@ -10,7 +10,8 @@ from rich.table import Table
 
 from orchestrator.cli.console import console, fail
 from orchestrator.errors import OrchestratorError
-from orchestrator.sweep import run_sweep, validate_sweep
+from orchestrator.sweep.driver import run_sweep
+from orchestrator.sweep.spec import validate_sweep
 
 
 def print_sweep_summary(summary: dict[str, Any], console) -> None:

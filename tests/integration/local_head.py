@@ -100,11 +100,15 @@ class LocalHead:
 
         params = [("limit", "10000")] + ([("detail", "1")] if detail else [])
         for key, (predicate, value) in filters.items():
-            params += [("filter_keys", key), ("filter_predicates", predicate),
-                       ("filter_values", value)]
+            params += [
+                ("filter_keys", key),
+                ("filter_predicates", predicate),
+                ("filter_values", value),
+            ]
         req = urllib.request.Request(
             f"{self.dashboard_url}/api/v0/{resource}?{urllib.parse.urlencode(params)}",
-            headers={"Authorization": f"Bearer {self.token}"})
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             body = json.loads(resp.read())
         assert body.get("result") is True, f"state API: {body.get('msg')}"
@@ -196,7 +200,8 @@ class LocalHead:
         alive = self.proc is not None and self.proc.poll() is None
         parts = [
             f"head: ray start {'alive' if alive else 'EXITED'}; Jobs API "
-            f"{'answers' if self._dashboard_answers() else 'does not answer'} at {self.dashboard_url}",
+            f"{'answers' if self._dashboard_answers() else 'does not answer'} "
+            f"at {self.dashboard_url}",
             "--- ray start ---",
             self.log_tail(n),
         ]

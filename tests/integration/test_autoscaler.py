@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator import cluster, jobs_api
+from orchestrator.cluster import jobs
+from orchestrator.cluster.config import node_types
+from tests.integration.fake_multinode import fake_multinode_config
 from tests.integration.local_head import LocalHead
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,11 +57,11 @@ def test_gpu_job_scales_the_gpu_pool_from_zero_and_back(tmp_path):
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",
         },
     )
-    config = cluster.fake_multinode_config(
+    config = fake_multinode_config(
         ROOT / "cluster" / "gpu.yaml", gcs_address=head.gcs_address, idle_timeout_minutes=0.1
     )
     pools = {k: v for k, v in config["available_node_types"].items() if k != "ray.head.default"}
-    real = cluster.node_types(ROOT / "cluster" / "gpu.yaml")
+    real = node_types(ROOT / "cluster" / "gpu.yaml")
     assert set(pools) == {n for n, t in real.items() if not t.is_head}
     assert pools["gpu_a10g"]["resources"]["GPU"] == real["gpu_a10g"].gpus == 1
     assert all(p["min_workers"] == 0 for p in pools.values())  # GPU pools start empty
@@ -69,13 +71,13 @@ def test_gpu_job_scales_the_gpu_pool_from_zero_and_back(tmp_path):
 
     with head:
         assert _gpu_nodes(head) == {}, "the GPU pools must start at zero nodes"
-        client = jobs_api.make_client(head.dashboard_url, env=head.env)
+        client = jobs.make_client(head.dashboard_url, env=head.env)
         sid = client.submit_job(entrypoint=GPU_JOB, submission_id="gpu-job")
 
         up = _wait(lambda: {k for k, s in _gpu_nodes(head).items() if s == "ALIVE"}, 120)
         assert up, f"no GPU node came up:\n{head.log_tail()}"
 
-        status = jobs_api.wait_terminal(client, head.dashboard_url, sid, timeout_s=120)
+        status = jobs.wait_terminal(client, head.dashboard_url, sid, timeout_s=120)
         logs = client.get_job_logs(sid)
         assert status == "SUCCEEDED", logs
         assert "ran on ('gpu_a10g', [0])" in logs  # the A10G pool of cluster/gpu.yaml, by name

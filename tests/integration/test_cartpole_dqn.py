@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import ledger, rl
+from orchestrator import ledger, rundir
+from orchestrator.launch import launch
 from orchestrator.plan import plan
+from orchestrator.rollout import rollout
 from orchestrator.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +38,7 @@ def first_run(ray_local, tmp_path_factory):
     spec = load_spec(SPEC, SHORT + [f"storage_path={storage}", "name=dqn-test"])
     p = plan(spec)
     assert p.kind == "rllib" and p.resumes_from is None
-    summary = rl.launch(p)
+    summary = launch(p)
     return spec, p, summary
 
 
@@ -52,7 +54,7 @@ def test_short_run_learns_within_30k_env_steps(first_run):
     run_dir = Path(summary["run_dir"])
     assert (run_dir / "spec.resolved.yaml").exists()
     assert (run_dir / "learning_curve.png").stat().st_size > 1000
-    rows = rl.read_metrics(run_dir)
+    rows = rundir.read_metrics(run_dir)
     steps = [r["step"] for r in rows]
     assert steps == sorted(steps) and steps[-1] == m["env_steps"]
     assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1))
@@ -73,7 +75,7 @@ def test_short_run_learns_within_30k_env_steps(first_run):
 
 def test_greedy_rollout_of_the_checkpoint(first_run):
     _spec, _p, summary = first_run
-    out = rl.rollout(summary["run_dir"], episodes=3, seed=7)
+    out = rollout(summary["run_dir"], episodes=3, seed=7)
     assert out["checkpoint"] == summary["checkpoint"] and out["episodes"] == 3
     assert out["env"] == "CartPole-v1" and out["env_steps"] == summary["metrics"]["env_steps"]
     assert all(r >= 1 for r in out["returns"])
@@ -97,10 +99,10 @@ def test_rerun_resumes_and_keeps_its_env_step_count(first_run):
     )
     p2 = plan(again)
     assert p2.resumes_from == summary["checkpoint"]
-    s2 = rl.launch(p2)
+    s2 = launch(p2)
     assert s2["status"] == "SUCCEEDED", s2["error"]
     assert s2["resumed_from_step"] == done
-    rows = rl.read_metrics(s2["run_dir"])
+    rows = rundir.read_metrics(s2["run_dir"])
     new = [r for r in rows if r["iteration"] > last_iter]
     # Continues the count: a fresh start would report ~1,000 env steps at its first iteration.
     assert new and new[0]["iteration"] == last_iter + 1

@@ -193,7 +193,7 @@ def test_clients_without_the_token_are_refused(head, project):
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
-    from orchestrator import jobs_api
+    from orchestrator.cluster import jobs
 
     # Raw HTTP, no token: 401.
     with pytest.raises(urllib.error.HTTPError) as exc:
@@ -205,8 +205,8 @@ def test_clients_without_the_token_are_refused(head, project):
             head.dashboard_url, headers={"Authorization": "Bearer not-the-token"}
         ).list_jobs()
     # orch with token auth off: a clear error saying what to do.
-    with pytest.raises(jobs_api.ClusterAuthError, match="requires its token and none was sent"):
-        jobs_api.make_client(head.dashboard_url, env={"RAY_AUTH_MODE": "disabled"}).list_jobs()
+    with pytest.raises(jobs.ClusterAuthError, match="requires its token and none was sent"):
+        jobs.make_client(head.dashboard_url, env={"RAY_AUTH_MODE": "disabled"}).list_jobs()
     res = orch(
         ["list", "--address", head.dashboard_url],
         {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong", "RAY_AUTH_TOKEN_PATH": ""},
@@ -219,7 +219,7 @@ def test_clients_without_the_token_are_refused(head, project):
 
 
 def test_upload_limit_is_checked_before_upload(head, project, tmp_path):
-    from orchestrator import jobs_api
+    from orchestrator.cluster import jobs
 
     proj = tmp_path / "p"
     shutil.copytree(
@@ -231,5 +231,5 @@ def test_upload_limit_is_checked_before_upload(head, project, tmp_path):
         _cli_env(head, project),
         cwd=proj,
     )
-    assert res.exit_code == jobs_api.UploadTooLargeError.exit_code, res.output
+    assert res.exit_code == jobs.UploadTooLargeError.exit_code, res.output
     assert "over the 1 MiB limit" in res.output and "weights.bin" in res.output

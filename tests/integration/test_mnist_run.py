@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from orchestrator import ledger
-from orchestrator.train import read_metrics
+from orchestrator.rundir import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 ORCH = [sys.executable, "-m", "orchestrator.cli"]
@@ -47,8 +47,16 @@ def _orch_run(args, faults=None, **kw):
     env.pop("ORCH_FAULTS", None)
     if faults:
         env["ORCH_FAULTS"] = json.dumps(faults)
-    return subprocess.Popen(ORCH + ["run", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kw)
+    return subprocess.Popen(
+        ORCH + ["run", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kw,
+    )
 
 
 def test_stopped_run_resumes_with_the_same_command(ray_local, tmp_runs):
@@ -60,9 +68,16 @@ def test_stopped_run_resumes_with_the_same_command(ray_local, tmp_runs):
     # same command on an embedded Ray, and `make demo` does too.
     from orchestrator import runtime
 
-    args = [str(ROOT / "jobs/mnist_mlp.yaml"), "train.epochs=8", "checkpoint.every_steps=50",
-            f"storage_path={tmp_runs}", "name=resume", "resources.workers=2",
-            "--address", runtime.local_address()]
+    args = [
+        str(ROOT / "jobs/mnist_mlp.yaml"),
+        "train.epochs=8",
+        "checkpoint.every_steps=50",
+        f"storage_path={tmp_runs}",
+        "name=resume",
+        "resources.workers=2",
+        "--address",
+        runtime.local_address(),
+    ]
     run_dir = tmp_runs / "resume"
     proc = _orch_run(args, faults={"slow_after_step": 50, "sleep_s": 0.25})
     deadline = time.time() + 240
@@ -112,11 +127,16 @@ def test_validate_reports_three_mistakes_and_starts_no_ray(tmp_path):
     code = (
         "import sys\n"
         "from orchestrator.cli import app\n"
-        "try:\n    app([\"validate\", sys.argv[1]])\n"
+        'try:\n    app(["validate", sys.argv[1]])\n'
         "except SystemExit as e:\n    print('EXIT', e.code); print('RAY', 'ray' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(bad)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = out.stdout + out.stderr
     for path in ("resources.workers", "resources.cpu_per_worker", "train.lr"):
         assert path in text

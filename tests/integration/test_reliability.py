@@ -28,9 +28,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import ledger, runtime
+from orchestrator.launch import launch
 from orchestrator.plan import plan
+from orchestrator.rundir import read_metrics
 from orchestrator.spec import load_spec
-from orchestrator.train import launch, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "jobs/mnist_mlp.yaml"
@@ -41,8 +42,9 @@ STEPS_PER_EPOCH = 32
 
 
 def _spec(tmp_runs, name, *extra):
-    return load_spec(SPEC, [f"storage_path={tmp_runs}", f"name={name}", "train.log_every=4",
-                            *extra])
+    return load_spec(
+        SPEC, [f"storage_path={tmp_runs}", f"name={name}", "train.log_every=4", *extra]
+    )
 
 
 def _steps(run_dir):
@@ -72,7 +74,8 @@ KILL_EPOCHS = 6  # 192 steps: the kill lands just after step 32's checkpoint
 
 
 def test_worker_sigkill_restarts_from_checkpoint_and_matches_uninterrupted(
-        mnist_reference_run, tmp_runs):
+    mnist_reference_run, tmp_runs
+):
     from ray.util.state import list_actors
 
     # The uninterrupted run is the session's reference run (tests/conftest.py), same spec.
@@ -88,10 +91,15 @@ def test_worker_sigkill_restarts_from_checkpoint_and_matches_uninterrupted(
         snapshot = run_dir / "checkpoint_manager_snapshot.json"
         # Registered with Ray's checkpoint manager, not only written: a kill before that
         # restarts from step 0, which is correct but not what this test is about.
-        _wait_for(lambda: snapshot.exists() and "checkpoint_000032" in snapshot.read_text(),
-                  300, "checkpoint registered")
-        actors = list_actors(address=runtime.local_address(), filters=[
-            ("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+        _wait_for(
+            lambda: snapshot.exists() and "checkpoint_000032" in snapshot.read_text(),
+            300,
+            "checkpoint registered",
+        )
+        actors = list_actors(
+            address=runtime.local_address(),
+            filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+        )
         pids = sorted(a.pid for a in actors)
         killed["pid"] = pids[-1]
         killed["step"] = max(_steps(run_dir))
@@ -121,15 +129,27 @@ def test_retry_budget_is_exact(ray_local, tmp_runs, monkeypatch):
     # mostly one process at a time starting up, and the two fill both cores.
     from concurrent.futures import ThreadPoolExecutor
 
-    extra = ["train.epochs=1", f"train.max_steps={STEPS_PER_EPOCH}", "resources.workers=1",
-             "checkpoint.every_steps=8", "failure.max_failures=2"]
-    monkeypatch.setenv("ORCH_FAULTS", json.dumps([
-        {"run": "two-faults", "raise_at_step": 12, "times": 2},
-        {"run": "three-faults", "raise_at_step": 12, "times": 3},
-    ]))
+    extra = [
+        "train.epochs=1",
+        f"train.max_steps={STEPS_PER_EPOCH}",
+        "resources.workers=1",
+        "checkpoint.every_steps=8",
+        "failure.max_failures=2",
+    ]
+    monkeypatch.setenv(
+        "ORCH_FAULTS",
+        json.dumps(
+            [
+                {"run": "two-faults", "raise_at_step": 12, "times": 2},
+                {"run": "three-faults", "raise_at_step": 12, "times": 3},
+            ]
+        ),
+    )
     with ThreadPoolExecutor(2) as pool:
-        ok_f, bad_f = (pool.submit(lambda n: launch(plan(_spec(tmp_runs, n, *extra))), name)
-                       for name in ("two-faults", "three-faults"))
+        ok_f, bad_f = (
+            pool.submit(lambda n: launch(plan(_spec(tmp_runs, n, *extra))), name)
+            for name in ("two-faults", "three-faults")
+        )
         ok, bad = ok_f.result(), bad_f.result()
     assert ok["status"] == "SUCCEEDED", ok["error"]
     assert (Path(tmp_runs) / "two-faults" / ".faults_fired").read_text() == "2"
@@ -151,9 +171,15 @@ def _orch_run(args, faults=None):
     env.pop("ORCH_FAULTS", None)
     if faults:
         env["ORCH_FAULTS"] = json.dumps(faults)
-    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "run", *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "run", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _train_processes(pid):
@@ -187,13 +213,24 @@ SLOW_AFTER_40 = {"slow_after_step": 40, "sleep_s": 0.25}
 
 
 def test_driver_sigkill_then_same_command_resumes(tmp_runs):
-    args = [str(SPEC), f"train.epochs={DRIVER_EPOCHS}", "checkpoint.every_steps=40", f"storage_path={tmp_runs}",
-            "name=driverkill", "train.log_every=4"]
+    args = [
+        str(SPEC),
+        f"train.epochs={DRIVER_EPOCHS}",
+        "checkpoint.every_steps=40",
+        f"storage_path={tmp_runs}",
+        "name=driverkill",
+        "train.log_every=4",
+    ]
     run_dir = Path(tmp_runs) / "driverkill"
     proc = _orch_run(args, faults=SLOW_AFTER_40)
     try:
-        _wait_for(lambda: (run_dir / "checkpoint_000040" / "_COMPLETE").exists() or proc.poll() is not None,
-                  300, "first checkpoint")
+        _wait_for(
+            lambda: (
+                (run_dir / "checkpoint_000040" / "_COMPLETE").exists() or proc.poll() is not None
+            ),
+            300,
+            "first checkpoint",
+        )
         assert proc.poll() is None, proc.stdout.read()
         training = _train_processes(proc.pid)
         assert training, "no Train controller or worker under the driver"
@@ -201,8 +238,9 @@ def test_driver_sigkill_then_same_command_resumes(tmp_runs):
         proc.wait(timeout=30)
         # What the embedded Ray does without its driver: its processes notice and exit, so
         # the killed run's workers stop writing to the run dir before the rerun starts.
-        _wait_for(lambda: not any(map(_alive, training)), 60,
-                  "the killed run's Train processes to exit")
+        _wait_for(
+            lambda: not any(map(_alive, training)), 60, "the killed run's Train processes to exit"
+        )
         first_rows = ledger.runs_for_name(tmp_runs, "driverkill")
         assert [r["status"] for r in first_rows] == ["RUNNING"]
         assert max(_steps(run_dir)) < DRIVER_EPOCHS * STEPS_PER_EPOCH, "killed after the end"
@@ -220,8 +258,9 @@ def test_driver_sigkill_then_same_command_resumes(tmp_runs):
     assert len(by_run) == 2
     statuses = sorted(by_run.values(), key=len)
     # the killed run is closed exactly once (no orphan), the rerun ends once (no duplicate)
-    assert sorted(map(tuple, statuses)) == sorted([("PENDING", "RUNNING", "STOPPED"),
-                                                   ("PENDING", "RUNNING", "SUCCEEDED")])
+    assert sorted(map(tuple, statuses)) == sorted(
+        [("PENDING", "RUNNING", "STOPPED"), ("PENDING", "RUNNING", "SUCCEEDED")]
+    )
     closed = [e for e in events if e["status"] == "STOPPED"]
     assert "driver lost" in closed[0]["error"]
     _assert_each_step_once(run_dir, DRIVER_EPOCHS * STEPS_PER_EPOCH)
@@ -295,7 +334,9 @@ def test_fifty_jobs_at_once(head, tmp_path):
     from ray.job_submission import JobStatus as RayJobStatus
     from ray.job_submission import JobSubmissionClient
 
-    client = JobSubmissionClient(head.dashboard_url, headers={"Authorization": f"Bearer {head.token}"})
+    client = JobSubmissionClient(
+        head.dashboard_url, headers={"Authorization": f"Bearer {head.token}"}
+    )
     store = tmp_path / "shared"
 
     def submit(i):
@@ -304,8 +345,9 @@ def test_fifty_jobs_at_once(head, tmp_path):
         return client.submit_job(
             entrypoint=f'{sys.executable} -c "{LEDGER_JOB}"',
             submission_id=sid,
-            runtime_env={"env_vars": {"LEDGER_DIR": str(store), "PYTHONPATH": str(ROOT),
-                                      "PROBE_ID": sid}},
+            runtime_env={
+                "env_vars": {"LEDGER_DIR": str(store), "PYTHONPATH": str(ROOT), "PROBE_ID": sid}
+            },
             entrypoint_num_cpus=0.05,
         )
 
@@ -319,8 +361,9 @@ def test_fifty_jobs_at_once(head, tmp_path):
     while time.time() < deadline:
         # One list_jobs request a round, not 50 get_job_status ones: those kept the head's
         # dashboard busy on one of the 2 cores that the 50 jobs' processes need.
-        status = {j.submission_id: j.status for j in client.list_jobs()
-                  if j.submission_id in wanted}
+        status = {
+            j.submission_id: j.status for j in client.list_jobs() if j.submission_id in wanted
+        }
         if len(status) == len(ids) and all(s in terminal for s in status.values()):
             break
         time.sleep(0.5)
@@ -328,7 +371,9 @@ def test_fifty_jobs_at_once(head, tmp_path):
     if bad:  # say why, from Ray's own record of the first one
         info = client.get_job_info(bad[0])
         logs = client.get_job_logs(bad[0])[-2000:]
-        raise AssertionError(f"{len(bad)}/50 not SUCCEEDED ({status[bad[0]]}): {info.message}\n{logs}")
+        raise AssertionError(
+            f"{len(bad)}/50 not SUCCEEDED ({status[bad[0]]}): {info.message}\n{logs}"
+        )
     rows = ledger.read_events(store).to_pylist()
     terminal_rows = [r for r in rows if r["status"] == "SUCCEEDED"]
     assert sorted(r["run_id"] for r in terminal_rows) == sorted(ids)  # exactly one each
@@ -343,12 +388,17 @@ def test_fifty_jobs_at_once(head, tmp_path):
 # Ray Train v2 / Ray Data create once per cluster (get_if_exists) and share between runs.
 def _leftovers(head):
     """(live actors, placement groups not REMOVED) on `head`, through Ray's state API."""
-    actors = [[a["class_name"], a["state"], a.get("name") or ""]
-              for a in head.state_list("actors", state=("!=", "DEAD"))
-              if (a["class_name"], a.get("name")) != ("_AutoscalingCoordinatorActor",
-                                                      "AutoscalingCoordinator")]
-    pgs = [[p["placement_group_id"], p["state"]]
-           for p in head.state_list("placement_groups") if p["state"] != "REMOVED"]
+    actors = [
+        [a["class_name"], a["state"], a.get("name") or ""]
+        for a in head.state_list("actors", state=("!=", "DEAD"))
+        if (a["class_name"], a.get("name"))
+        != ("_AutoscalingCoordinatorActor", "AutoscalingCoordinator")
+    ]
+    pgs = [
+        [p["placement_group_id"], p["state"]]
+        for p in head.state_list("placement_groups")
+        if p["state"] != "REMOVED"
+    ]
     return actors, pgs
 
 
@@ -382,10 +432,26 @@ def test_ctrl_c_and_stop_leave_nothing_behind(head, tmp_path):
     t0 = time.time()
     env = {**head.env, "PYTHONUNBUFFERED": "1"}
     orch = [sys.executable, "-m", "orchestrator.cli"]
-    args = [*orch, "run", str(SPEC), "train.epochs=50", "train.log_every=1",
-            f"storage_path={tmp_path}", "name=cancel", "--address", head.gcs_address]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    args = [
+        *orch,
+        "run",
+        str(SPEC),
+        "train.epochs=50",
+        "train.log_every=1",
+        f"storage_path={tmp_path}",
+        "name=cancel",
+        "--address",
+        head.gcs_address,
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     metrics = tmp_path / "cancel" / "metrics.jsonl"
     _wait_for(lambda: metrics.exists() or proc.poll() is not None, 300, "training to start")
     assert proc.poll() is None, proc.stdout.read()
@@ -398,21 +464,38 @@ def test_ctrl_c_and_stop_leave_nothing_behind(head, tmp_path):
     except ProcessLookupError:
         pass
     out, _ = proc.communicate(timeout=120)
-    assert [r["status"] for r in ledger.runs_for_name(tmp_path, "cancel")] == ["STOPPED"], out[-2000:]
+    assert [r["status"] for r in ledger.runs_for_name(tmp_path, "cancel")] == ["STOPPED"], out[
+        -2000:
+    ]
     _wait_nothing_left(head, 60)
     t_run = time.time() - t0
 
     # orch stop on a submitted job, twice
     def orch_cli(*a):
-        res = subprocess.run([*orch, *a, "--address", head.dashboard_url], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=180)
+        res = subprocess.run(
+            [*orch, *a, "--address", head.dashboard_url],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
         return res.stdout
 
-    orch_cli("submit", str(SPEC), "train.epochs=50", "train.log_every=1", "name=submitted",
-             f"storage_path={tmp_path}", "--submission-id", "cancel-me")
-    _wait_for(lambda: (tmp_path / "submitted" / "metrics.jsonl").exists(), 300,
-              "submitted job to train")
+    orch_cli(
+        "submit",
+        str(SPEC),
+        "train.epochs=50",
+        "train.log_every=1",
+        "name=submitted",
+        f"storage_path={tmp_path}",
+        "--submission-id",
+        "cancel-me",
+    )
+    _wait_for(
+        lambda: (tmp_path / "submitted" / "metrics.jsonl").exists(), 300, "submitted job to train"
+    )
     before_stop = _assert_training_seen(head, "submitted job mid-training")
     t_submit = time.time() - t0
     first, second = orch_cli("stop", "cancel-me"), orch_cli("stop", "cancel-me")
@@ -420,7 +503,16 @@ def test_ctrl_c_and_stop_leave_nothing_behind(head, tmp_path):
     assert "already ended (STOPPED)" in second, second
     _wait_nothing_left(head, 120)
     assert [r["status"] for r in ledger.runs_for_name(tmp_path, "submitted")] == ["STOPPED"]
-    print(json.dumps({"before_ctrl_c": before_run, "before_stop": before_stop, "leftovers": 0,
-                      "training_at_s": round(t_train, 1), "ctrl_c_part_s": round(t_run, 1),
-                      "submitted_training_at_s": round(t_submit, 1),
-                      "total_s": round(time.time() - t0, 1)}))
+    print(
+        json.dumps(
+            {
+                "before_ctrl_c": before_run,
+                "before_stop": before_stop,
+                "leftovers": 0,
+                "training_at_s": round(t_train, 1),
+                "ctrl_c_part_s": round(t_run, 1),
+                "submitted_training_at_s": round(t_submit, 1),
+                "total_s": round(time.time() - t0, 1),
+            }
+        )
+    )

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import data as imgdata
+from orchestrator.data.images import scan_folder
+from orchestrator.data.shapes import make_shapes
+from orchestrator.data.shards import pack_folder
+from orchestrator.launch import launch
 from orchestrator.plan import plan
-from orchestrator.shapes import make_shapes
 from orchestrator.spec import load_spec
-from orchestrator.train import launch
 
 ROOT = Path(__file__).resolve().parents[2]
 # 151 images a class x 12 epochs reached only 0.775 (it overfits); 400 a class x 10 epochs
@@ -59,9 +60,9 @@ def dataset(tmp_path_factory):
     )
     bad = root / "train" / BAD
     bad.write_bytes(bad.read_bytes()[:60])  # truncated
-    report = imgdata.pack_folder(root / "train", root / "shards" / "train", rows_per_shard=100)
-    imgdata.pack_folder(root / "val", root / "shards" / "val", rows_per_shard=40)
-    idx = imgdata.scan_folder(root / "train")
+    report = pack_folder(root / "train", root / "shards" / "train", rows_per_shard=100)
+    pack_folder(root / "val", root / "shards" / "val", rows_per_shard=40)
+    idx = scan_folder(root / "train")
     readable = sorted(s.index for s in idx.samples if s.rel != BAD)
     return {
         "root": root,

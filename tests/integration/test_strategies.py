@@ -18,10 +18,16 @@ import pytest
 from orchestrator import memory
 from orchestrator.memory import GiB
 
-MATRIX = [("fsdp", None, "fp32"), ("fsdp", None, "bf16"),
-          ("deepspeed", 1, "fp32"), ("deepspeed", 1, "bf16"),
-          ("deepspeed", 2, "fp32"), ("deepspeed", 2, "bf16"),
-          ("deepspeed", 3, "fp32"), ("deepspeed", 3, "bf16")]
+MATRIX = [
+    ("fsdp", None, "fp32"),
+    ("fsdp", None, "bf16"),
+    ("deepspeed", 1, "fp32"),
+    ("deepspeed", 1, "bf16"),
+    ("deepspeed", 2, "fp32"),
+    ("deepspeed", 2, "bf16"),
+    ("deepspeed", 3, "fp32"),
+    ("deepspeed", 3, "bf16"),
+]
 STEPS = 16
 
 
@@ -32,24 +38,36 @@ def _matrix_loop(config: dict) -> None:
     import torch.nn.functional as F
 
     from jobs import mnist_mlp
-    from orchestrator import strategy
+    from orchestrator import worker
 
     xtr, ytr, _, _ = mnist_mlp.load_mnist(mnist_mlp.DataArgs())
     results = []
     for kind, stage, precision in config["matrix"]:
-        sess = strategy.setup({"strategy": kind, "precision": precision, "seed": 0,
-                               "deepspeed": {"stage": stage}, "train": {"batch_size": 32}})
+        sess = worker.setup(
+            {
+                "strategy": kind,
+                "precision": precision,
+                "seed": 0,
+                "deepspeed": {"stage": stage},
+                "train": {"batch_size": 32},
+            }
+        )
         args = mnist_mlp.Args(batch_size=32, optimizer="adam", lr=2e-3)
         model, _, _ = sess.prepare(mnist_mlp.build_model(args), args, STEPS)
-        row = {"kind": kind, "stage": stage, "precision": precision, "rank": sess.rank,
-               "losses": []}
+        row = {
+            "kind": kind,
+            "stage": stage,
+            "precision": precision,
+            "rank": sess.rank,
+            "losses": [],
+        }
         if stage == 3:
             params = list(sess.engine.module.parameters())
             row["local"] = sum(p.ds_tensor.numel() for p in params)
             row["total"] = sum(p.ds_numel for p in params)
         for i in range(STEPS):
             lo = (i * sess.world_size + sess.rank) * 32  # disjoint batches per rank
-            x, y = torch.from_numpy(xtr[lo:lo + 32]), torch.from_numpy(ytr[lo:lo + 32])
+            x, y = torch.from_numpy(xtr[lo : lo + 32]), torch.from_numpy(ytr[lo : lo + 32])
             with sess.autocast():
                 loss = F.cross_entropy(model(x), y)
             sess.backward(loss)
@@ -91,21 +109,35 @@ def _spec(tmp_runs, strategy: str, max_steps: int, extra: list[str]):
     from orchestrator.spec import load_spec
 
     root = Path(__file__).resolve().parents[2]
-    return load_spec(root / "jobs" / "mnist_mlp.yaml", [
-        f"strategy={strategy}", "resources.workers=2", f"storage_path={tmp_runs}",
-        f"name=resume-{strategy}", f"train.max_steps={max_steps}", "train.batch_size=32",
-        "train.log_every=2", "checkpoint.every_steps=5", *extra])
+    return load_spec(
+        root / "jobs" / "mnist_mlp.yaml",
+        [
+            f"strategy={strategy}",
+            "resources.workers=2",
+            f"storage_path={tmp_runs}",
+            f"name=resume-{strategy}",
+            f"train.max_steps={max_steps}",
+            "train.batch_size=32",
+            "train.log_every=2",
+            "checkpoint.every_steps=5",
+            *extra,
+        ],
+    )
 
 
-@pytest.mark.parametrize("strategy, extra, fmt", [
-    ("fsdp", [], "dcp"),
-    ("deepspeed", ["deepspeed.stage=3"], "deepspeed"),
-])
+@pytest.mark.parametrize(
+    "strategy, extra, fmt",
+    [
+        ("fsdp", [], "dcp"),
+        ("deepspeed", ["deepspeed.stage=3"], "deepspeed"),
+    ],
+)
 def test_resume_continues_the_loss_curve(ray_local, tmp_runs, strategy, extra, fmt):
     from rich.console import Console
 
+    from orchestrator.launch import launch
     from orchestrator.plan import plan
-    from orchestrator.train import launch, read_metrics
+    from orchestrator.rundir import read_metrics
 
     quiet = Console(quiet=True)
     first = launch(plan(_spec(tmp_runs, strategy, 10, extra)), console=quiet)
@@ -116,7 +148,10 @@ def test_resume_continues_the_loss_curve(ray_local, tmp_runs, strategy, extra, f
     assert state["format"] == fmt and state["optimizer_steps"] == 10
     if fmt == "dcp":  # each rank wrote its own shard; Ray merged the directories
         assert sorted(p.name for p in (ck / "dcp").iterdir()) == [
-            ".metadata", "__0_0.distcp", "__1_0.distcp"]
+            ".metadata",
+            "__0_0.distcp",
+            "__1_0.distcp",
+        ]
     else:
         shards = sorted(p.name for p in (ck / "deepspeed" / ck.name).glob("*zero_pp_rank_*optim*"))
         assert len(shards) == 2, shards
@@ -141,30 +176,47 @@ def test_resume_continues_the_loss_curve(ray_local, tmp_runs, strategy, extra, f
 
 # --- the planner against DeepSpeed's own estimators --------------------------------------------
 
+
 def _printed_gib(text: str) -> list[float]:
     """Per-GPU GiB column of an estimator's printed table, in print order."""
-    return [float(m.group(2)) for m in re.finditer(r"^\s*([\d.]+)GB \|\s*([\d.]+)GB \|", text, re.M)]
+    return [
+        float(m.group(2)) for m in re.finditer(r"^\s*([\d.]+)GB \|\s*([\d.]+)GB \|", text, re.M)
+    ]
 
 
-@pytest.mark.parametrize("psi, largest, gpus", [
-    (2_851_598_336, 32_899_072, 8),      # t5-3b
-    (2_851_598_336, 32_899_072, 64),
-    (124_439_808, 38_597_376, 2),        # gpt2-small-sized
-    (1_300_000_000, 102_957_056, 4),
-    (6_738_415_616, 131_072_000, 16),    # llama-7b-sized
-])
+@pytest.mark.parametrize(
+    "psi, largest, gpus",
+    [
+        (2_851_598_336, 32_899_072, 8),  # t5-3b
+        (2_851_598_336, 32_899_072, 64),
+        (124_439_808, 38_597_376, 2),  # gpt2-small-sized
+        (1_300_000_000, 102_957_056, 4),
+        (6_738_415_616, 131_072_000, 16),  # llama-7b-sized
+    ],
+)
 def test_planner_matches_deepspeed_estimators(psi, largest, gpus):
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs_all_cold
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs_all_cold
 
-    z2 = _printed_gib(memory.capture_stdout(
-        estimate_zero2_model_states_mem_needs_all_cold, psi, num_gpus_per_node=gpus))
-    z3 = _printed_gib(memory.capture_stdout(
-        estimate_zero3_model_states_mem_needs_all_cold, psi, largest, num_gpus_per_node=gpus))
+    z2 = _printed_gib(
+        memory.capture_stdout(
+            estimate_zero2_model_states_mem_needs_all_cold, psi, num_gpus_per_node=gpus
+        )
+    )
+    z3 = _printed_gib(
+        memory.capture_stdout(
+            estimate_zero3_model_states_mem_needs_all_cold, psi, largest, num_gpus_per_node=gpus
+        )
+    )
     assert len(z2) == 2 and len(z3) == 6
     # print order: zero2 [offload, none]; zero3 [param+opt offload x2, opt offload x2, none x2]
-    want = {"zero2_offload_opt": z2[0], "zero2": z2[1], "zero3_offload_all": z3[0],
-            "zero3_offload_opt": z3[2], "zero3": z3[4]}
+    want = {
+        "zero2_offload_opt": z2[0],
+        "zero2": z2[1],
+        "zero3_offload_all": z3[0],
+        "zero3_offload_opt": z3[2],
+        "zero3": z3[4],
+    }
     count = memory.ParamCount(psi, psi, largest)
     rows = memory.estimate(count, gpus, "bf16", "adamw")
     for option, ds_gib in want.items():
@@ -185,31 +237,59 @@ def test_t5_3b_plan_on_8_gpus():
     from jobs import t5_translation
     from orchestrator.spec import JobSpec
 
-    train = {"d_model": 1024, "d_ff": 16384, "num_layers": 24, "num_decoder_layers": 24,
-             "num_heads": 32, "d_kv": 128, "batch_size": 4, "max_source_len": 512,
-             "max_target_len": 512}
+    train = {
+        "d_model": 1024,
+        "d_ff": 16384,
+        "num_layers": 24,
+        "num_decoder_layers": 24,
+        "num_heads": 32,
+        "d_kv": 128,
+        "batch_size": 4,
+        "max_source_len": 512,
+        "max_target_len": 512,
+    }
     wl = types.SimpleNamespace(
         Args=t5_translation.Args,
         build_model=lambda a: T5ForConditionalGeneration(t5_translation.t5_config(a, 32128)),
-        activation_shape=lambda a: {"batch": a.batch_size, "seq": a.max_source_len,
-                                    "hidden": a.d_model, "layers": 48, "heads": a.num_heads,
-                                    "vocab": 32128},
+        activation_shape=lambda a: {
+            "batch": a.batch_size,
+            "seq": a.max_source_len,
+            "hidden": a.d_model,
+            "layers": 48,
+            "heads": a.num_heads,
+            "vocab": 32128,
+        },
     )
-    spec = JobSpec.model_validate({
-        "name": "t5-3b", "workload": "t5_translation", "strategy": "auto", "precision": "bf16",
-        "train": train,
-        "resources": {"workers": 8, "gpus_per_worker": 1, "gpu_memory_gb": 40}})
+    spec = JobSpec.model_validate(
+        {
+            "name": "t5-3b",
+            "workload": "t5_translation",
+            "strategy": "auto",
+            "precision": "bf16",
+            "train": train,
+            "resources": {"workers": 8, "gpus_per_worker": 1, "gpu_memory_gb": 40},
+        }
+    )
     mem, strategy, why = memory.plan_memory(spec, wl)
     assert mem["parameters"] == 2_851_598_336
     assert mem["largest_layer_parameters"] == 32128 * 1024
-    z2 = _printed_gib(memory.capture_stdout(
-        estimate_zero2_model_states_mem_needs_all_cold, mem["parameters"], num_gpus_per_node=8))
-    z3 = _printed_gib(memory.capture_stdout(
-        estimate_zero3_model_states_mem_needs_all_cold, mem["parameters"],
-        mem["largest_layer_parameters"], num_gpus_per_node=8))
+    z2 = _printed_gib(
+        memory.capture_stdout(
+            estimate_zero2_model_states_mem_needs_all_cold, mem["parameters"], num_gpus_per_node=8
+        )
+    )
+    z3 = _printed_gib(
+        memory.capture_stdout(
+            estimate_zero3_model_states_mem_needs_all_cold,
+            mem["parameters"],
+            mem["largest_layer_parameters"],
+            num_gpus_per_node=8,
+        )
+    )
     assert (z2[1], z2[0], z3[4], z3[2], z3[0]) == (11.29, 5.31, 6.10, 0.79, 0.12)  # DS 0.19
-    count = memory.ParamCount(mem["parameters"], mem["trainable_parameters"],
-                              mem["largest_layer_parameters"])
+    count = memory.ParamCount(
+        mem["parameters"], mem["trainable_parameters"], mem["largest_layer_parameters"]
+    )
     rows = memory.estimate(count, 8, "bf16", "adamw")
     assert rows["zero2"]["deepspeed_estimator"] / GiB == pytest.approx(z2[1], rel=0.05)
     assert rows["zero3"]["deepspeed_estimator"] / GiB == pytest.approx(z3[4], rel=0.05)

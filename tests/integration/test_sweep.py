@@ -42,8 +42,11 @@ SPEC = {
 
 
 def trial_rows(storage, sweep_id):
-    return [r for r in ledger.read_events(storage).to_pylist()
-            if r["kind"] == "trial" and r["sweep_id"] == sweep_id]
+    return [
+        r
+        for r in ledger.read_events(storage).to_pylist()
+        if r["kind"] == "trial" and r["sweep_id"] == sweep_id
+    ]
 
 
 def terminal_by_trial(rows):
@@ -60,8 +63,9 @@ def terminal_by_trial(rows):
 def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
     from rich.console import Console
 
+    from orchestrator.cli.sweep import print_sweep_summary
     from orchestrator.spec import validate_spec
-    from orchestrator.sweep import print_sweep_summary, run_sweep
+    from orchestrator.sweep.driver import run_sweep
 
     spec = validate_spec({**SPEC, "storage_path": str(tmp_runs)})
     t0 = time.time()
@@ -92,7 +96,9 @@ def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
     ends = terminal_by_trial(trial_rows(tmp_runs, "lr-asha"))
     assert len(ends) == 4 and all(len(v) == 1 for v in ends.values())
     stopped = [v[0] for v in ends.values() if v[0]["status"] == "STOPPED"]
-    assert len(stopped) == len(early) and all(json.loads(r["extra"])["early_stopped"] for r in stopped)
+    assert len(stopped) == len(early) and all(
+        json.loads(r["extra"])["early_stopped"] for r in stopped
+    )
     sweep_rows = [r for r in ledger.read_events(tmp_runs).to_pylist() if r["kind"] == "sweep"]
     assert [r["status"] for r in sweep_rows] == ["RUNNING", "SUCCEEDED"]
     assert json.loads(sweep_rows[-1]["extra"])["best_config"] == summary["best_config"]
@@ -100,8 +106,11 @@ def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
 
 def _latest_checkpoint_step(trials_dir, trial_id) -> int:
     """Step of the trial's newest checkpoint directory (its Train runs included), 0 if none."""
-    steps = [int(p.name.rsplit("_", 1)[1]) for p in trials_dir.glob(f"{trial_id}*/checkpoint_*")
-             if p.name.rsplit("_", 1)[1].isdigit()]
+    steps = [
+        int(p.name.rsplit("_", 1)[1])
+        for p in trials_dir.glob(f"{trial_id}*/checkpoint_*")
+        if p.name.rsplit("_", 1)[1].isdigit()
+    ]
     return max(steps, default=0)
 
 
@@ -123,25 +132,41 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
     # driver ends its Ray job, whose trial actors Ray then stops. (An embedded Ray per command
     # cost ~7 s to start and stop, and its agents outlived a SIGKILLed driver by a minute.)
     from orchestrator import runtime
+
     storage = tmp_path / "runs"
     spec = json.loads(json.dumps(SPEC))
     spec["storage_path"] = str(storage)
     spec["name"] = "resume-me"
     spec["train"]["max_steps"] = 80
     spec["checkpoint"]["every_steps"] = 10  # every report carries a checkpoint
-    spec["sweep"].update(algorithm="random", seed=7, num_samples=TRIALS, scheduler="none",
-                         search_space={"train.lr": {"loguniform": [1e-4, 3e-3]}})
+    spec["sweep"].update(
+        algorithm="random",
+        seed=7,
+        num_samples=TRIALS,
+        scheduler="none",
+        search_space={"train.lr": {"loguniform": [1e-4, 3e-3]}},
+    )
     path = tmp_path / "resume.yaml"
     path.write_text(yaml.safe_dump(spec))
     sweep_id = "resume-me-sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    orch = [sys.executable, "-m", "orchestrator.cli", "sweep", str(path), "--name", sweep_id,
-            "--address", runtime.local_address()]
+    orch = [
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        "sweep",
+        str(path),
+        "--name",
+        sweep_id,
+        "--address",
+        runtime.local_address(),
+    ]
     before = _live_actors()
     log1 = open(tmp_path / "first.log", "w")
-    driver = subprocess.Popen(orch, cwd=ROOT, env=env, stdout=log1, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    driver = subprocess.Popen(
+        orch, cwd=ROOT, env=env, stdout=log1, stderr=subprocess.STDOUT, start_new_session=True
+    )
     killed_at = None
     try:
         deadline = time.time() + 900
@@ -151,8 +176,12 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
         while time.time() < deadline and driver.poll() is None:
             ends = _ledger_ends(storage, sweep_id)
             done = {t for t, v in ends.items() if v}
-            running = [t for t in ends if t not in done
-                       and 0 < _latest_checkpoint_step(storage / sweep_id / "trials", t) <= 50]
+            running = [
+                t
+                for t in ends
+                if t not in done
+                and 0 < _latest_checkpoint_step(storage / sweep_id / "trials", t) <= 50
+            ]
             if done and running:
                 killed_at = {"done": done, "running": set(running), "time": time.time()}
                 break
@@ -162,7 +191,10 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
             os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(timeout=60)
         log1.close()
-    assert killed_at, "the sweep ended before it could be killed mid-way:\n" + (tmp_path / "first.log").read_text()[-3000:]
+    assert killed_at, (
+        "the sweep ended before it could be killed mid-way:\n"
+        + (tmp_path / "first.log").read_text()[-3000:]
+    )
     rows_before = {r["event_id"] for r in trial_rows(storage, sweep_id)}
     # Mid-way when the kill landed: still no terminal row now that the driver is gone.
     killed_at["running"] -= {t for t, v in _ledger_ends(storage, sweep_id).items() if v}
@@ -170,8 +202,9 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
     sweep_rows = [r for r in ledger.read_events(storage).to_pylist() if r["kind"] == "sweep"]
     assert [r["status"] for r in sweep_rows] == ["RUNNING"]  # killed: no terminal row
 
-    resumed = subprocess.run(orch + ["--resume"], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=1200)
+    resumed = subprocess.run(
+        orch + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
 
@@ -189,12 +222,17 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
     for tid in ends:
         steps = []
         for mf in (storage / sweep_id / "trials").glob(f"{tid}*/metrics.jsonl"):
-            steps += [json.loads(line)["step"] for line in mf.read_text().splitlines() if line.strip()]
+            steps += [
+                json.loads(line)["step"] for line in mf.read_text().splitlines() if line.strip()
+            ]
         assert steps.count(10) == 1, (tid, sorted(steps))
         assert max(steps) == 80
     for tid in killed_at["running"]:
-        starts = [json.loads(r["extra"]) for r in rows
-                  if r["status"] == "RUNNING" and json.loads(r["extra"])["trial_id"] == tid]
+        starts = [
+            json.loads(r["extra"])
+            for r in rows
+            if r["status"] == "RUNNING" and json.loads(r["extra"])["trial_id"] == tid
+        ]
         assert [s["attempt"] for s in starts] == [1, 2]
     sweep_rows = [r for r in ledger.read_events(storage).to_pylist() if r["kind"] == "sweep"]
     assert sweep_rows[-1]["status"] == "SUCCEEDED"
@@ -213,23 +251,39 @@ def _live_actors():
 
     from orchestrator import runtime
 
-    return {a.actor_id: a.class_name for a in list_actors(
-        address=runtime.local_address(), filters=[("state", "!=", "DEAD")], limit=10000)}
+    return {
+        a.actor_id: a.class_name
+        for a in list_actors(
+            address=runtime.local_address(), filters=[("state", "!=", "DEAD")], limit=10000
+        )
+    }
 
 
 def _new_actors(before):
     # Not counted: the cluster-wide AutoscalingCoordinator, one detached actor that Ray Train
     # v2 / Ray Data create once per cluster (get_if_exists) and share between runs.
-    return sorted(c for i, c in _live_actors().items()
-                  if i not in before and c != "_AutoscalingCoordinatorActor")
+    return sorted(
+        c
+        for i, c in _live_actors().items()
+        if i not in before and c != "_AutoscalingCoordinatorActor"
+    )
 
 
 def _spec_with(*overrides):
     from orchestrator.spec import load_spec_text
 
-    base = yaml.safe_dump({**SPEC, "sweep": {"metric": "accuracy", "mode": "max", "num_samples": 4,
-                                             "max_concurrent": 2,
-                                             "search_space": {"train.lr": {"loguniform": [1e-4, 1e-1]}}}})
+    base = yaml.safe_dump(
+        {
+            **SPEC,
+            "sweep": {
+                "metric": "accuracy",
+                "mode": "max",
+                "num_samples": 4,
+                "max_concurrent": 2,
+                "search_space": {"train.lr": {"loguniform": [1e-4, 1e-1]}},
+            },
+        }
+    )
     return load_spec_text(base, list(overrides))
 
 
@@ -239,17 +293,20 @@ def test_maps_onto_ray_tune_objects():
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.sample import Categorical, Float, Integer
 
-    from orchestrator.sweep import (
+    from orchestrator.sweep.spec import validate_sweep
+    from orchestrator.sweep.tune import (
         param_space,
         search_algorithm,
         trial_scheduler,
         tune_config,
-        validate_sweep,
     )
 
-    spec = _spec_with("sweep.search_space.train.batch_size.choice=[16, 32]",
-                     "sweep.search_space.seed.randint=[0, 9]",
-                     "sweep.scheduler.type=asha", "sweep.scheduler.max_t=6")
+    spec = _spec_with(
+        "sweep.search_space.train.batch_size.choice=[16, 32]",
+        "sweep.search_space.seed.randint=[0, 9]",
+        "sweep.scheduler.type=asha",
+        "sweep.scheduler.max_t=6",
+    )
     sw = validate_sweep(spec)
     space = param_space(sw)
     assert isinstance(space["train.lr"], Float) and isinstance(space["seed"], Integer)
@@ -262,7 +319,9 @@ def test_maps_onto_ray_tune_objects():
     assert alg._points_to_evaluate == warm and alg.max_concurrent == 2
     cfg = tune_config(sw, warm)
     assert (cfg.metric, cfg.mode, cfg.num_samples) == ("accuracy", "max", 4)
-    grid = validate_sweep(_spec_with("sweep.algorithm=grid", "sweep.search_space.train.lr.choice=[0.1, 0.01]"))
+    grid = validate_sweep(
+        _spec_with("sweep.algorithm=grid", "sweep.search_space.train.lr.choice=[0.1, 0.01]")
+    )
     assert param_space(grid)["train.lr"] == {"grid_search": [0.1, 0.01]}
     pbt = validate_sweep(_spec_with("sweep.scheduler=pbt"))
     assert isinstance(trial_scheduler(pbt), PopulationBasedTraining)
@@ -273,14 +332,25 @@ def test_maps_onto_ray_tune_objects():
 def test_rllib_sweep(ray_local, tmp_runs):
     """Two tiny DQN trials on CartPole through the same sweep path (RUN_SLOW=1)."""
     from orchestrator.spec import load_spec
-    from orchestrator.sweep import run_sweep
+    from orchestrator.sweep.driver import run_sweep
 
-    spec = load_spec(ROOT / "jobs" / "cartpole_dqn.yaml", [
-        f"storage_path={tmp_runs}", "train.stop_env_steps=2000", "train.steps_per_iteration=500",
-        "train.learning_starts=200", "train.eval_episodes=1", "train.buffer_capacity=5000",
-        "checkpoint.every_steps=1000",
-        "sweep.metric=episode_return_mean", "sweep.mode=max", "sweep.num_samples=2",
-        "sweep.max_concurrent=1", "sweep.search_space.train.lr.loguniform=[1.0e-4, 1.0e-3]"])
+    spec = load_spec(
+        ROOT / "jobs" / "cartpole_dqn.yaml",
+        [
+            f"storage_path={tmp_runs}",
+            "train.stop_env_steps=2000",
+            "train.steps_per_iteration=500",
+            "train.learning_starts=200",
+            "train.eval_episodes=1",
+            "train.buffer_capacity=5000",
+            "checkpoint.every_steps=1000",
+            "sweep.metric=episode_return_mean",
+            "sweep.mode=max",
+            "sweep.num_samples=2",
+            "sweep.max_concurrent=1",
+            "sweep.search_space.train.lr.loguniform=[1.0e-4, 1.0e-3]",
+        ],
+    )
     summary = run_sweep(spec, sweep_id="dqn", live_every_s=1e9)
     assert summary["status"] == "SUCCEEDED", summary.get("error")
     assert len(summary["trials"]) == 2 and all(t["finished"] for t in summary["trials"])

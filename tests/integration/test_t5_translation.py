@@ -13,22 +13,45 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.launch import launch
 from orchestrator.plan import plan
+from orchestrator.rundir import read_metrics
 from orchestrator.spec import load_spec
-from orchestrator.train import launch, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["train.d_model=32", "train.d_ff=64", "train.d_kv=16", "train.num_heads=2",
-        "train.num_layers=1", "train.lr=3e-3", "train.warmup_steps=5", "train.batch_size=16",
-        "train.max_new_tokens=24", "train.eval_batch_size=32", "data.max_number=199",
-        "data.n_val=16", "data.n_test=16", "train.val_samples=8", "train.num_beams=2"]
+TINY = [
+    "train.d_model=32",
+    "train.d_ff=64",
+    "train.d_kv=16",
+    "train.num_heads=2",
+    "train.num_layers=1",
+    "train.lr=3e-3",
+    "train.warmup_steps=5",
+    "train.batch_size=16",
+    "train.max_new_tokens=24",
+    "train.eval_batch_size=32",
+    "data.max_number=199",
+    "data.n_val=16",
+    "data.n_test=16",
+    "train.val_samples=8",
+    "train.num_beams=2",
+]
 
 
 def test_two_workers_train_checkpoint_and_translate(ray_local, tmp_runs):
-    spec = load_spec(ROOT / "jobs/t5_translation.yaml",
-                     [*TINY, "train.max_steps=40", "train.log_every=5", "train.eval_every=20",
-                      "checkpoint.every_steps=20", f"storage_path={tmp_runs}", "name=t5tiny",
-                      "resources.workers=2"])
+    spec = load_spec(
+        ROOT / "jobs/t5_translation.yaml",
+        [
+            *TINY,
+            "train.max_steps=40",
+            "train.log_every=5",
+            "train.eval_every=20",
+            "checkpoint.every_steps=20",
+            f"storage_path={tmp_runs}",
+            "name=t5tiny",
+            "resources.workers=2",
+        ],
+    )
     summary = launch(plan(spec))
     assert summary["status"] == "SUCCEEDED", summary["error"]
     m = summary["metrics"]
@@ -49,9 +72,22 @@ def test_two_workers_train_checkpoint_and_translate(ray_local, tmp_runs):
 
     texts = ["one hundred and twelve", "forty-five", "seven"]
     out = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "translate", str(run_dir), *texts, "--beams", "2",
-         "--batch-size", "2"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "translate",
+            str(run_dir),
+            *texts,
+            "--beams",
+            "2",
+            "--batch-size",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert out.returncode == 0, out.stderr
@@ -85,9 +121,17 @@ def test_save_pretrained_loads_through_the_pretrained_path_offline(tmp_path, no_
 
     src = tmp_path / "my-t5"
     torch.manual_seed(1)
-    original = T5ForConditionalGeneration(T5Config(
-        vocab_size=384, d_model=24, d_ff=48, d_kv=12, num_heads=2, num_layers=1,
-        decoder_start_token_id=0))
+    original = T5ForConditionalGeneration(
+        T5Config(
+            vocab_size=384,
+            d_model=24,
+            d_ff=48,
+            d_kv=12,
+            num_heads=2,
+            num_layers=1,
+            decoder_start_token_id=0,
+        )
+    )
     original.save_pretrained(src)
     ByT5Tokenizer().save_pretrained(src)
 
@@ -100,12 +144,24 @@ def test_save_pretrained_loads_through_the_pretrained_path_offline(tmp_path, no_
 
     # The job trains from it, records it, and translate rebuilds it from the run's tokenizer copy.
     run_dir = tmp_path / "run"
-    result = job.train_loop({
-        "train": {**args.model_dump(), "max_steps": 3, "batch_size": 8, "val_samples": 4,
-                  "test_samples": 4, "num_beams": 1, "max_new_tokens": 8, "eval_every": 3},
-        "data": {"max_number": 60, "n_val": 8, "n_test": 8},
-        "seed": 0, "run_dir": str(run_dir), "checkpoint": {"every_steps": 100},
-    })
+    result = job.train_loop(
+        {
+            "train": {
+                **args.model_dump(),
+                "max_steps": 3,
+                "batch_size": 8,
+                "val_samples": 4,
+                "test_samples": 4,
+                "num_beams": 1,
+                "max_new_tokens": 8,
+                "eval_every": 3,
+            },
+            "data": {"max_number": 60, "n_val": 8, "n_test": 8},
+            "seed": 0,
+            "run_dir": str(run_dir),
+            "checkpoint": {"every_steps": 100},
+        }
+    )
     assert result["test_pairs"] == 4
     state = json.loads((run_dir / "checkpoint_000003" / "state.json").read_text())
     assert state["tokenizer"]["kind"] == "pretrained" and state["tokenizer"]["source"] == str(src)
@@ -119,16 +175,37 @@ def test_resume_continues_from_the_checkpoint_in_bf16(tmp_path):
     """Alone (no Ray): 6 steps, then the same run asked for 10 resumes at 6 and ends at 10."""
     from jobs import t5_translation as job
 
-    train = {"d_model": 16, "d_ff": 32, "d_kv": 8, "num_heads": 2, "num_layers": 1,
-             "batch_size": 8, "val_samples": 2, "test_samples": 2, "num_beams": 1,
-             "max_new_tokens": 4, "eval_every": 3, "log_every": 1}
-    base = {"data": {"max_number": 60, "n_val": 4, "n_test": 4}, "seed": 0, "precision": "bf16",
-            "run_dir": str(tmp_path), "checkpoint": {"every_steps": 3}}
+    train = {
+        "d_model": 16,
+        "d_ff": 32,
+        "d_kv": 8,
+        "num_heads": 2,
+        "num_layers": 1,
+        "batch_size": 8,
+        "val_samples": 2,
+        "test_samples": 2,
+        "num_beams": 1,
+        "max_new_tokens": 4,
+        "eval_every": 3,
+        "log_every": 1,
+    }
+    base = {
+        "data": {"max_number": 60, "n_val": 4, "n_test": 4},
+        "seed": 0,
+        "precision": "bf16",
+        "run_dir": str(tmp_path),
+        "checkpoint": {"every_steps": 3},
+    }
     job.train_loop({**base, "train": {**train, "max_steps": 6}})
     first = json.loads((tmp_path / "checkpoint_000006" / "state.json").read_text())
     assert first["step"] == 6 and first["cpu_s"] > 0
-    job.train_loop({**base, "train": {**train, "max_steps": 10},
-                    "resume_from": str(tmp_path / "checkpoint_000006")})
+    job.train_loop(
+        {
+            **base,
+            "train": {**train, "max_steps": 10},
+            "resume_from": str(tmp_path / "checkpoint_000006"),
+        }
+    )
     second = json.loads((tmp_path / "checkpoint_000010" / "state.json").read_text())
     assert second["step"] == 10 and second["optimizer_steps"] == 10
     assert second["cpu_s"] > first["cpu_s"]

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import report
+from orchestrator.launch import launch
 from orchestrator.plan import plan
+from orchestrator.rundir import read_metrics
 from orchestrator.spec import load_spec
-from orchestrator.train import launch, read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,18 +34,29 @@ def mlflow_run(uri: str, experiment: str, run_name: str):
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, f"no MLflow experiment {experiment!r} at {uri}"
-    runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.runName` = '{run_name}'")
+    runs = client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.runName` = '{run_name}'"
+    )
     return client, runs
 
 
 def test_orch_run_tracks_to_tensorboard_and_mlflow_and_reports(ray_local, tmp_runs, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     uri = (tmp_runs.parent / "mlruns").as_uri()
-    spec = load_spec(ROOT / "jobs/mnist_mlp.yaml", [
-        "name=tracked", "train.max_steps=30", "train.log_every=5", "resources.workers=1",
-        "checkpoint.every_steps=20", f"storage_path={tmp_runs}", f"tracking.mlflow={uri}",
-        "tracking.experiment=orch-tests", "tracking.system_every_s=0.5",
-    ])
+    spec = load_spec(
+        ROOT / "jobs/mnist_mlp.yaml",
+        [
+            "name=tracked",
+            "train.max_steps=30",
+            "train.log_every=5",
+            "resources.workers=1",
+            "checkpoint.every_steps=20",
+            f"storage_path={tmp_runs}",
+            f"tracking.mlflow={uri}",
+            "tracking.experiment=orch-tests",
+            "tracking.system_every_s=0.5",
+        ],
+    )
     summary = launch(plan(spec))
     assert summary["status"] == "SUCCEEDED", summary["error"]
     run_dir = Path(summary["run_dir"])
@@ -57,10 +69,14 @@ def test_orch_run_tracks_to_tensorboard_and_mlflow_and_reports(ray_local, tmp_ru
     for key in ("loss", "accuracy"):
         want = [(s, pytest.approx(r[key], rel=1e-6)) for s, r in sorted(logged.items()) if key in r]
         assert tb[key] == want, key
-    assert [s for s, _ in tb["samples_per_s"]] == sorted(s for s, r in logged.items() if "samples_per_s" in r)
+    assert [s for s, _ in tb["samples_per_s"]] == sorted(
+        s for s, r in logged.items() if "samples_per_s" in r
+    )
     assert max(v for _, v in tb["system/cpu_rss_mb"]) > 50, "RSS of the Ray Train worker"
     hp = ea.PluginTagToContent("hparams")
-    assert "_hparams_/session_start_info" in hp and b"train.lr" in hp["_hparams_/session_start_info"]
+    assert (
+        "_hparams_/session_start_info" in hp and b"train.lr" in hp["_hparams_/session_start_info"]
+    )
 
     # MLflow's own client: one run, its params, metric histories and status
     client, runs = mlflow_run(uri, "orch-tests", "tracked")
@@ -86,7 +102,9 @@ def test_orch_run_tracks_to_tensorboard_and_mlflow_and_reports(ray_local, tmp_ru
     assert run.info.run_id in page  # the MLflow run is named on the page
 
 
-def test_resumed_run_continues_its_mlflow_run_and_tensorboard_drops_recomputed_steps(tmp_path, monkeypatch):
+def test_resumed_run_continues_its_mlflow_run_and_tensorboard_drops_recomputed_steps(
+    tmp_path, monkeypatch
+):
     """The driver-side tracker alone (no Ray): a first launch logs steps 10-40, the run is
     resumed from step 20, the second launch logs 30-50 again with new values."""
     from orchestrator.tracking import RunTracker, TrackingSpec, track_finished_run
@@ -104,8 +122,10 @@ def test_resumed_run_continues_its_mlflow_run_and_tensorboard_drops_recomputed_s
             for s in steps:
                 fh.write(json.dumps({"step": s, "loss": loss(s), "time": t0 + s}) + "\n")
 
-    def truncate(after_step):  # as strategy.Session and train.truncate_history do it
-        kept = [ln for ln in metrics.read_text().splitlines() if json.loads(ln)["step"] <= after_step]
+    def truncate(after_step):  # as orchestrator.rundir.truncate_metrics does it
+        kept = [
+            ln for ln in metrics.read_text().splitlines() if json.loads(ln)["step"] <= after_step
+        ]
         tmp = metrics.with_suffix(".tmp")
         tmp.write_text("".join(ln + "\n" for ln in kept))
         os.replace(tmp, metrics)
@@ -116,8 +136,13 @@ def test_resumed_run_continues_its_mlflow_run_and_tensorboard_drops_recomputed_s
     t1.finish("STOPPED", {"loss": 0.025})
     # resume from the step-20 checkpoint: later rows are dropped and recomputed
     truncate(20)
-    t2 = RunTracker(run_dir, {**spec, "train": {**spec["train"], "lr": 0.02}}, run_name="r",
-                    config=cfg, tail=False).start()
+    t2 = RunTracker(
+        run_dir,
+        {**spec, "train": {**spec["train"], "lr": 0.02}},
+        run_name="r",
+        config=cfg,
+        tail=False,
+    ).start()
     append([30, 40, 50], lambda s: 2.0 / s, t0=2000.0)
     assert t2.poll() == 3
     # a worker-group restart inside the run: back to step 30, recomputed rows already there
@@ -127,13 +152,20 @@ def test_resumed_run_continues_its_mlflow_run_and_tensorboard_drops_recomputed_s
     t2.finish("SUCCEEDED", {"loss": 0.06})
 
     tb, _ = scalars(run_dir)
-    assert tb["loss"] == [(10, pytest.approx(0.1)), (20, pytest.approx(0.05)),
-                          (30, pytest.approx(2 / 30)), (40, pytest.approx(3 / 40)), (50, pytest.approx(3 / 50))]
+    assert tb["loss"] == [
+        (10, pytest.approx(0.1)),
+        (20, pytest.approx(0.05)),
+        (30, pytest.approx(2 / 30)),
+        (40, pytest.approx(3 / 40)),
+        (50, pytest.approx(3 / 50)),
+    ]
     client, runs = mlflow_run(uri, "r", "r")
     assert len(runs) == 1, "the resumed run continues the same MLflow run"
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.params["train.lr"] == "0.01" and run.data.tags["orch.changed.train.lr"] == "0.02"
+    assert (
+        run.data.params["train.lr"] == "0.01" and run.data.tags["orch.changed.train.lr"] == "0.02"
+    )
     assert max(m.step for m in client.get_metric_history(run.info.run_id, "loss")) == 50
 
     # a run tracked after the fact (no live tracker): the whole file is sent

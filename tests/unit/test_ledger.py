@@ -13,8 +13,14 @@ from orchestrator.ledger import JobStatus, RunState, StatusTransitionError
 
 
 def _rec(path, run_id, status, **kw):
-    return ledger.record(path, run_id=run_id, run_name=run_id.split("-")[0], workload="mnist_mlp",
-                         status=status, **kw)
+    return ledger.record(
+        path,
+        run_id=run_id,
+        run_name=run_id.split("-")[0],
+        workload="mnist_mlp",
+        status=status,
+        **kw,
+    )
 
 
 def test_one_file_per_event_readable_by_pyarrow(tmp_path):

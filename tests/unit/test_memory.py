@@ -41,16 +41,24 @@ def test_deepspeed_formula_t5_3b_matches_the_printed_figures():
     # DeepSpeed 0.19's estimators print these for 2,851.6M params / 32.9M largest layer on 8
     # GPUs (tests/integration/test_strategies.py calls the installed estimators themselves).
     psi, big = 2_851_598_336, 32_899_072
-    got = {o: memory.deepspeed_estimate(o, psi, 8, big) / GiB for o in (
-        "zero2", "zero2_offload_opt", "zero3", "zero3_offload_opt", "zero3_offload_all")}
-    want = {"zero2": 11.29, "zero2_offload_opt": 5.31, "zero3": 6.10,
-            "zero3_offload_opt": 0.79, "zero3_offload_all": 0.12}
+    got = {
+        o: memory.deepspeed_estimate(o, psi, 8, big) / GiB
+        for o in ("zero2", "zero2_offload_opt", "zero3", "zero3_offload_opt", "zero3_offload_all")
+    }
+    want = {
+        "zero2": 11.29,
+        "zero2_offload_opt": 5.31,
+        "zero3": 6.10,
+        "zero3_offload_opt": 0.79,
+        "zero3_offload_all": 0.12,
+    }
     for k in want:
         assert got[k] == pytest.approx(want[k], abs=0.006), k
 
 
-@pytest.mark.parametrize("psi, n, largest", [(PSI, 2, 0), (PSI, 8, 0),
-                                             (2_851_598_336, 8, 32_899_072)])
+@pytest.mark.parametrize(
+    "psi, n, largest", [(PSI, 2, 0), (PSI, 8, 0), (2_851_598_336, 8, 32_899_072)]
+)
 def test_engine_zero2_is_deepspeeds_count_with_its_gradient_bucket(psi, n, largest):
     st = memory.engine_states("zero2", psi, n, "bf16", 8, largest)
     ds = memory.deepspeed_estimate("zero2", psi, n, 0)
@@ -85,14 +93,21 @@ def test_zero_partitions_hand_computed():
     # 18 elements; padded to a multiple of 2 x N, cut into N equal slices. A parameter belongs
     # to a slice it starts in or straddles the start of (DeepSpeed's get_partition_info).
     sizes = [5, 3, 8, 2]  # flat offsets 0, 5, 8, 16
-    assert _layout(sizes, 2) == [(0, 10, (0, 1, 2), 16, 0),     # p2 (8..16) straddles 10
-                                 (10, 20, (2, 3), 10, 2)]       # 18..20 is padding
-    assert _layout(sizes, 3) == [(0, 6, (0, 1), 8, 0),
-                                 (6, 12, (1, 2), 11, 0),        # p1 (5..8) straddles 6
-                                 (12, 18, (2, 3), 10, 0)]
-    assert _layout(sizes, 4) == [(0, 6, (0, 1), 8, 0), (6, 12, (1, 2), 11, 0),
-                                 (12, 18, (2, 3), 10, 0),
-                                 (18, 24, (), 0, 6)]            # nothing but padding
+    assert _layout(sizes, 2) == [
+        (0, 10, (0, 1, 2), 16, 0),  # p2 (8..16) straddles 10
+        (10, 20, (2, 3), 10, 2),
+    ]  # 18..20 is padding
+    assert _layout(sizes, 3) == [
+        (0, 6, (0, 1), 8, 0),
+        (6, 12, (1, 2), 11, 0),  # p1 (5..8) straddles 6
+        (12, 18, (2, 3), 10, 0),
+    ]
+    assert _layout(sizes, 4) == [
+        (0, 6, (0, 1), 8, 0),
+        (6, 12, (1, 2), 11, 0),
+        (12, 18, (2, 3), 10, 0),
+        (18, 24, (), 0, 6),
+    ]  # nothing but padding
     assert _layout(sizes, 1) == [(0, 18, (0, 1, 2, 3), 18, 0)]
 
 
@@ -125,8 +140,19 @@ def test_zero_kept_grad_bytes_bf16_and_the_fp32_view():
 def test_engine_zero12_per_rank_on_the_mnist_mlp(precision):
     sizes = (784 * 512, 512, 512 * 256, 256, 256 * 10, 10)
     psi, p16 = sum(sizes), 2 if precision == "bf16" else 4
-    f = lambda o, r: memory.engine_states(o, psi, 2, precision, 8, 784 * 512 + 512,  # noqa: E731
-                                          param_sizes=sizes, rank=r)
+
+    def f(o, r):
+        return memory.engine_states(
+            o,
+            psi,
+            2,
+            precision,
+            8,
+            784 * 512 + 512,
+            param_sizes=sizes,
+            rank=r,
+        )
+
     for option in ("zero1", "zero2"):
         r0, r1 = f(option, 0), f(option, 1)
         assert r0.params == r1.params == p16 * 535_820  # the padded flat buffer
@@ -172,11 +198,14 @@ def test_rank_free_figure_bounds_every_rank(model, n):
     for precision in ("bf16", "fp32"):
         for option in ("zero1", "zero2"):
             bound = memory.engine_states(option, psi, n, precision, 8, max(sizes))
-            ranks = [memory.engine_states(option, psi, n, precision, 8, max(sizes),
-                                          param_sizes=sizes, rank=r) for r in range(n)]
+            ranks = [
+                memory.engine_states(
+                    option, psi, n, precision, 8, max(sizes), param_sizes=sizes, rank=r
+                )
+                for r in range(n)
+            ]
             assert max(r.grads for r in ranks) <= bound.grads, (option, precision)
-            assert all(r.params == bound.params and r.optimizer == bound.optimizer
-                       for r in ranks)
+            assert all(r.params == bound.params and r.optimizer == bound.optimizer for r in ranks)
 
 
 def test_zero2_bound_covers_a_slice_bigger_than_a_bucket():
@@ -227,7 +256,7 @@ def _big_workload(params_millions: int):
     """A fake workload: an embedding plus square layers, about `params_millions` M params."""
     import torch.nn as nn
 
-    from orchestrator.strategy import OptimArgs
+    from orchestrator.worker.optim import OptimArgs
 
     class Args(OptimArgs):
         batch_size: int = 1
@@ -236,15 +265,27 @@ def _big_workload(params_millions: int):
         layers = max(1, params_millions // 16)  # 4096 x 4096 = 16.8M each
         return nn.Sequential(*[nn.Linear(4096, 4096, bias=False) for _ in range(layers)])
 
-    return types.SimpleNamespace(Args=Args, build_model=build_model,
-                                 activation_shape=lambda a: {"batch": 1, "seq": 128, "hidden": 4096,
-                                                             "layers": 1, "heads": 32})
+    return types.SimpleNamespace(
+        Args=Args,
+        build_model=build_model,
+        activation_shape=lambda a: {
+            "batch": 1,
+            "seq": 128,
+            "hidden": 4096,
+            "layers": 1,
+            "heads": 32,
+        },
+    )
 
 
 def _spec(**kw):
-    base = {"name": "t", "workload": "mnist_mlp", "strategy": "auto",
-            "resources": {"workers": 8, "gpus_per_worker": 1, "gpu_memory_gb": 80},
-            "precision": "bf16"}
+    base = {
+        "name": "t",
+        "workload": "mnist_mlp",
+        "strategy": "auto",
+        "resources": {"workers": 8, "gpus_per_worker": 1, "gpu_memory_gb": 80},
+        "precision": "bf16",
+    }
     for k, v in kw.items():
         if isinstance(v, dict):
             base[k] = {**base.get(k, {}), **v}
@@ -253,12 +294,15 @@ def _spec(**kw):
     return JobSpec.model_validate(base)
 
 
-@pytest.mark.parametrize("gpu_gb, want", [
-    (80, "ddp"),          # 1.68B x 16 B = 25 GiB
-    (24, "ZeRO-1"),       # 4Ψ + 16Ψ/8 = 9.4 GiB
-    (10, "ZeRO-2"),       # 2Ψ + 18Ψ/8 = 6.7 GiB
-    (6, "fsdp"),          # 16Ψ/8 = 3.1 GiB (+ gather buffer)
-])
+@pytest.mark.parametrize(
+    "gpu_gb, want",
+    [
+        (80, "ddp"),  # 1.68B x 16 B = 25 GiB
+        (24, "ZeRO-1"),  # 4Ψ + 16Ψ/8 = 9.4 GiB
+        (10, "ZeRO-2"),  # 2Ψ + 18Ψ/8 = 6.7 GiB
+        (6, "fsdp"),  # 16Ψ/8 = 3.1 GiB (+ gather buffer)
+    ],
+)
 def test_auto_picks_least_communication_that_fits(gpu_gb, want):
     wl = _big_workload(1600)
     spec = _spec(resources={"gpu_memory_gb": gpu_gb})
@@ -305,7 +349,8 @@ def test_plan_resolves_auto_and_builds_the_deepspeed_config():
 
     spec = load_spec_text(
         "name: t\nworkload: mnist_mlp\nstrategy: auto\nprecision: bf16\n"
-        "resources: {workers: 2, gpus_per_worker: 1, gpu_memory_gb: 0.005}\n")
+        "resources: {workers: 2, gpus_per_worker: 1, gpu_memory_gb: 0.005}\n"
+    )
     p = plan(spec)
     assert p.strategy == "deepspeed" and p.deepspeed_config["zero_optimization"]["stage"] >= 1
     assert "table" not in p.summary().get("memory", {})  # printed separately by orch plan

@@ -17,13 +17,15 @@ def test_plan_resolves_and_creates_nothing(tmp_path):
     assert p.run_dir == f"{tmp_path}/runs/mnist-mlp"
     assert p.resumes_from is None
     assert not (tmp_path / "runs").exists()
-    cfg = p.worker_config()
+    cfg = p.worker.to_dict()
     assert cfg["train"]["epochs"] == 15 and cfg["strategy"] in ("ddp", "fsdp", "deepspeed")
     assert yaml.safe_load(p.to_yaml())["run_name"] == "mnist-mlp"
 
 
 def test_gpu_plan_uses_nccl(tmp_path):
-    spec = load_spec("jobs/mnist_mlp.yaml", ["resources.gpus_per_worker=1", f"storage_path={tmp_path}"])
+    spec = load_spec(
+        "jobs/mnist_mlp.yaml", ["resources.gpus_per_worker=1", f"storage_path={tmp_path}"]
+    )
     p = plan(spec)
     assert p.use_gpu and p.backend == "nccl" and p.resources_per_worker["GPU"] == 1
 

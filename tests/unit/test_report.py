@@ -18,15 +18,30 @@ from orchestrator.report import ReportOptionError, RunNotFoundError
 from orchestrator.tracking import TrackingSpec, flatten, hparams_of, numeric_items, resolve_uri
 
 SPEC = {
-    "name": "mnist-mlp", "workload": "mnist_mlp", "resources": {"workers": 1},
-    "strategy": "ddp", "precision": "fp32", "seed": 0,
+    "name": "mnist-mlp",
+    "workload": "mnist_mlp",
+    "resources": {"workers": 1},
+    "strategy": "ddp",
+    "precision": "fp32",
+    "seed": 0,
     "train": {"lr": 0.001, "hidden": [512, 256], "batch_size": 64},
 }
 
 
-def make_run(storage: Path, name: str, *, lr: float = 1e-3, steps: int = 30, acc: float = 0.9,
-             status: str = "SUCCEEDED", sweep_id: str = "", run_dir: Path | None = None,
-             kind: str = "run", extra: dict | None = None, start: float | None = None) -> Path:
+def make_run(
+    storage: Path,
+    name: str,
+    *,
+    lr: float = 1e-3,
+    steps: int = 30,
+    acc: float = 0.9,
+    status: str = "SUCCEEDED",
+    sweep_id: str = "",
+    run_dir: Path | None = None,
+    kind: str = "run",
+    extra: dict | None = None,
+    start: float | None = None,
+) -> Path:
     d = run_dir or storage / name
     d.mkdir(parents=True, exist_ok=True)
     spec = json.loads(json.dumps(SPEC))
@@ -36,30 +51,65 @@ def make_run(storage: Path, name: str, *, lr: float = 1e-3, steps: int = 30, acc
     now = time.time()
     rows = []
     for step in range(10, steps + 1, 10):
-        rows.append({"loss": 2.0 / step, "accuracy": acc * step / steps, "epoch": 0,
-                     "samples_per_s": 1000.0 + step, "step_time_s": 0.01, "step": step,
-                     "time": now + step})
+        rows.append(
+            {
+                "loss": 2.0 / step,
+                "accuracy": acc * step / steps,
+                "epoch": 0,
+                "samples_per_s": 1000.0 + step,
+                "step_time_s": 0.01,
+                "step": step,
+                "time": now + step,
+            }
+        )
     rows[-1]["checkpoint"] = f"checkpoint_{steps:06d}"
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "system.jsonl").write_text("".join(
-        json.dumps({"time": now + i, "step": i, "system/cpu_rss_mb": 500.0 + i}) + "\n" for i in range(5)))
+    (d / "system.jsonl").write_text(
+        "".join(
+            json.dumps({"time": now + i, "step": i, "system/cpu_rss_mb": 500.0 + i}) + "\n"
+            for i in range(5)
+        )
+    )
     ck = d / f"checkpoint_{steps:06d}"
     ck.mkdir(exist_ok=True)
     (ck / "model.pt").write_bytes(b"x" * 1000)
     (ck / "_COMPLETE").write_text("{}")
     final = {"loss": 2.0 / steps, "accuracy": acc, "step": steps}
-    (d / "summary.json").write_text(json.dumps({
-        "run_name": name, "status": status, "metrics": final, "checkpoint": str(ck),
-        "run_dir": str(d), "wall_time_s": 12.5}))
-    ledger.record(storage, run_id=f"{name}-id", run_name=name, workload="mnist_mlp", status=status,
-                  start_time=start or now, end_time=(start or now) + 10, metrics=final,
-                  run_dir=str(d), latest_checkpoint=str(ck), sweep_id=sweep_id, kind=kind,
-                  parent_run=sweep_id, extra=extra)
+    (d / "summary.json").write_text(
+        json.dumps(
+            {
+                "run_name": name,
+                "status": status,
+                "metrics": final,
+                "checkpoint": str(ck),
+                "run_dir": str(d),
+                "wall_time_s": 12.5,
+            }
+        )
+    )
+    ledger.record(
+        storage,
+        run_id=f"{name}-id",
+        run_name=name,
+        workload="mnist_mlp",
+        status=status,
+        start_time=start or now,
+        end_time=(start or now) + 10,
+        metrics=final,
+        run_dir=str(d),
+        latest_checkpoint=str(ck),
+        sweep_id=sweep_id,
+        kind=kind,
+        parent_run=sweep_id,
+        extra=extra,
+    )
     return d
 
 
 def imgs(page: str) -> list[str]:
-    return re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]{200,})"', page)
+    return re.findall(
+        r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]{200,})"', page
+    )
 
 
 def hrefs(page: str) -> list[str]:
@@ -71,10 +121,18 @@ def test_run_report_holds_plots_checkpoints_spec_and_links(tmp_path):
     d = make_run(storage, "mnist-a")
     comp = d / "compress_20250101-030000"  # what `orch compress` writes
     comp.mkdir()
-    (comp / "report.json").write_text(json.dumps({
-        "stages": [{"stage": "original", "params": 535818, "metrics": {"accuracy": 0.9}},
-                   {"stage": "prune0.9", "params": 53582, "metrics": {"accuracy": 0.85}}],
-        "exports": [{"format": "onnx", "ok": True, "max_abs_diff": 1e-6}], "quantize_mode": "dynamic"}))
+    (comp / "report.json").write_text(
+        json.dumps(
+            {
+                "stages": [
+                    {"stage": "original", "params": 535818, "metrics": {"accuracy": 0.9}},
+                    {"stage": "prune0.9", "params": 53582, "metrics": {"accuracy": 0.85}},
+                ],
+                "exports": [{"format": "onnx", "ok": True, "max_abs_diff": 1e-6}],
+                "quantize_mode": "dynamic",
+            }
+        )
+    )
     (comp / "report.md").write_text("| stage | params |\n|---|---|\n| MDTABLE | 1 |\n")
     index = report.report("mnist-a", storage)
     assert index == d / "report" / "index.html"
@@ -105,17 +163,44 @@ def test_sweep_report_links_trials_both_ways(tmp_path):
     storage = tmp_path / "runs"
     sweep_dir = storage / "sw1"
     sweep_dir.mkdir(parents=True)
-    (sweep_dir / "sweep.json").write_text(json.dumps({"sweep_id": "sw1", "spec": {
-        **SPEC, "sweep": {"metric": "accuracy", "mode": "max",
-                          "search_space": {"train.lr": {"loguniform": [1e-4, 1e-1]}}}}}))
-    ledger.record(storage, run_id="sw1", run_name="sw1", workload="mnist_mlp", status="SUCCEEDED",
-                  run_dir=str(sweep_dir), sweep_id="sw1", kind="sweep",
-                  extra={"metric": "accuracy", "mode": "max"})
+    (sweep_dir / "sweep.json").write_text(
+        json.dumps(
+            {
+                "sweep_id": "sw1",
+                "spec": {
+                    **SPEC,
+                    "sweep": {
+                        "metric": "accuracy",
+                        "mode": "max",
+                        "search_space": {"train.lr": {"loguniform": [1e-4, 1e-1]}},
+                    },
+                },
+            }
+        )
+    )
+    ledger.record(
+        storage,
+        run_id="sw1",
+        run_name="sw1",
+        workload="mnist_mlp",
+        status="SUCCEEDED",
+        run_dir=str(sweep_dir),
+        sweep_id="sw1",
+        kind="sweep",
+        extra={"metric": "accuracy", "mode": "max"},
+    )
     for i, (lr, acc) in enumerate([(1e-3, 0.8), (1e-2, 0.95)]):
         tid = f"t{i}"
-        make_run(storage, tid, lr=lr, acc=acc, sweep_id="sw1", kind="trial",
-                 run_dir=sweep_dir / "trials" / tid,
-                 extra={"trial_id": tid, "config": {"train.lr": lr}})
+        make_run(
+            storage,
+            tid,
+            lr=lr,
+            acc=acc,
+            sweep_id="sw1",
+            kind="trial",
+            run_dir=sweep_dir / "trials" / tid,
+            extra={"trial_id": tid, "config": {"train.lr": lr}},
+        )
     index = report.report("sw1", storage)
     assert index == sweep_dir / "report" / "index.html"
     page = index.read_text()
@@ -155,8 +240,9 @@ def test_compare_cli_prints_table_and_writes_png(tmp_path):
     make_run(storage, "a", lr=1e-3)
     make_run(storage, "b", lr=3e-4)
     out = tmp_path / "cmp.png"
-    res = CliRunner().invoke(app, ["compare", "a", "b", "--storage-path", str(storage),
-                                   "--out", str(out), "--json"])
+    res = CliRunner().invoke(
+        app, ["compare", "a", "b", "--storage-path", str(storage), "--out", str(out), "--json"]
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert data["runs"] == ["a", "b"] and list(data["spec"]) == ["train.lr"]
@@ -177,7 +263,12 @@ def test_select_runs_filters_and_sorts(tmp_path):
     assert names(report.select_runs(rows, sort="accuracy")) == ["old", "good", "trial", "bad"]
     assert names(report.select_runs(rows, sort="accuracy", ascending=True))[0] == "bad"
     assert names(report.select_runs(rows, status="failed")) == ["bad"]
-    assert set(names(report.select_runs(rows, status="succeeded,failed"))) == {"old", "good", "bad", "trial"}
+    assert set(names(report.select_runs(rows, status="succeeded,failed"))) == {
+        "old",
+        "good",
+        "bad",
+        "trial",
+    }
     assert names(report.select_runs(rows, since="2d", sort="accuracy")) == ["good", "trial", "bad"]
     assert names(report.select_runs(rows, sweep="sw")) == ["trial"]
     assert names(report.select_runs(rows, workload="other")) == []
@@ -190,7 +281,9 @@ def test_parse_since():
     now = dt.datetime(2025, 1, 31, 12, 0, tzinfo=dt.timezone.utc)
     assert report.parse_since("2h", now) == now - dt.timedelta(hours=2)
     assert report.parse_since("7d", now) == now - dt.timedelta(days=7)
-    assert report.parse_since("2025-01-01T00:00:00+00:00", now) == dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+    assert report.parse_since("2025-01-01T00:00:00+00:00", now) == dt.datetime(
+        2025, 1, 1, tzinfo=dt.timezone.utc
+    )
     with pytest.raises(ReportOptionError, match="--since"):
         report.parse_since("yesterday", now)
 
@@ -210,8 +303,19 @@ def test_runs_cli_filters(tmp_path):
 
 
 def test_curve_keys_separate_learning_curves_from_throughput():
-    rows = [{"step": 1, "loss": 1.0, "accuracy": 0.1, "samples_per_s": 10.0, "step_time_s": 0.1,
-             "system/cpu_rss_mb": 5.0, "epoch": 0, "time": 1.0, "lr": 0.1}]
+    rows = [
+        {
+            "step": 1,
+            "loss": 1.0,
+            "accuracy": 0.1,
+            "samples_per_s": 10.0,
+            "step_time_s": 0.1,
+            "system/cpu_rss_mb": 5.0,
+            "epoch": 0,
+            "time": 1.0,
+            "lr": 0.1,
+        }
+    ]
     assert report.curve_keys(rows) == ["loss", "accuracy", "lr"]
 
 
@@ -243,7 +347,9 @@ def test_tracking_helpers(tmp_path):
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": {}}) == {"a.b": 1, "a.c": [1, 2], "d": {}}
     hp = hparams_of({"train": {"hidden": [512, 256], "clip": None, "lr": 0.1}})
     assert hp == {"train.hidden": "[512, 256]", "train.clip": "null", "train.lr": 0.1}
-    assert numeric_items({"step": 3, "loss": 1, "done": 1, "ok": True, "name": "x"}) == {"loss": 1.0}
+    assert numeric_items({"step": 3, "loss": 1, "done": 1, "ok": True, "name": "x"}) == {
+        "loss": 1.0
+    }
     assert resolve_uri("mlruns", tmp_path) == (tmp_path / "mlruns").as_uri()
     assert resolve_uri("sqlite:///m.db", tmp_path) == f"sqlite:///{tmp_path}/m.db"
     assert resolve_uri("http://h:5000") == "http://h:5000"

@@ -61,3 +61,21 @@ def test_require_shared_storage_raises_on_multi_node(monkeypatch):
     runtime.require_shared_storage("/tmp/runs", {"CPU": 1})  # one node, fits
     with pytest.raises(runtime.SharedStorageError, match="needs nodes the cluster has yet to add"):
         runtime.require_shared_storage("/tmp/runs", {"CPU": 1, "GPU": 1})
+
+
+def test_sigterm_becomes_an_interrupt_that_says_so():
+    import os
+    import signal
+    import time
+
+    from orchestrator.runtime import Terminated, stop_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        stop_on_sigterm()
+        with pytest.raises(KeyboardInterrupt) as info:  # `orch run`/`sweep` stop cleanly on it
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        assert isinstance(info.value, Terminated)
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -63,7 +63,9 @@ def _copy():
 not_numbers = st.one_of(
     st.text(alphabet=string.ascii_letters, min_size=1, max_size=12),
     st.lists(st.integers(), max_size=3),
-    st.dictionaries(st.text(alphabet="abc", min_size=1, max_size=3), st.integers(), min_size=1, max_size=2),
+    st.dictionaries(
+        st.text(alphabet="abc", min_size=1, max_size=3), st.integers(), min_size=1, max_size=2
+    ),
 )
 
 
@@ -85,10 +87,24 @@ def wrong_type(draw):
         _set(d, path, value)
     elif kind == "str":
         path = draw(st.sampled_from(STR_FIELDS))
-        _set(d, path, draw(st.one_of(st.lists(st.integers(), max_size=2), st.integers(), st.booleans())))
+        _set(
+            d,
+            path,
+            draw(st.one_of(st.lists(st.integers(), max_size=2), st.integers(), st.booleans())),
+        )
     else:
         path = draw(st.sampled_from([("resources",), ("checkpoint",), ("failure",), ("train",)]))
-        _set(d, path, draw(st.one_of(st.integers(), st.text(alphabet="xyz", min_size=1), st.lists(st.integers(), min_size=1))))
+        _set(
+            d,
+            path,
+            draw(
+                st.one_of(
+                    st.integers(),
+                    st.text(alphabet="xyz", min_size=1),
+                    st.lists(st.integers(), min_size=1),
+                )
+            ),
+        )
     return yaml.safe_dump(d), path[0]
 
 
@@ -102,8 +118,12 @@ def out_of_range(draw):
     else:
         path = draw(st.sampled_from(sorted(FLOAT_FIELDS)))
         lo, lo_valid, hi = FLOAT_FIELDS[path]
-        value = draw(st.one_of(st.floats(max_value=lo, exclude_max=lo_valid, allow_nan=False),
-                               st.floats(min_value=hi, exclude_min=True, allow_nan=False)))
+        value = draw(
+            st.one_of(
+                st.floats(max_value=lo, exclude_max=lo_valid, allow_nan=False),
+                st.floats(min_value=hi, exclude_min=True, allow_nan=False),
+            )
+        )
     _set(d, path, value)
     return yaml.safe_dump(d), path[0]
 
@@ -158,8 +178,21 @@ def broken_yaml(draw):
     text = yaml.safe_dump(BASE)
     lines = text.splitlines()
     i = draw(st.integers(0, len(lines) - 1))
-    damage = draw(st.sampled_from(["[unclosed", "{a: b", "key: : :", "\tbad: tab", "- list\nmapping: 1",
-                                   "a: 'unterminated", "!!python/object:os.system ls", "&a x: *b", "? ? ?"]))
+    damage = draw(
+        st.sampled_from(
+            [
+                "[unclosed",
+                "{a: b",
+                "key: : :",
+                "\tbad: tab",
+                "- list\nmapping: 1",
+                "a: 'unterminated",
+                "!!python/object:os.system ls",
+                "&a x: *b",
+                "? ? ?",
+            ]
+        )
+    )
     lines.insert(i, damage)
     broken = "\n".join(lines)
     try:

@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.errors import SpecError
 from orchestrator.spec import load_spec_text
-from orchestrator.sweep import (
+from orchestrator.sweep.spec import (
     SweepSpec,
     set_dotted,
     trial_base,
@@ -34,8 +34,12 @@ def spec_with(*overrides: str):
 
 
 def sweep_errors(**section) -> list[str]:
-    data = {"metric": "accuracy", "mode": "max",
-            "search_space": {"train.lr": {"loguniform": [1e-4, 1e-1]}}, **section}
+    data = {
+        "metric": "accuracy",
+        "mode": "max",
+        "search_space": {"train.lr": {"loguniform": [1e-4, 1e-1]}},
+        **section,
+    }
     with pytest.raises(ValueError) as exc:
         SweepSpec.model_validate(data)
     return [str(e) for e in exc.value.errors()]
@@ -49,16 +53,26 @@ def test_minimal_section_and_defaults():
 
 
 def test_every_distribution_kind():
-    sw = SweepSpec.model_validate({
-        "metric": "loss", "mode": "min",
-        "search_space": {"train.lr": {"loguniform": [1e-4, 1e-1]},
-                         "train.weight_decay": {"uniform": [0.0, 0.1]},
-                         "train.batch_size": {"choice": [32, 64]},
-                         "train.hidden": {"grid": [[64], [128, 64]]},
-                         "seed": {"randint": [0, 10]}}})
+    sw = SweepSpec.model_validate(
+        {
+            "metric": "loss",
+            "mode": "min",
+            "search_space": {
+                "train.lr": {"loguniform": [1e-4, 1e-1]},
+                "train.weight_decay": {"uniform": [0.0, 0.1]},
+                "train.batch_size": {"choice": [32, 64]},
+                "train.hidden": {"grid": [[64], [128, 64]]},
+                "seed": {"randint": [0, 10]},
+            },
+        }
+    )
     assert {k: d.kind for k, d in sw.search_space.items()} == {
-        "train.lr": "loguniform", "train.weight_decay": "uniform", "train.batch_size": "choice",
-        "train.hidden": "grid", "seed": "randint"}
+        "train.lr": "loguniform",
+        "train.weight_decay": "uniform",
+        "train.batch_size": "choice",
+        "train.hidden": "grid",
+        "seed": "randint",
+    }
 
 
 def test_nested_sections_mean_dotted_keys():
@@ -67,19 +81,22 @@ def test_nested_sections_mean_dotted_keys():
     assert set(sw.search_space) == {"train.lr", "train.batch_size"}
 
 
-@pytest.mark.parametrize("section, expected", [
-    ({"search_space": {"train.lr": {"loguniform": [0.0, 1.0]}}}, "low > 0"),
-    ({"search_space": {"train.lr": {"uniform": [1.0, 0.5]}}}, "low < high"),
-    ({"search_space": {"train.lr": {"unifrom": [0.1, 0.5]}}}, "did you mean 'uniform'"),
-    ({"search_space": {"train.lr": {"choice": [1], "grid": [2]}}}, "exactly one"),
-    ({"search_space": {"train.lr": [1, 2]}}, "expected a mapping"),
-    ({"search_space": {"name": {"choice": ["a", "b"]}}}, "name cannot be swept"),
-    ({"search_space": {"resources.workers": {"choice": [1, 2]}}}, "sweep.resources"),
-    ({"algorithm": "grid"}, "algorithm grid needs choice/grid"),
-    ({"algorithm": "optuna", "search_space": {"train.lr": {"grid": [0.1, 0.2]}}}, "use choice"),
-    ({"scheduler": {"type": "asha", "grace_period": 5, "max_t": 2}}, "grace_period"),
-    ({"scheduler": "pbt", "algorithm": "hyperopt"}, "use algorithm random"),
-])
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        ({"search_space": {"train.lr": {"loguniform": [0.0, 1.0]}}}, "low > 0"),
+        ({"search_space": {"train.lr": {"uniform": [1.0, 0.5]}}}, "low < high"),
+        ({"search_space": {"train.lr": {"unifrom": [0.1, 0.5]}}}, "did you mean 'uniform'"),
+        ({"search_space": {"train.lr": {"choice": [1], "grid": [2]}}}, "exactly one"),
+        ({"search_space": {"train.lr": [1, 2]}}, "expected a mapping"),
+        ({"search_space": {"name": {"choice": ["a", "b"]}}}, "name cannot be swept"),
+        ({"search_space": {"resources.workers": {"choice": [1, 2]}}}, "sweep.resources"),
+        ({"algorithm": "grid"}, "algorithm grid needs choice/grid"),
+        ({"algorithm": "optuna", "search_space": {"train.lr": {"grid": [0.1, 0.2]}}}, "use choice"),
+        ({"scheduler": {"type": "asha", "grace_period": 5, "max_t": 2}}, "grace_period"),
+        ({"scheduler": "pbt", "algorithm": "hyperopt"}, "use algorithm random"),
+    ],
+)
 def test_bad_sections_say_what_is_wrong(section, expected):
     assert any(expected in e for e in sweep_errors(**section)), sweep_errors(**section)
 
@@ -129,22 +146,3 @@ def test_pbt_makes_every_report_carry_a_checkpoint():
     sw = validate_sweep(spec)
     d = trial_spec_dict(trial_base(spec), {}, sw, "/t", "x")
     assert d["checkpoint"]["every_steps"] == 4 == d["train"]["log_every"]
-
-
-
-def test_sigterm_becomes_an_interrupt_that_says_so():
-    import os
-    import signal
-    import time
-
-    from orchestrator.runtime import Terminated, stop_on_sigterm
-
-    before = signal.getsignal(signal.SIGTERM)
-    try:
-        stop_on_sigterm()
-        with pytest.raises(KeyboardInterrupt) as info:  # `orch run`/`sweep` stop cleanly on it
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # the handler raises before this ends
-        assert isinstance(info.value, Terminated)
-    finally:
-        signal.signal(signal.SIGTERM, before)

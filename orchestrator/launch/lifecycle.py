@@ -1,0 +1,181 @@
+"""One run's life, the same for every launcher (Ray Train, RLlib):
+
+    run dir      spec.resolved.yaml and plan.yaml (with the Ray objects) written first
+    resume       metrics.jsonl cut back to the checkpoint the run resumes from
+    claim        rows of this run name whose driver died are closed; a live one refuses
+    PENDING      a ledger row, then tracking (TensorBoard/MLflow) starts, then Ray connects
+    RUNNING      when the launcher has built its Ray objects: a row, a banner, progress lines
+    terminal     SUCCEEDED, FAILED (with the root cause) or STOPPED (Ctrl-C, SIGTERM), written
+                 before Ray shuts down, which can be slow or be interrupted by a second Ctrl-C
+    summary      summary.json, the launcher's extras (a learning curve, compression), tracking
+
+A launcher supplies `body(life) -> (metrics, checkpoint)`, which builds its Ray objects, calls
+`life.running(banner)` and trains, and `final(life) -> (metrics, checkpoint)` for a run that
+did not return (failed or stopped).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from orchestrator import ledger, rundir, runtime
+from orchestrator.ledger import JobStatus, RunState
+from orchestrator.plan import RunPlan
+
+
+def root_cause(exc: BaseException) -> str:
+    """The innermost cause of an exception chain, as `Type: message` (at most 2,000 chars)."""
+    seen = exc
+    while getattr(seen, "__cause__", None) is not None:
+        seen = seen.__cause__
+    return f"{type(seen).__name__}: {seen}".strip()[:2000]
+
+
+def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics without missing values (None, NaN), as they go to the ledger and summary."""
+    return {
+        k: v
+        for k, v in metrics.items()
+        if v is not None and not (isinstance(v, float) and math.isnan(v))
+    }
+
+
+class RunLifecycle:
+    def __init__(
+        self,
+        plan: RunPlan,
+        *,
+        console,
+        address: str | None,
+        sweep_id: str = "",
+        line: Callable[[dict[str, Any]], str],
+        ray: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.plan, self.console, self.address, self.sweep_id = plan, console, address, sweep_id
+        self.line, self.ray = line, ray
+        self.run_id = f"{plan.run_name}-{uuid.uuid4().hex[:8]}"
+        self.state = RunState()
+        self.extra = {
+            "resumes_from": plan.resumes_from or "",
+            "driver_pid": os.getpid(),
+            **(extra or {}),
+        }
+        self.result: Any = None  # the launcher's own (Ray's Result, the loop's final dict)
+        self.tail = None
+        self.info: dict | None = None
+
+    # -- rows ----------------------------------------------------------------------------
+
+    def _record(self, status: JobStatus, **kw) -> None:
+        p = self.plan
+        ledger.record(
+            p.storage_path,
+            run_id=self.run_id,
+            run_name=p.run_name,
+            workload=p.workload,
+            spec_hash=p.spec_hash,
+            run_dir=p.run_dir,
+            sweep_id=self.sweep_id,
+            status=status,
+            start_time=self.started,
+            extra=self.extra,
+            **kw,
+        )
+
+    def running(self, banner: str) -> None:
+        """The launcher built its Ray objects and starts training."""
+        from orchestrator.launch.progress import Tail
+
+        self.state.to(JobStatus.RUNNING)
+        self._record(JobStatus.RUNNING)
+        self.console.print(banner, soft_wrap=True)
+        self.tail = Tail(self.plan.run_dir, self.console, self.line)
+        self.tail.start()
+
+    # -- the whole life ------------------------------------------------------------------
+
+    def execute(
+        self,
+        body: Callable[[RunLifecycle], tuple[dict[str, Any], str]],
+        final: Callable[[RunLifecycle], tuple[dict[str, Any], str]],
+        after: Callable[[RunLifecycle, dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        from orchestrator import tracking
+        from orchestrator.spec import dump_yaml
+
+        p = self.plan
+        rundir.write_text(p.run_dir, rundir.SPEC_FILE, dump_yaml(p.resolved_spec))
+        rundir.write_text(p.run_dir, rundir.PLAN_FILE, p.to_yaml(ray=self.ray))
+        if p.resumes_from_step is not None:
+            rundir.truncate_metrics(p.run_dir, p.resumes_from_step)
+        closed = ledger.claim_run_name(p.storage_path, p.run_name)
+        if closed:
+            self.console.print(
+                f"[yellow]closed {len(closed)} run row(s) of '{p.run_name}' "
+                f"whose driver had died: {', '.join(closed)}[/yellow]"
+            )
+        self.started = time.time()
+        self._record(JobStatus.PENDING)
+        tracker = tracking.start(
+            p, run_id=self.run_id, sweep_id=self.sweep_id, console=self.console
+        )
+        metrics: dict[str, Any] = {}
+        checkpoint, error = "", ""
+        outcome = None
+        try:
+            self.info = runtime.connect(self.address)
+            outcome = body(self)
+            self.state.to(JobStatus.SUCCEEDED)
+        except KeyboardInterrupt as exc:
+            self.state.to(JobStatus.STOPPED)
+            how = (
+                "stopped (SIGTERM)"
+                if isinstance(exc, runtime.Terminated)
+                else "interrupted (Ctrl-C)"
+            )
+            error = f"{how}; rerun the same command to resume"
+        except Exception as exc:  # noqa: BLE001 - every failure ends as a FAILED row with its cause
+            self.state.to(JobStatus.FAILED)
+            error = root_cause(exc)
+        finally:
+            if self.tail is not None:
+                self.tail.stop_event.set()
+            if not self.state.status.terminal:  # e.g. SystemExit: still leave a terminal row
+                self.state.to(JobStatus.STOPPED)
+                error = error or "driver exited"
+            metrics, checkpoint = outcome if outcome is not None else final(self)
+            metrics = clean_metrics(metrics)
+            ended = time.time()
+            self._record(
+                self.state.status,
+                end_time=ended,
+                metrics=metrics,
+                latest_checkpoint=checkpoint,
+                error=error,
+            )
+            if self.tail is not None:
+                self.tail.join(timeout=5)
+            runtime.shutdown(self.info)
+
+        summary = {
+            "run_id": self.run_id,
+            "run_name": p.run_name,
+            "status": self.state.status.value,
+            "metrics": metrics,
+            "checkpoint": checkpoint,
+            "run_dir": p.run_dir,
+            "wall_time_s": ended - self.started,
+            "resumed_from_step": p.resumes_from_step,
+            "error": error,
+        }
+        if after is not None:
+            after(self, summary)
+        rundir.write_json(p.run_dir, rundir.SUMMARY_FILE, summary)
+        tracking.finish(tracker, summary)
+        return summary

@@ -1,0 +1,270 @@
+"""Ray Train's objects from a RunPlan, and the `orch run` of a Ray Train workload.
+
+    orch run jobs/mnist_mlp.yaml          # run(): fits the TorchTrainer that trainer() builds
+    orch plan jobs/mnist_mlp.yaml         # describe(): the same objects, shown, not run
+
+`ray_objects(plan)` is the one place the plan becomes Ray's own objects: ScalingConfig
+(workers, CPUs/GPUs per worker), RunConfig (name, storage_path), CheckpointConfig
+(num_to_keep), FailureConfig (max_failures) and the torch process-group config (gloo on CPU,
+nccl on GPU). `orch run`, sweep trials (orchestrator/sweep/trial.py) and `orch plan` all use it.
+
+The TorchTrainer is orch's own in two ways (`bench/launch_overhead.py` measures both):
+
+- its process groups are set up without torch in the Train controller
+  (orchestrator/launch/torch_backend.py);
+- up to two of Ray Train v2's helper actors are left out where they have nothing to do. A
+  detached `PlacementGroupCleaner` removes the run's placement group if the controller dies
+  without doing it (a placement group lives as long as the Ray job that made it). `orch run`
+  in an embedded local Ray leaves it out: the driver owns the controller and stops that Ray
+  when fit() returns, however the controller ended. It stays on a cluster (`--address`,
+  RAY_ADDRESS), and always in sweep trials: Tune stops a trial (ASHA, PBT, a failed trial) by
+  killing its actor, which kills the trial's controller with it, while the sweep's driver, and
+  its Ray, live on. (Without it, the placement groups of ASHA-stopped trials held the test
+  session's CPUs, and the next run's workers never started.) A `DatasetManager`, which hands
+  out Ray Data shards, is left out when the run has no Ray Datasets. Each is a fresh Python
+  process that imports Ray Train (1.4-1.9 CPU-s apiece here), started while the workers start;
+  the controller also waits for the cleaner twice. They are dropped by type from Ray's own
+  default list, so anything else Ray adds there stays; if a Ray release renames them, nothing
+  is dropped.
+
+Ray Train v2 gives the Result only the metrics of the last report that carried a checkpoint,
+so per-step metrics reach the run directory another way: rank 0 appends metrics.jsonl itself
+(worker/session.py), or, for a URI run directory, a UserCallback in the controller does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from orchestrator import rundir
+from orchestrator.plan import RunPlan
+
+# -- Ray's objects ---------------------------------------------------------------------------
+
+
+def ray_objects(plan: RunPlan, callbacks: list | None = None) -> dict[str, Any]:
+    """The Ray objects a run of `plan` is built from, by their Ray names."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+    from orchestrator.launch.torch_backend import TorchProcessGroupConfig
+
+    # A sweep trial keeps one checkpoint more than asked: Train deletes checkpoint N-1 when it
+    # registers N+1, which needs the trial's one-slot queue to have taken N, which the trial
+    # takes only after it has handed N-1 to Tune (a copy): so no checkpoint is deleted
+    # mid-copy (orchestrator/sweep/trial.py).
+    keep = plan.checkpoint_keep + (1 if plan.trial else 0)
+    checkpoint = CheckpointConfig(num_to_keep=keep)
+    failure = FailureConfig(max_failures=plan.max_failures)
+    return {
+        "ScalingConfig": ScalingConfig(
+            num_workers=plan.num_workers,
+            use_gpu=plan.use_gpu,
+            resources_per_worker=plan.resources_per_worker,
+        ),
+        "RunConfig": RunConfig(
+            name=plan.run_name,
+            storage_path=plan.storage_path,
+            checkpoint_config=checkpoint,
+            failure_config=failure,
+            callbacks=list(callbacks or []),
+        ),
+        "CheckpointConfig": checkpoint,
+        "FailureConfig": failure,
+        "TorchConfig": TorchProcessGroupConfig(backend=plan.backend),
+    }
+
+
+def _shown(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _shown(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if getattr(value, f.name) != f.default
+            and getattr(value, f.name) != "DEPRECATED"
+            and f.name not in ("checkpoint_config", "failure_config")
+        }
+    if isinstance(value, list | tuple):
+        return [_shown(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _shown(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return type(value).__name__
+
+
+def describe(plan: RunPlan) -> dict[str, Any]:
+    """The Ray objects of `plan`, as plain data (the fields that differ from Ray's defaults),
+    with the callbacks and helper actors a launch adds."""
+    objs = ray_objects(plan, callbacks=_callbacks(plan))
+    out = {name: _shown(obj) for name, obj in objs.items()}
+    out["TorchTrainer"] = {
+        "train_loop": f"jobs.{plan.workload}.train_loop"
+        if "." not in plan.workload
+        else f"{plan.workload}.train_loop",
+        "train_loop_config": "the plan's worker config (WorkerConfig)",
+        "PlacementGroupCleaner": "kept on a cluster and in sweep trials; not in an embedded Ray",
+    }
+    return out
+
+
+# -- the TorchTrainer ------------------------------------------------------------------------
+
+
+def _drop(callbacks: list, keep_cleaner: bool, keep_datasets: bool) -> list:
+    drop: list[type] = []
+    try:
+        from ray.train.v2._internal.callbacks.placement_group_callback import (
+            PlacementGroupCleanerCallback,
+        )
+
+        if not keep_cleaner:
+            drop.append(PlacementGroupCleanerCallback)
+    except ImportError:
+        pass
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+        if not keep_datasets:
+            drop.append(DatasetsCallback)
+    except ImportError:
+        pass
+    return [c for c in callbacks if not (drop and isinstance(c, tuple(drop)))]
+
+
+def trainer(
+    plan: RunPlan,
+    train_fn,
+    *,
+    keep_cleaner: bool,
+    callbacks: list | None = None,
+    datasets: dict | None = None,
+    dataset_config=None,
+    config: dict | None = None,
+):
+    """The TorchTrainer of `plan`: ray_objects(plan), the worker config as train_loop_config,
+    a PlacementGroupCleaner only if `keep_cleaner`, a DatasetManager only with `datasets`."""
+    from ray.train.torch import TorchTrainer
+
+    objs = ray_objects(plan, callbacks)
+    kwargs: dict[str, Any] = {
+        "train_loop_config": config if config is not None else plan.worker.to_dict(),
+        "scaling_config": objs["ScalingConfig"],
+        "run_config": objs["RunConfig"],
+        "torch_config": objs["TorchConfig"],
+    }
+    if datasets:
+        kwargs["datasets"] = datasets
+        if dataset_config is not None:
+            kwargs["dataset_config"] = dataset_config
+    if keep_cleaner and datasets:
+        return TorchTrainer(train_fn, **kwargs)
+
+    class OrchTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            return _drop(super()._create_default_callbacks(), keep_cleaner, bool(datasets))
+
+    return OrchTorchTrainer(train_fn, **kwargs)
+
+
+# -- metrics of a URI run directory ----------------------------------------------------------
+
+
+def _callbacks(plan: RunPlan) -> list:
+    """Local run dirs get metrics.jsonl from rank 0 directly (worker/session.py); a URI run
+    dir gets them through the controller."""
+    return [] if not rundir.is_uri(plan.run_dir) else [_metrics_callback_class()(plan.run_dir)]
+
+
+def _metrics_callback_class():
+    import time
+
+    from ray.train import UserCallback
+
+    class MetricsToRunDir(UserCallback):
+        """Appends rank 0's reports to run_dir/metrics.jsonl; a step reported again after a
+        restart replaces the history from that step on, so no step appears twice."""
+
+        def __init__(self, run_dir: str):
+            self.run_dir = run_dir
+            self.last_step: int | None = None
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if not metrics:
+                return
+            row = dict(metrics[0])
+            row["time"] = time.time()
+            if checkpoint is not None:
+                row["checkpoint"] = checkpoint.path
+            step = row.get("step")
+            if step is not None and self.last_step is not None and step <= self.last_step:
+                rundir.truncate_metrics(self.run_dir, step - 1)
+            rundir.append_metrics(self.run_dir, row)
+            self.last_step = step
+
+    return MetricsToRunDir
+
+
+# -- orch run --------------------------------------------------------------------------------
+
+
+def run(life) -> tuple[dict[str, Any], str]:
+    """Fit the plan's TorchTrainer inside a RunLifecycle (orchestrator/launch/lifecycle.py);
+    returns the final metrics and checkpoint (Ray's Result, else the last logged row)."""
+    from orchestrator import runtime
+    from orchestrator.spec import import_workload
+
+    plan = life.plan
+    mod = import_workload(plan.workload)
+    if plan.cluster_config is None:  # else plan() checked it against the cluster YAML
+        runtime.check_fits(plan.num_workers, plan.resources_per_worker)
+    runtime.require_shared_storage(  # runs spanning nodes: s3/gs/NFS
+        plan.storage_path, plan.resources_per_worker, plan.num_workers
+    )
+    # A workload may stream Ray Datasets to its workers (get_dataset_shard); see
+    # jobs/resnet_images.py: ray_datasets(config, scaling) -> {name: Dataset} | None.
+    objs = ray_objects(plan)
+    config = plan.worker.to_dict()
+    datasets = (
+        mod.ray_datasets(config, objs["ScalingConfig"]) if hasattr(mod, "ray_datasets") else None
+    )
+    dataset_config = (
+        mod.ray_data_config(config) if datasets and hasattr(mod, "ray_data_config") else None
+    )
+    fit = trainer(
+        plan,
+        mod.train_loop,
+        # In its own embedded Ray the driver outlives the controller (module docstring).
+        keep_cleaner=not runtime.embedded(life.address),
+        callbacks=_callbacks(plan),
+        datasets=datasets,
+        dataset_config=dataset_config,
+        config=config,
+    )
+    where = (
+        f"resuming from {plan.resumes_from.rsplit('/', 1)[-1]}"
+        if plan.resumes_from
+        else "fresh run"
+    )
+    life.running(
+        f"[bold]orch run[/bold] {plan.run_name}: {plan.workload}, "
+        f"{plan.num_workers} worker(s), {plan.strategy}/{plan.precision}, {where}; "
+        f"run dir {plan.run_dir}"
+    )
+    result = fit.fit()
+    life.result = result
+    if result.error is not None:
+        raise result.error
+    return final(life)
+
+
+def final(life) -> tuple[dict[str, Any], str]:
+    """Final metrics and checkpoint: Ray's Result when there is one, else the last row."""
+    result, run_dir = life.result, life.plan.run_dir
+    metrics = dict(result.metrics or {}) if result is not None else {}
+    checkpoint = result.checkpoint.path if (result is not None and result.checkpoint) else ""
+    if not metrics:
+        history = rundir.read_metrics(run_dir)
+        last = history[-1] if history else {}
+        metrics = {k: v for k, v in last.items() if k not in ("time", "checkpoint")}
+    return metrics, checkpoint

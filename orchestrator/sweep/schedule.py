@@ -1,0 +1,843 @@
+"""Scheduled sweeps: cron schedules in SQLite, a scheduler loop, sweeps with memory.
+
+    orch schedule add jobs/mnist_mlp.yaml --cron "0 3 * * *"        # nightly sweep of this spec
+    orch schedule add jobs/mnist_mlp.yaml --cron "*/30 * * * *" --name mnist-30m \\
+        --missed run_once --concurrency forbid sweep.num_samples=8
+    orch schedule list
+    orch schedule run-now mnist-mlp          # a fire now, outside the cron times
+    orch schedule remove mnist-mlp
+    orch scheduler                           # the loop; run it on the head node (or as a Ray job)
+
+The spec's optional `schedule:` section gives the defaults (flags override it):
+
+    schedule:
+      cron: "0 3 * * *"      # five-field cron, evaluated in UTC (croniter)
+      missed: skip           # fires missed while the scheduler was down: skip | run_once
+      concurrency: forbid    # a fire while this schedule's previous sweep still runs:
+                             #   forbid (skip the new one) | allow | replace (stop the old one)
+      warm_start: 3          # seed the sweep with the best configs of up to N previous sweeps
+      promote: true          # champion row in the ledger when a sweep beats the champion
+      misfire_grace_s: 60    # a fire this late still counts as on time
+
+Guarantees. Schedules and fires live in one SQLite file (default `runs/_schedules.db`,
+`--db` or ORCH_SCHEDULE_DB). A fire is claimed in one IMMEDIATE transaction that inserts the
+fire row (unique per schedule and fire time) and moves the schedule's next fire time, so two
+schedulers or a restart never fire the same time twice, and a claimed fire is never lost: a
+fire claimed but not started is started on the next tick; one whose process died mid-sweep
+is continued with `orch sweep --resume` (Tuner.restore), not started again.
+
+Sweeps with memory: each fire's sweep id is `<schedule>-<fire time>`; its searcher gets
+`points_to_evaluate` = the best configs of the previous successful sweeps of the same
+schedule (from the ledger), and its best trial becomes the `champion` (a ledger row,
+kind="champion") only if it beats the current champion on the sweep's metric.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orchestrator.errors import OrchestratorError
+
+DEFAULT_DB = "runs/_schedules.db"
+MAX_ATTEMPTS = 3  # a fire whose process dies is continued at most this many times
+
+
+class ScheduleError(OrchestratorError):
+    """A schedule cannot be added, found or run."""
+
+    exit_code = 6
+
+
+def _valid_cron(expr: str) -> str:
+    from croniter import croniter
+
+    if not croniter.is_valid(expr) or len(expr.split()) != 5:
+        raise ValueError(
+            f"expected a five-field cron expression such as '0 3 * * *' (given: {expr!r})"
+        )
+    return expr
+
+
+class ScheduleSpec(BaseModel):
+    """The `schedule:` section of a job spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str | None = Field(None, description="Five-field cron, UTC, e.g. '0 3 * * *'.")
+    missed: Literal["skip", "run_once"] = Field("skip", description="Fires missed while down.")
+    concurrency: Literal["forbid", "allow", "replace"] = Field(
+        "forbid", description="A fire while the previous sweep of this schedule still runs."
+    )
+    warm_start: int = Field(3, ge=0, le=100, description="Best configs of previous sweeps to seed.")
+    promote: bool = Field(True, description="Record a champion when a sweep beats it.")
+    misfire_grace_s: float = Field(60.0, ge=0, le=86400 * 7, description="Late but on time.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        return None if v is None else _valid_cron(v)
+
+
+# ---------------------------------------------------------------------------------------------
+# Clock and cron
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def next_fire(cron: str, after: float) -> float:
+    """The first cron time strictly after `after` (epoch seconds, UTC)."""
+    from croniter import croniter
+
+    base = datetime.fromtimestamp(after, tz=timezone.utc)
+    return float(croniter(cron, base).get_next(float))
+
+
+def fire_times(cron: str, start: float, end: float, limit: int = 100_000) -> list[float]:
+    """Cron times t with start <= t <= end."""
+    out, t = [], next_fire(cron, start - 1e-3)
+    while t <= end and len(out) < limit:
+        out.append(t)
+        t = next_fire(cron, t)
+    return out
+
+
+def iso(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schedules (
+    id TEXT PRIMARY KEY,
+    spec_path TEXT NOT NULL,
+    overrides TEXT NOT NULL DEFAULT '[]',
+    cron TEXT NOT NULL,
+    missed TEXT NOT NULL,
+    concurrency TEXT NOT NULL,
+    warm_start INTEGER NOT NULL,
+    promote INTEGER NOT NULL,
+    misfire_grace_s REAL NOT NULL,
+    address TEXT,
+    created REAL NOT NULL,
+    next_fire REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fires (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    schedule_id TEXT NOT NULL,
+    fire_time REAL NOT NULL,          -- the cron time this fire is for (or now, for run-now)
+    claimed_at REAL NOT NULL,
+    -- claimed | running | succeeded | failed | skipped | forbidden | replaced | stopped
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    sweep_id TEXT NOT NULL DEFAULT '',
+    pid INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    started_at REAL,
+    ended_at REAL,
+    UNIQUE (schedule_id, fire_time)
+);
+"""
+
+ACTIVE = ("claimed", "running")
+
+
+@dataclass
+class Schedule:
+    id: str
+    spec_path: str
+    overrides: list[str]
+    cron: str
+    missed: str
+    concurrency: str
+    warm_start: int
+    promote: bool
+    misfire_grace_s: float
+    address: str | None
+    created: float
+    next_fire: float
+
+
+@dataclass
+class Fire:
+    id: int
+    schedule_id: str
+    fire_time: float
+    claimed_at: float
+    status: str
+    reason: str
+    sweep_id: str
+    pid: int | None
+    attempts: int
+    started_at: float | None
+    ended_at: float | None
+
+
+def sweep_id_for(schedule_id: str, fire_time: float) -> str:
+    stamp = datetime.fromtimestamp(fire_time, tz=timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{schedule_id}-{stamp}"
+
+
+class Store:
+    """Schedules and fires in SQLite. Every state change is one transaction."""
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA busy_timeout=30000")
+        return db
+
+    @contextmanager
+    def _tx(self):
+        """BEGIN IMMEDIATE: take the write lock first, so read-then-write is atomic."""
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    # -- schedules -----------------------------------------------------------------------
+
+    def add(self, s: Schedule) -> None:
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM schedules WHERE id=?", (s.id,)).fetchone():
+                raise ScheduleError(
+                    f"schedule '{s.id}' exists already; remove it first "
+                    f"(orch schedule remove {s.id}) or choose another --name"
+                )
+            db.execute(
+                "INSERT INTO schedules VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    s.id,
+                    s.spec_path,
+                    json.dumps(s.overrides),
+                    s.cron,
+                    s.missed,
+                    s.concurrency,
+                    s.warm_start,
+                    int(s.promote),
+                    s.misfire_grace_s,
+                    s.address,
+                    s.created,
+                    s.next_fire,
+                ),
+            )
+
+    def remove(self, schedule_id: str) -> None:
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM schedules WHERE id=?", (schedule_id,))
+            if cur.rowcount == 0:
+                raise ScheduleError(f"no schedule '{schedule_id}' (orch schedule list shows them)")
+
+    def get(self, schedule_id: str) -> Schedule:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT * FROM schedules WHERE id=?", (schedule_id,)).fetchone()
+        if row is None:
+            raise ScheduleError(f"no schedule '{schedule_id}' (orch schedule list shows them)")
+        return _schedule(row)
+
+    def schedules(self) -> list[Schedule]:
+        with closing(self._connect()) as db:
+            return [_schedule(r) for r in db.execute("SELECT * FROM schedules ORDER BY id")]
+
+    # -- fires ---------------------------------------------------------------------------
+
+    def fires(
+        self, schedule_id: str | None = None, status: tuple[str, ...] | None = None
+    ) -> list[Fire]:
+        q, args = "SELECT * FROM fires WHERE 1=1", []
+        if schedule_id is not None:
+            q += " AND schedule_id=?"
+            args.append(schedule_id)
+        if status:
+            q += f" AND status IN ({','.join('?' * len(status))})"
+            args.extend(status)
+        with closing(self._connect()) as db:
+            return [Fire(**dict(r)) for r in db.execute(q + " ORDER BY id", args)]
+
+    def fire(self, fire_id: int) -> Fire:
+        with closing(self._connect()) as db:
+            row = db.execute("SELECT * FROM fires WHERE id=?", (fire_id,)).fetchone()
+        if row is None:
+            raise ScheduleError(f"no fire {fire_id}")
+        return Fire(**dict(row))
+
+    def claim_due(self, schedule_id: str, now: float) -> list[Fire]:
+        """Claim what is due for one schedule, atomically. Returns the new fire rows: one
+        'claimed' fire to run (or none), plus a 'skipped' row recording missed fires."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM schedules WHERE id=?", (schedule_id,)).fetchone()
+            if row is None:
+                return []
+            s = _schedule(row)
+            if s.next_fire > now:
+                return []
+            due = fire_times(s.cron, s.next_fire, now)
+            on_time = [t for t in due if now - t <= s.misfire_grace_s]
+            missed = [t for t in due if now - t > s.misfire_grace_s]
+            out: list[tuple[float, str, str]] = []
+            if on_time:
+                run_at = on_time[-1]
+            elif missed and s.missed == "run_once":
+                run_at = missed[-1]
+            else:
+                run_at = None
+            skipped = [t for t in missed if t != run_at]
+            if skipped:
+                out.append(
+                    (
+                        skipped[-1],
+                        "skipped",
+                        f"missed {len(skipped)} fire(s) from {iso(skipped[0])} to "
+                        f"{iso(skipped[-1])} while the scheduler was down (missed: {s.missed})",
+                    )
+                )
+            if run_at is not None:
+                why = (
+                    "on time"
+                    if run_at in on_time
+                    else (f"run once for {len(missed)} missed fire(s) (missed: run_once)")
+                )
+                out.append((run_at, "claimed", why))
+            fires = []
+            for t, status, reason in out:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO fires (schedule_id, fire_time, claimed_at, status,"
+                    " reason, sweep_id) VALUES (?,?,?,?,?,?)",
+                    (s.id, t, now, status, reason, sweep_id_for(s.id, t)),
+                )
+                if cur.rowcount:
+                    fires.append(
+                        Fire(
+                            **dict(
+                                db.execute(
+                                    "SELECT * FROM fires WHERE id=?", (cur.lastrowid,)
+                                ).fetchone()
+                            )
+                        )
+                    )
+            db.execute(
+                "UPDATE schedules SET next_fire=? WHERE id=?", (next_fire(s.cron, now), s.id)
+            )
+            return fires
+
+    def claim_now(self, schedule_id: str, now: float) -> Fire:
+        """A fire outside the cron times (orch schedule run-now)."""
+        with self._tx() as db:
+            if not db.execute("SELECT 1 FROM schedules WHERE id=?", (schedule_id,)).fetchone():
+                raise ScheduleError(f"no schedule '{schedule_id}' (orch schedule list shows them)")
+            t = now
+            while db.execute(
+                "SELECT 1 FROM fires WHERE schedule_id=? AND fire_time=?", (schedule_id, t)
+            ).fetchone():
+                t += 1.0
+            cur = db.execute(
+                "INSERT INTO fires (schedule_id, fire_time, claimed_at, status, reason, sweep_id)"
+                " VALUES (?,?,?,?,?,?)",
+                (schedule_id, t, now, "claimed", "run-now", sweep_id_for(schedule_id, t)),
+            )
+            return Fire(
+                **dict(db.execute("SELECT * FROM fires WHERE id=?", (cur.lastrowid,)).fetchone())
+            )
+
+    def mark(
+        self, fire_id: int, status: str, *, expect: tuple[str, ...] | None = None, **fields: Any
+    ) -> bool:
+        """Set a fire's status (and fields) if its status is one of `expect`. True if it did."""
+        sets = ", ".join(["status=?"] + [f"{k}=?" for k in fields])
+        q = f"UPDATE fires SET {sets} WHERE id=?"
+        args: list[Any] = [status, *fields.values(), fire_id]
+        if expect:
+            q += f" AND status IN ({','.join('?' * len(expect))})"
+            args.extend(expect)
+        with self._tx() as db:
+            return db.execute(q, args).rowcount == 1
+
+    def launched(self, fire_id: int, pid: int | None, now: float) -> bool:
+        """The scheduler started a process for the fire: running, pid, one more attempt."""
+        with self._tx() as db:
+            return (
+                db.execute(
+                    "UPDATE fires SET status='running', pid=?, attempts=attempts+1,"
+                    " started_at=COALESCE(started_at, ?)"
+                    " WHERE id=? AND status IN ('claimed','running')",
+                    (pid or 0, now, fire_id),
+                ).rowcount
+                == 1
+            )
+
+    def start_attempt(self, fire_id: int, pid: int, now: float) -> Fire | None:
+        """The fire's own process takes it over (claimed/running -> running with its pid);
+        None if the fire has ended (succeeded, failed, replaced...)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE fires SET status='running', pid=?, attempts=MAX(attempts, 1),"
+                " started_at=COALESCE(started_at, ?)"
+                " WHERE id=? AND status IN ('claimed','running')",
+                (pid, now, fire_id),
+            )
+            if cur.rowcount != 1:
+                return None
+            return Fire(**dict(db.execute("SELECT * FROM fires WHERE id=?", (fire_id,)).fetchone()))
+
+
+def _schedule(row: sqlite3.Row) -> Schedule:
+    d = dict(row)
+    d["overrides"] = json.loads(d["overrides"] or "[]")
+    d["promote"] = bool(d["promote"])
+    return Schedule(**d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running fires
+
+
+class Runner(Protocol):
+    """Starts a fire's sweep somewhere and tells whether it still runs."""
+
+    def start(self, fire: Fire, resume: bool) -> int | None: ...
+
+    def alive(self, fire: Fire) -> bool: ...
+
+    def stop(self, fire: Fire) -> None: ...
+
+
+def pid_alive(pid: int | None) -> bool:
+    from orchestrator.ledger import pid_alive as alive  # pyarrow stays out of CLI start-up
+
+    return alive(pid)
+
+
+class SubprocessRunner:
+    """Each fire runs as `orch schedule fire FIRE_ID` in its own process group, logging to
+    `<db dir>/schedule-logs/fire-<id>.log`. The fire process records its own pid and end."""
+
+    def __init__(self, db: str):
+        self.db = db
+        self.logs = Path(db).resolve().parent / "schedule-logs"
+        self.children: dict[int, subprocess.Popen] = {}
+
+    def start(self, fire: Fire, resume: bool) -> int | None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"fire-{fire.id}.log", "a")  # noqa: SIM115 - the child owns it
+        cmd = [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "schedule",
+            "fire",
+            str(fire.id),
+            "--db",
+            self.db,
+        ]
+        child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.children[fire.id] = child
+        return child.pid
+
+    def alive(self, fire: Fire) -> bool:
+        child = self.children.get(fire.id)
+        if child is not None:
+            if child.poll() is None:
+                return True
+            self.children.pop(fire.id, None)
+            return False
+        return pid_alive(fire.pid)
+
+    def stop(self, fire: Fire) -> None:
+        child = self.children.get(fire.id)
+        pid = child.pid if child is not None else fire.pid
+        if pid and pid_alive(pid):
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+class Scheduler:
+    """One tick: reap ended fires, continue interrupted ones, claim and start due ones."""
+
+    def __init__(self, store: Store, runner: Runner, clock: Clock | None = None, log=print):
+        self.store, self.runner = store, runner
+        self.clock = clock or SystemClock()
+        self.log = log
+
+    def tick(self) -> list[Fire]:
+        """Returns the fires started (or continued) in this tick."""
+        now = self.clock.now()
+        started: list[Fire] = []
+        self._recover(started)
+        for s in self.store.schedules():
+            for f in self.store.claim_due(s.id, now):
+                if f.status == "skipped":
+                    self.log(f"[scheduler] {s.id}: {f.reason}")
+                    continue
+                if self._apply_concurrency(s, f):
+                    started.append(self._start(f, resume=False))
+        return started
+
+    def _recover(self, started: list[Fire]) -> None:
+        """Claimed fires never started are started now; running fires whose process is gone
+        are continued (the sweep resumes), up to MAX_ATTEMPTS."""
+        for f in self.store.fires(status=ACTIVE):
+            if f.status == "claimed":
+                s = self._schedule(f)
+                if s is None or self._apply_concurrency(s, f):
+                    started.append(self._start(f, resume=False))
+            elif f.status == "running" and not self.runner.alive(f):
+                if f.attempts >= MAX_ATTEMPTS:
+                    self.store.mark(
+                        f.id,
+                        "failed",
+                        expect=("running",),
+                        ended_at=self.clock.now(),
+                        reason=f"process died {f.attempts} time(s); giving up",
+                    )
+                    self.log(
+                        f"[scheduler] fire {f.id} ({f.sweep_id}) failed: process died "
+                        f"{f.attempts} time(s)"
+                    )
+                else:
+                    self.log(
+                        f"[scheduler] fire {f.id} ({f.sweep_id}): its process is gone; "
+                        "resuming the sweep"
+                    )
+                    started.append(self._start(f, resume=True))
+
+    def _schedule(self, f: Fire) -> Schedule | None:
+        try:
+            return self.store.get(f.schedule_id)
+        except ScheduleError:
+            return None
+
+    def _apply_concurrency(self, s: Schedule, f: Fire) -> bool:
+        """True if `f` may start now, by the schedule's concurrency policy."""
+        running = [
+            o
+            for o in self.store.fires(s.id, status=ACTIVE)
+            if o.id != f.id and o.status == "running" and self.runner.alive(o)
+        ]
+        if not running or s.concurrency == "allow":
+            return True
+        if s.concurrency == "forbid":
+            ids = ", ".join(o.sweep_id for o in running)
+            self.store.mark(
+                f.id,
+                "forbidden",
+                expect=("claimed",),
+                ended_at=self.clock.now(),
+                reason=f"previous sweep still running ({ids}); concurrency: forbid",
+            )
+            self.log(
+                f"[scheduler] {s.id}: skipped fire {iso(f.fire_time)}: {ids} still running "
+                "(concurrency: forbid)"
+            )
+            return False
+        for o in running:  # replace
+            self.runner.stop(o)
+            self.store.mark(
+                o.id,
+                "replaced",
+                expect=ACTIVE,
+                ended_at=self.clock.now(),
+                reason=f"replaced by fire {f.id} (concurrency: replace)",
+            )
+            self.log(
+                f"[scheduler] {s.id}: stopped {o.sweep_id} for the new fire (concurrency: replace)"
+            )
+        return True
+
+    def _start(self, f: Fire, resume: bool) -> Fire:
+        self.log(
+            f"[scheduler] {f.schedule_id}: starting {f.sweep_id} ({f.reason}"
+            f"{', resume' if resume else ''})"
+        )
+        pid = self.runner.start(f, resume)
+        self.store.launched(f.id, pid, self.clock.now())
+        return self.store.fire(f.id)
+
+    def run_forever(self, interval_s: float = 30.0, max_ticks: int | None = None) -> None:
+        n = 0
+        while max_ticks is None or n < max_ticks:
+            self.tick()
+            n += 1
+            wake = min(
+                [s.next_fire for s in self.store.schedules()] or [self.clock.now() + interval_s]
+            )
+            self.clock.sleep(max(0.5, min(interval_s, wake - self.clock.now())))
+
+
+# ---------------------------------------------------------------------------------------------
+# One fire: warm start, sweep, champion
+
+
+def previous_sweeps(storage: str, schedule_id: str) -> list[dict[str, Any]]:
+    """Final ledger rows of this schedule's successful sweeps, oldest first."""
+    from orchestrator import ledger
+
+    out = []
+    for r in ledger.latest_by_run(storage):
+        extra = json.loads(r["extra"] or "{}")
+        if (
+            r["kind"] == "sweep"
+            and r["status"] == "SUCCEEDED"
+            and extra.get("schedule_id") == schedule_id
+            and extra.get("best_config")
+        ):
+            out.append({**r, "extra": extra, "metrics": json.loads(r["metrics"] or "{}")})
+    return out
+
+
+def warm_start_points(
+    storage: str, schedule_id: str, keys: list[str], k: int
+) -> list[dict[str, Any]]:
+    """The best configs of up to `k` previous sweeps of the schedule, best first, restricted
+    to sweeps whose best config sets every key of the current search space."""
+    if k <= 0:
+        return []
+    scored = []
+    for r in previous_sweeps(storage, schedule_id):
+        metric, mode = r["extra"].get("metric"), r["extra"].get("mode", "max")
+        v = r["metrics"].get(metric)
+        cfg = r["extra"]["best_config"]
+        if v is None or any(key not in cfg for key in keys):
+            continue
+        scored.append((v if mode == "min" else -v, {key: cfg[key] for key in keys}))
+    points: list[dict[str, Any]] = []
+    for _, cfg in sorted(scored, key=lambda x: x[0]):
+        if cfg not in points:
+            points.append(cfg)
+    return points[:k]
+
+
+def current_champion(storage: str, name: str) -> dict[str, Any] | None:
+    from orchestrator import ledger
+
+    rows = [
+        r
+        for r in ledger.read_events(storage).to_pylist()
+        if r["kind"] == "champion" and r["run_name"] == name
+    ]
+    if not rows:
+        return None
+    r = rows[-1]
+    return {
+        **r,
+        "metrics": json.loads(r["metrics"] or "{}"),
+        "extra": json.loads(r["extra"] or "{}"),
+    }
+
+
+def maybe_promote(storage: str, name: str, summary: dict[str, Any], workload: str = "") -> bool:
+    """Record the sweep's best as champion of `name` only if it beats the current champion on
+    the sweep's metric (ties keep the champion). Returns True when promoted."""
+    from orchestrator import ledger
+
+    metric, mode, value = summary.get("metric"), summary.get("mode"), summary.get("best_metric")
+    if summary.get("status") != "SUCCEEDED" or value is None:
+        return False
+    champ = current_champion(storage, name)
+    old = None if champ is None else champ["metrics"].get(metric)
+    if old is not None and not (value > old if mode == "max" else value < old):
+        return False
+    now = time.time()
+    ledger.record(
+        storage,
+        run_id=f"champion/{name}/{summary.get('sweep_id')}",
+        run_name=name,
+        workload=workload,
+        status="SUCCEEDED",
+        kind="champion",
+        start_time=now,
+        end_time=now,
+        metrics={metric: value},
+        sweep_id=summary.get("sweep_id", ""),
+        latest_checkpoint=summary.get("best_checkpoint") or "",
+        extra={
+            "config": summary.get("best_config"),
+            "trial": summary.get("best_trial"),
+            "previous": old,
+            "previous_sweep": champ["sweep_id"] if champ else "",
+            "mode": mode,
+            "metric": metric,
+        },
+    )
+    return True
+
+
+SweepFn = Callable[..., dict[str, Any]]
+
+
+def run_fire(
+    store: Store,
+    fire_id: int,
+    *,
+    sweep_fn: SweepFn | None = None,
+    clock: Clock | None = None,
+    pid: int | None = None,
+    log=print,
+) -> dict[str, Any] | None:
+    """Run (or continue) one fire's sweep in this process and record how it ended."""
+    from orchestrator.rundir import resolve_storage
+    from orchestrator.spec import load_spec
+    from orchestrator.sweep.spec import validate_sweep
+
+    clock = clock or SystemClock()
+    f = store.start_attempt(fire_id, pid or os.getpid(), clock.now())
+    if f is None:
+        log(f"fire {fire_id} has ended already; nothing to do")
+        return None
+    s = store.get(f.schedule_id)
+    try:
+        spec = load_spec(s.spec_path, s.overrides)
+        sw = validate_sweep(spec)
+        storage = resolve_storage(spec.storage_path)
+        if sweep_fn is None:
+            from orchestrator.sweep.driver import run_sweep as sweep_fn
+        resume = _sweep_started(storage, f.sweep_id)
+        points = (
+            [] if resume else warm_start_points(storage, s.id, list(sw.search_space), s.warm_start)
+        )
+        if points:
+            log(f"warm start of {f.sweep_id} from {len(points)} previous best config(s): {points}")
+        summary = sweep_fn(
+            spec,
+            resume=resume,
+            sweep_id=f.sweep_id,
+            address=s.address,
+            points_to_evaluate=points,
+            schedule_id=s.id,
+        )
+        promoted = s.promote and maybe_promote(storage, s.id, summary, spec.workload)
+        summary["promoted"] = bool(promoted)
+        status = "succeeded" if summary.get("status") == "SUCCEEDED" else "failed"
+        store.mark(
+            f.id,
+            status,
+            expect=("running",),
+            ended_at=clock.now(),
+            reason=(
+                f"best {summary.get('metric')}={summary.get('best_metric')}"
+                + ("; promoted to champion" if promoted else "")
+            ),
+        )
+        return summary
+    except Exception as exc:  # noqa: BLE001 - the fire row records the cause
+        store.mark(
+            f.id,
+            "failed",
+            expect=("running",),
+            ended_at=clock.now(),
+            reason=f"{type(exc).__name__}: {exc}"[:2000],
+        )
+        raise
+
+
+def _sweep_started(storage: str, sweep_id: str) -> bool:
+    from orchestrator.sweep.spec import SWEEP_FILE
+
+    return (Path(storage) / sweep_id / SWEEP_FILE).exists()
+
+
+def add_schedule(
+    db: str,
+    spec_path: str,
+    overrides: list[str],
+    *,
+    cron: str | None = None,
+    name: str | None = None,
+    missed: str | None = None,
+    concurrency: str | None = None,
+    warm_start: int | None = None,
+    address: str | None = None,
+    now: float | None = None,
+) -> Schedule:
+    """Validate SPEC (and its sweep), merge the schedule section with the flags, store it."""
+    from pydantic import ValidationError
+
+    from orchestrator.errors import FieldError, SpecError
+    from orchestrator.spec import load_spec, pydantic_errors
+    from orchestrator.sweep.spec import validate_sweep
+
+    spec = load_spec(spec_path, overrides)
+    validate_sweep(spec)
+    section = dict(spec.schedule or {})
+    for key, val in (
+        ("cron", cron),
+        ("missed", missed),
+        ("concurrency", concurrency),
+        ("warm_start", warm_start),
+    ):
+        if val is not None:
+            section[key] = val
+    try:
+        ss = ScheduleSpec.model_validate(section)
+    except ValidationError as exc:
+        raise SpecError(pydantic_errors(exc, ScheduleSpec, prefix="schedule"), spec_path) from None
+    if not ss.cron:
+        raise SpecError(
+            [
+                FieldError(
+                    "schedule.cron",
+                    "no cron expression: pass --cron '0 3 * * *' or set schedule.cron in the spec",
+                )
+            ],
+            spec_path,
+        )
+    now = time.time() if now is None else now
+    s = Schedule(
+        id=name or spec.name,
+        spec_path=str(Path(spec_path).resolve()),
+        overrides=overrides,
+        cron=ss.cron,
+        missed=ss.missed,
+        concurrency=ss.concurrency,
+        warm_start=ss.warm_start,
+        promote=ss.promote,
+        misfire_grace_s=ss.misfire_grace_s,
+        address=address,
+        created=now,
+        next_fire=next_fire(ss.cron, now),
+    )
+    Store(db).add(s)
+    return s

@@ -1,0 +1,188 @@
+"""One sweep trial, run inside a Tune actor: one Train run (or RLlib loop) of the spec with
+the trial's sampled values.
+
+Each trial plans its spec (`plan(spec, trial=True)`: every log is also a Train report) and
+fits the TorchTrainer that orchestrator/launch/ray_train.py builds for every run, with one
+UserCallback more: it forwards each Train report to the trial, which reports it to Tune with
+its checkpoint, so ASHA sees per-step metrics, PBT can clone checkpoints and Tuner.restore
+continues unfinished trials from their latest checkpoint. RLlib workloads run their own
+train_loop here, each iteration reported to Tune.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator import rundir
+from orchestrator.sweep.spec import TRIALS_DIR, SweepSpec, trial_spec_dict
+
+
+@dataclass
+class TrialContext:
+    """What every trial needs, shipped once through tune.with_parameters."""
+
+    sweep_id: str
+    storage: str  # where the ledger lives (absolute)
+    sweep_dir: str
+    base: dict[str, Any]
+    sweep: dict[str, Any]
+
+
+# Tune reserves `done`; the workload's final report says done=1, which Tune would take as
+# "stop now". It reaches Tune as `finished` instead.
+_RENAME = {"done": "finished"}
+
+
+def _forwarder_class():
+    from ray.train import UserCallback
+
+    class ForwardToTune(UserCallback):
+        """Runs in the Train controller: hands each rank-0 report (and its checkpoint path) to
+        the trial through a one-slot queue; the trial reports it to Tune."""
+
+        def __init__(self, queue):
+            self.queue = queue
+
+        def after_report(self, run_context, metrics, checkpoint):
+            row = {_RENAME.get(k, k): v for k, v in dict(metrics[0] if metrics else {}).items()}
+            self.queue.put((row, checkpoint.path if checkpoint is not None else None))
+
+    return ForwardToTune
+
+
+def ledger_trial_rows(storage: str, sweep_id: str, trial_id: str) -> list[dict[str, Any]]:
+    from orchestrator import ledger
+
+    return [
+        r
+        for r in ledger.read_events(storage).to_pylist()
+        if r["kind"] == "trial"
+        and r["sweep_id"] == sweep_id
+        and json.loads(r["extra"] or "{}").get("trial_id") == trial_id
+    ]
+
+
+def _attempt_name(trials_dir: Path, trial_id: str, restoring: bool) -> str:
+    """trial_id for a trial's first Train run; trial_id-rN when it continues from a Tune
+    checkpoint (after --resume or a PBT exploit) in a fresh Train run."""
+    if not restoring:
+        return trial_id
+    n = 1
+    while (trials_dir / f"{trial_id}-r{n}").exists():
+        n += 1
+    return f"{trial_id}-r{n}"
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """The Tune function trainable: one trial = one Train run (or RLlib loop) of the spec."""
+    from ray import tune
+
+    from orchestrator.plan import plan
+    from orchestrator.spec import validate_spec
+
+    sw = SweepSpec.model_validate(ctx.sweep)
+    tctx = tune.get_context()
+    trial_id = tctx.get_trial_id()
+    # The ledger is the record of what ran: a trial it already shows as finished (Tune's
+    # experiment snapshot can lag a killed driver by seconds) is reported, not run again.
+    done = [
+        r
+        for r in ledger_trial_rows(ctx.storage, ctx.sweep_id, trial_id)
+        if r["status"] in ("SUCCEEDED", "STOPPED")
+    ]
+    if done:
+        tune.report({**json.loads(done[-1]["metrics"] or "{}"), "finished": 1, "replayed": 1})
+        return
+
+    tune_ckpt = tune.get_checkpoint()
+    trials_dir = rundir.join(ctx.sweep_dir, TRIALS_DIR)
+    run_name = _attempt_name(Path(trials_dir), trial_id, tune_ckpt is not None)
+    spec = validate_spec(trial_spec_dict(ctx.base, config, sw, trials_dir, run_name))
+    # A Tune checkpoint (local or shared storage: the Train workers read it) to continue from.
+    p = plan(spec, trial=True, resume_from=tune_ckpt.path if tune_ckpt is not None else None)
+    if p.kind == "rllib":
+        _run_rllib_trial(p)
+    else:
+        _run_train_trial(p, trial_id)
+
+
+def _run_train_trial(p, trial_id: str) -> None:
+    import ray.train
+    from ray import tune
+    from ray.util.queue import Empty, Queue
+
+    from orchestrator.launch import ray_train
+    from orchestrator.runtime import default_train_polling
+    from orchestrator.spec import dump_yaml, import_workload
+
+    mod = import_workload(p.workload)
+    rundir.write_text(p.run_dir, rundir.SPEC_FILE, dump_yaml(p.resolved_spec))
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    default_train_polling()  # a trial on a cluster started without it: each report waits a poll
+    trainer = ray_train.trainer(
+        p,
+        mod.train_loop,
+        # Tune stops a trial by killing its actor, and the controller with it: the cleaner
+        # frees the placement group (orchestrator/launch/ray_train.py).
+        keep_cleaner=True,
+        callbacks=[_forwarder_class()(queue)],
+    )
+    box: dict[str, Any] = {}
+
+    def fit():
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as exc:  # noqa: BLE001 - surfaced in the trial below
+            box["error"] = exc
+
+    thread = threading.Thread(target=fit, daemon=True, name=f"fit-{trial_id}")
+    thread.start()
+    while True:
+        try:
+            row, path = queue.get(timeout=0.5)
+        except Empty:
+            if not thread.is_alive() and queue.empty():
+                break
+            continue
+        row = {**row, "train_run_dir": p.run_dir}
+        if path is not None:
+            row["checkpoint_path"] = path
+            tune.report(row, checkpoint=ray.train.Checkpoint.from_directory(path))
+        else:
+            tune.report(row)
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    result = box.get("result")
+    if result is not None and result.error is not None:
+        raise result.error
+
+
+def _run_rllib_trial(p) -> None:
+    """RLlib workloads: the workload's own train_loop (it builds the Algorithm in this trial
+    actor and calls train()), with each iteration reported to Tune (its checkpoint too)."""
+    import ray.train
+    from ray import tune
+
+    from orchestrator.spec import dump_yaml, import_workload
+
+    mod = import_workload(p.workload)
+    rundir.write_text(p.run_dir, rundir.SPEC_FILE, dump_yaml(p.resolved_spec))
+
+    def report(row: dict[str, Any]) -> None:
+        row = {k: v for k, v in row.items() if v is not None}
+        row["train_run_dir"] = p.run_dir
+        path = row.pop("checkpoint", None)
+        if path:
+            row["checkpoint_path"] = path
+            tune.report(row, checkpoint=ray.train.Checkpoint.from_directory(path))
+        else:
+            tune.report(row)
+
+    final = mod.train_loop(p.worker.to_dict(), on_iteration=report)
+    final = {k: v for k, v in final.items() if v is not None and k != "checkpoint"}
+    tune.report({**final, "finished": 1, "train_run_dir": p.run_dir})

@@ -1,0 +1,318 @@
+"""Checkpoints of a training run: written by every rank, reported to Ray, restored on resume.
+
+    sess.save_checkpoint(step, {"loss": ..})     # -> save(sess, ...)
+    state = sess.restore()                       # -> restore(sess): {"step": ..} or None
+
+A checkpoint is a directory `checkpoint_NNNNNN/` holding `state.json` (step, counters,
+metrics), `config.json` (the WorkerConfig) and, written last by rank 0, `_COMPLETE`, which
+lists every rank's files (orchestrator/rundir.py decides what is complete). Beside them, by
+format:
+
+    torch      model.pt + optimizer.pt, written by rank 0 (DDP: every rank holds everything)
+    dcp        dcp/ (torch.distributed.checkpoint: each rank writes its own shard file,
+               rank 0 the .metadata) + trainer.pt (LR schedule, loss scaler)       [FSDP]
+    deepspeed  deepspeed/<tag>/ (a DeepSpeed engine checkpoint: each rank writes its ZeRO
+               shards; rank 0 the module states)
+
+Under Ray every rank reports its own directory to ray.train.report and Ray merges them into
+one checkpoint directory, so sharded strategies never gather the full state on one rank.
+Alone (no Ray), the ranks copy their directories into the run directory themselves. Every
+function takes the worker's Session (orchestrator/worker/session.py) as `sess`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from orchestrator import rundir
+from orchestrator.errors import CheckpointError
+
+
+def checkpoint_format(sess) -> str:
+    if sess.engine is not None:
+        return "deepspeed"
+    return "dcp" if sess.fsdp else "torch"
+
+
+def save(
+    sess,
+    step: int,
+    metrics: dict[str, Any],
+    state: dict | None = None,
+    final: bool = False,
+    row: bool = True,
+) -> None:
+    """Write a checkpoint of model, optimizer, schedule and `state`, and report it.
+
+    Every worker must call this (it is a collective under DDP/FSDP/DeepSpeed). Each rank
+    writes what it holds into its own directory; rank 0 writes the marker last, after every
+    rank has written (the sharded writers end in a collective).
+    """
+    import torch
+
+    metrics = {**plain(metrics), "step": step}
+    fmt = checkpoint_format(sess)
+    state = {
+        **(state or {}),
+        "step": step,
+        "optimizer_steps": sess.optimizer_steps,
+        "micro_step": sess.micro_step,
+        "world_size": sess.world_size,
+        "strategy": sess.strategy,
+        "precision": sess.precision,
+        "format": fmt,
+        "final": final,
+        "metrics": metrics,
+    }
+    name = rundir.checkpoint_name(step)
+    if sess.local_run_dir:
+        # A directory of this name is left from before a fallback past a half-written
+        # checkpoint (Ray still tracks it and will delete it): never write into it.
+        n = 1
+        while (Path(sess.run_dir) / name).exists():
+            name = f"{rundir.checkpoint_name(step)}_{n}"
+            n += 1
+    tmp = tempfile.mkdtemp(prefix=f"orch-{name}-r{sess.rank}-")
+    try:
+        if fmt == "deepspeed":
+            # Each rank writes its ZeRO shards under deepspeed/<name>/; rank 0 also the
+            # module states. client_state travels with the engine checkpoint too.
+            sess.engine.save_checkpoint(
+                os.path.join(tmp, "deepspeed"),
+                tag=name,
+                client_state={"orch_state": state},
+                save_latest=False,
+            )
+        elif fmt == "dcp":
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_state_dict
+
+            model_sd, optim_sd = get_state_dict(sess.model, sess.optimizer)
+            dcp.save(
+                {"model": model_sd, "optimizer": optim_sd}, checkpoint_id=os.path.join(tmp, "dcp")
+            )
+        if sess.is_main:
+            if fmt == "torch":
+                torch.save(sess.unwrap().state_dict(), os.path.join(tmp, "model.pt"))
+                torch.save(
+                    {
+                        "optimizer": sess.optimizer.state_dict(),
+                        "scheduler": sess.scheduler.state_dict(),
+                        "scaler": sess.scaler.state_dict() if sess.scaler else None,
+                    },
+                    os.path.join(tmp, "optimizer.pt"),
+                )
+            elif fmt == "dcp":
+                torch.save(
+                    {
+                        "scheduler": sess.scheduler.state_dict(),
+                        "scaler": sess.scaler.state_dict() if sess.scaler else None,
+                    },
+                    os.path.join(tmp, "trainer.pt"),
+                )
+            _write_json(os.path.join(tmp, "state.json"), state)
+            _write_json(os.path.join(tmp, "config.json"), sess.config)
+        # A collective: every rank's shards are on disk before rank 0 writes the marker,
+        # which lists every rank's files so restore can tell a partial merge.
+        files = sess.all_gather_object(_walk(tmp))
+        if sess.is_main:
+            _write_json(
+                os.path.join(tmp, rundir.COMPLETE_MARKER),
+                {
+                    "step": step,
+                    "format": fmt,
+                    "world_size": sess.world_size,
+                    "files": sorted({f for rank_files in files for f in rank_files}),
+                },
+            )
+        _report(sess, tmp, name, metrics, row=row)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _report(sess, directory: str, name: str, metrics: dict, row: bool = True) -> None:
+    if row and sess.is_main and (sess.local_run_dir or not sess.in_ray):
+        sess.append_row({**metrics, "checkpoint": name})
+    has_files = any(True for _ in Path(directory).iterdir())
+    if sess.in_ray:
+        import ray.train
+
+        # Every rank with files reports them; Ray merges the directories into one.
+        ckpt = ray.train.Checkpoint.from_directory(directory) if has_files else None
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+    elif sess.run_dir:
+        dest = Path(sess.run_dir) / name
+        if sess.is_main and dest.exists():
+            shutil.rmtree(dest)
+        sess.barrier()
+        marker = Path(directory) / rundir.COMPLETE_MARKER
+        if has_files:
+            shutil.copytree(
+                directory,
+                dest,
+                dirs_exist_ok=True,
+                ignore=lambda d, names: [rundir.COMPLETE_MARKER] if d == directory else [],
+            )
+        sess.barrier()
+        if marker.exists():
+            shutil.copy2(marker, dest / rundir.COMPLETE_MARKER)
+
+
+# -- restoring -------------------------------------------------------------------------------
+
+
+def _offered(sess):
+    """A context manager yielding the directory of the checkpoint to resume from, or None:
+    Ray's (the run's latest, after a restart or a rerun), else config.resume_from."""
+    if sess.in_ray:
+        import ray.train
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is not None:
+            return ckpt.as_directory()
+    return contextlib.nullcontext(sess.config.get("resume_from") or None)
+
+
+def _newest_complete(sess, d: Path) -> Path:
+    """`d` if it is complete, else the newest complete checkpoint before it in its run dir.
+
+    A crash while a checkpoint was written leaves a directory without `_COMPLETE`; Ray may
+    still hand it out as the latest, so resume falls back rather than failing.
+    """
+    if rundir.is_complete(d):
+        return d
+    chosen = rundir.latest_complete(d.parent, before=d.name)
+    if chosen is None:
+        raise CheckpointError(
+            f"checkpoint {d} is incomplete (no {rundir.COMPLETE_MARKER} or missing files) and "
+            f"no older complete checkpoint is in {d.parent}; start fresh (orch run SPEC --fresh)"
+        )
+    if sess.is_main:
+        print(
+            f"[orch] {d.name} is incomplete (half-written?); falling back to {chosen.name}",
+            flush=True,
+        )
+    return chosen
+
+
+def restore(sess) -> dict | None:
+    """Load model/optimizer/schedule from the checkpoint to resume from; its state or None."""
+    with _offered(sess) as offered:
+        if offered is None:
+            # Starting from step 0 (also after a worker-group restart that came before any
+            # checkpoint was registered): rows of an earlier attempt would repeat steps.
+            sess.truncate_rows(0)
+            return None
+        d = _newest_complete(sess, Path(offered))
+        state = json.loads((d / "state.json").read_text())
+        fmt = state.get("format", "torch")
+        if fmt != checkpoint_format(sess):
+            raise CheckpointError(
+                f"checkpoint {d} was written by strategy {state.get('strategy')} "
+                f"({fmt} format); this run uses {sess.strategy} ({checkpoint_format(sess)}). "
+                "Resume with the same strategy, or start fresh (orch run SPEC --fresh)."
+            )
+        missing = rundir.missing_files(d)
+        if missing:
+            raise CheckpointError(f"checkpoint {d} is missing {', '.join(missing[:5])}")
+        try:
+            if fmt == "deepspeed":
+                _load_deepspeed(sess, d, state)
+            elif fmt == "dcp":
+                _load_dcp(sess, d)
+            else:
+                _load_torch(sess, d)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"checkpoint {d} does not fit this model: {str(exc).splitlines()[0]}"
+            ) from None
+        sess.optimizer_steps = state.get("optimizer_steps", 0)
+        sess.micro_step = state.get("micro_step", 0)
+        sess.restored_state = state
+        sess.truncate_rows(int(state.get("step", 0)))
+        sess.mark_logged(state.get("step", 0))
+        if sess.is_main:
+            print(f"[orch] resumed from {d.name} at step {state.get('step')} ({fmt})", flush=True)
+        return state
+
+
+def _load_torch(sess, d: Path) -> None:
+    import torch
+
+    model_state = torch.load(d / "model.pt", map_location=sess.device, weights_only=True)
+    sess.unwrap().load_state_dict(model_state)
+    opt = torch.load(d / "optimizer.pt", map_location=sess.device, weights_only=False)
+    sess.optimizer.load_state_dict(opt["optimizer"])
+    sess.scheduler.load_state_dict(opt["scheduler"])
+    if sess.scaler is not None and opt.get("scaler"):
+        sess.scaler.load_state_dict(opt["scaler"])
+
+
+def _load_dcp(sess, d: Path) -> None:
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    # Loads into this run's sharding (DCP reshards if the world size changed).
+    model_sd, optim_sd = get_state_dict(sess.model, sess.optimizer)
+    target = {"model": model_sd, "optimizer": optim_sd}
+    dcp.load(target, checkpoint_id=str(d / "dcp"))
+    set_state_dict(
+        sess.model,
+        sess.optimizer,
+        model_state_dict=target["model"],
+        optim_state_dict=target["optimizer"],
+    )
+    extra = torch.load(d / "trainer.pt", map_location="cpu", weights_only=False)
+    sess.scheduler.load_state_dict(extra["scheduler"])
+    if sess.scaler is not None and extra.get("scaler"):
+        sess.scaler.load_state_dict(extra["scaler"])
+
+
+def _load_deepspeed(sess, d: Path, state: dict) -> None:
+    tag = d.name if (d / "deepspeed" / d.name).is_dir() else None
+    if tag is None:
+        tags = sorted(p.name for p in (d / "deepspeed").glob("checkpoint_*") if p.is_dir())
+        if not tags:
+            raise CheckpointError(f"checkpoint {d} holds no DeepSpeed engine checkpoint")
+        tag = tags[-1]
+    saved_world = int(state.get("world_size", sess.world_size))
+    if saved_world != sess.world_size:
+        raise CheckpointError(
+            f"DeepSpeed checkpoint {d} was written by {saved_world} workers, this run has "
+            f"{sess.world_size}; resume with resources.workers={saved_world}"
+        )
+    path, _client = sess.engine.load_checkpoint(
+        str(d / "deepspeed"), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+    )
+    if path is None:
+        raise CheckpointError(f"DeepSpeed could not load {d / 'deepspeed' / tag}")
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Tensors and numpy scalars as Python numbers."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}
+
+
+def _walk(root: str) -> list[str]:
+    out = []
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            out.append(os.path.relpath(os.path.join(dirpath, f), root))
+    return out
+
+
+def _write_json(path: str, obj: Any) -> None:
+    with open(path, "w") as fh:
+        json.dump(obj, fh, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -1,0 +1,394 @@
+"""The Session: the one helper every training workload's loop uses, inside Ray Train or alone.
+
+    sess = worker.setup(config)                   # inside Ray Train, or alone (world size 1)
+    model, opt, sched = sess.prepare(build_model(args), args, total_steps)
+    start = sess.restore()                        # {"step": ..} from the latest checkpoint, or None
+    for x, y in loader:
+        with sess.autocast():
+            loss = F.cross_entropy(model(x), y)
+        sess.backward(loss)                       # accumulation, clipping, optimizer + LR step
+        sess.log({"loss": loss.item()}, step)
+        if sess.should_checkpoint(step): sess.save_checkpoint(step, {"loss": ..})
+    sess.finish({"accuracy": acc}, step)
+
+`strategy` (ddp | fsdp | deepspeed) and `precision` (fp32 | bf16 | fp16) come from the spec
+through the WorkerConfig; the workload never writes strategy code of its own. The parts live
+beside this module: wrap.py (DDP, FSDP2, DeepSpeed), precision.py, optim.py, checkpoint.py
+(three formats), faults.py (ORCH_FAULTS); metrics.jsonl belongs to orchestrator/rundir.py.
+Inside Ray Train the process group is already set up by TorchTrainer (gloo on CPU, nccl on
+GPU); alone it is a single process (or torchrun's group, for side-by-side baselines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from orchestrator import rundir
+from orchestrator.worker import checkpoint as ckpt
+from orchestrator.worker import precision as prec
+from orchestrator.worker import wrap
+from orchestrator.worker.config import WorkerConfig
+from orchestrator.worker.optim import OptimArgs, build_optimizer, build_scheduler
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _in_ray_train() -> bool:
+    try:
+        import ray.train
+
+        ray.train.get_context().get_world_size()
+        return True
+    except Exception:
+        return False
+
+
+@dataclass
+class Session:
+    """Per-process training state. Build it with `setup(config)`."""
+
+    strategy: str = "ddp"
+    precision: str = "fp32"
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    in_ray: bool = False
+    checkpoint_every: int = 100
+    seed: int = 0
+    run_dir: str | None = None
+    deepspeed: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the WorkerConfig, as a dict
+
+    model: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    scaler: Any = None
+    args: OptimArgs | None = None
+    micro_step: int = 0
+    optimizer_steps: int = 0
+    restored_state: dict | None = None  # state.json of the checkpoint restore() loaded
+    engine: Any = None  # the DeepSpeed engine, under strategy deepspeed
+    fsdp: bool = False  # True once the model is wrapped with fully_shard
+    _last_log_time: float = field(default_factory=time.perf_counter)
+    _last_log_step: int = 0
+
+    # -- device and precision ------------------------------------------------------------
+
+    @property
+    def device(self):
+        import torch
+
+        if torch.cuda.is_available() and self.config.get("use_gpu", False):
+            return torch.device("cuda", self.local_rank)
+        return torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        """Autocast context for the forward pass: bf16 on CPU or GPU, fp16 on GPU."""
+        return prec.autocast(self.precision, self.device.type, self.engine is not None)
+
+    # -- wrapping ------------------------------------------------------------------------
+
+    def prepare(self, model, args: OptimArgs, total_steps: int, params=None, fsdp_wrap=None):
+        """Move and wrap the model for the strategy; build optimizer and LR schedule.
+
+        Returns (model, optimizer, scheduler). Use the returned model for forward passes.
+        `total_steps` counts optimizer steps (for the LR schedule). `fsdp_wrap` (or the
+        workload module's FSDP_WRAP) picks the modules FSDP shards as units: layer classes
+        or their names, or a function model -> list of modules; default: each child module
+        that holds parameters.
+        """
+        self.args = args
+        model = model.to(self.device)
+        if self.strategy == "deepspeed":
+            cfg = wrap.deepspeed_config(
+                self.config.get("deepspeed_config"),
+                self.deepspeed,
+                self.config.get("train") or {},
+                args,
+                self.precision,
+                self.world_size,
+            )
+            self.engine, self.optimizer, self.scheduler, self.args = wrap.init_deepspeed(
+                model, args, total_steps, cfg, self.precision, self.device, params
+            )
+            self.model = self.engine
+            return self.engine, self.optimizer, self.scheduler
+        if self.strategy == "fsdp" and wrap.distributed():
+            model = wrap.wrap_fsdp(
+                model,
+                self.device.type,
+                self.world_size,
+                self.precision,
+                fsdp_wrap if fsdp_wrap is not None else self._fsdp_wrap(),
+            )
+            self.fsdp = True
+            optimizer = build_optimizer(params or model.parameters(), args)
+        elif self.strategy in ("ddp", "auto", "fsdp"):
+            # fsdp on one process without a process group: nothing to shard.
+            if self.world_size > 1:
+                model = wrap.wrap_ddp(model, self.device, self.local_rank)
+            optimizer = build_optimizer(params or model.parameters(), args, fused=True)
+        else:
+            raise ValueError(f"unknown strategy {self.strategy!r}; expected ddp, fsdp or deepspeed")
+        self.scaler = prec.grad_scaler(self.precision, self.device.type)
+        self.model, self.optimizer = model, optimizer
+        self.scheduler = build_scheduler(optimizer, args, total_steps)
+        return model, optimizer, self.scheduler
+
+    def _fsdp_wrap(self):
+        """The workload module's FSDP_WRAP, if it has one."""
+        if not self.config.get("workload"):
+            return None
+        try:
+            from orchestrator.spec import import_workload
+
+            return getattr(import_workload(self.config["workload"]), "FSDP_WRAP", None)
+        except ImportError:
+            return None
+
+    def unwrap(self, model=None):
+        model = model if model is not None else self.model
+        return getattr(model, "module", model)
+
+    # -- stepping ------------------------------------------------------------------------
+
+    def backward(self, loss) -> bool:
+        """Backward on one micro-batch; every `grad_accum` calls, clip and step.
+
+        Returns True when an optimizer step was taken.
+        """
+        import torch
+
+        assert self.args is not None, "call prepare() first"
+        if self.engine is not None:
+            # DeepSpeed scales by its gradient_accumulation_steps, clips (gradient_clipping)
+            # and steps optimizer and LR schedule at the boundary itself.
+            boundary = self.engine.is_gradient_accumulation_boundary()
+            self.engine.backward(loss)
+            self.engine.step()
+            self.micro_step += 1
+            if boundary:
+                self.optimizer_steps += 1
+            return boundary
+        accum = self.args.grad_accum
+        self.micro_step += 1
+        boundary = self.micro_step % accum == 0
+        scaled = loss / accum
+        if self.fsdp:
+            # FSDP2: skip the reduce-scatter on micro-batches that only accumulate.
+            self.model.set_requires_gradient_sync(boundary or accum == 1)
+            ctx = contextlib.nullcontext()
+        else:
+            sync = boundary or self.world_size == 1 or not hasattr(self.model, "no_sync")
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+        with ctx:
+            if self.scaler is not None:
+                self.scaler.scale(scaled).backward()
+            else:
+                scaled.backward()
+        if not boundary:
+            return False
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.args.grad_clip:
+            # Works on FSDP2's DTensor gradients too (the norm is reduced across shards).
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.optimizer_steps += 1
+        return True
+
+    # -- collectives ---------------------------------------------------------------------
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        import torch
+
+        if self.world_size == 1:
+            return list(values)
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        if self.world_size == 1 or not wrap.distributed():
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def throughput(self, step: int, samples_per_step: int) -> dict[str, float]:
+        """Samples/s and step time since the last call (global, across workers)."""
+        now = time.perf_counter()
+        steps = max(1, step - self._last_log_step)
+        dt = max(1e-9, now - self._last_log_time)
+        self._last_log_time, self._last_log_step = now, step
+        return {
+            "samples_per_s": steps * samples_per_step * self.world_size / dt,
+            "step_time_s": dt / steps,
+        }
+
+    def mark_logged(self, step: int) -> None:
+        """Throughput counts from `step` (a resumed run)."""
+        self._last_log_step = step
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        """Record metrics for `step` (no checkpoint). Every worker calls this; rank 0 writes.
+
+        With a local (or NFS) run directory, rank 0 appends to metrics.jsonl itself: a Ray
+        Train report is a barrier whose result queue the controller drains every couple of
+        seconds, so reporting every few steps would stall training. With a URI run directory
+        the metrics go through ray.train.report instead (slower, but they arrive).
+        """
+        metrics = {**ckpt.plain(metrics), "step": step}
+        # Sweeps (Tune schedulers such as ASHA) need every log as a Ray report.
+        report = self.config.get("report_metrics_to_ray", False)
+        if self.in_ray and (report or not self.local_run_dir):
+            import ray.train
+
+            ray.train.report(metrics)
+        if self.is_main and (self.local_run_dir or not self.in_ray):
+            self.append_row(metrics)
+
+    @property
+    def local_run_dir(self) -> bool:
+        """Whether rank 0 can append to the run directory's files itself."""
+        return bool(self.run_dir) and not rundir.is_uri(self.run_dir)
+
+    def append_row(self, row: dict[str, Any]) -> None:
+        """One metrics.jsonl row (alone, also printed)."""
+        row = {**row, "time": time.time()}
+        if self.local_run_dir:
+            rundir.append_metrics(self.run_dir, row)
+        if not self.in_ray:
+            print(json.dumps(row, default=float), flush=True)
+
+    def truncate_rows(self, after_step: int) -> None:
+        """On resume, drop rows past the checkpoint: those steps run again."""
+        if self.is_main and self.local_run_dir:
+            rundir.truncate_metrics(self.run_dir, after_step)
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def should_checkpoint(self, step: int) -> bool:
+        """True every `checkpoint.every_steps` steps. Workloads call it once per step, which
+        is also where ORCH_FAULTS injects a failure (orchestrator/worker/faults.py)."""
+        if self.config.get("faults"):
+            from orchestrator.worker import faults
+
+            faults.maybe_fail(self.config["faults"], step, self.rank, self.run_dir)
+        return step > 0 and step % self.checkpoint_every == 0
+
+    @property
+    def checkpoint_format(self) -> str:
+        return ckpt.checkpoint_format(self)
+
+    def save_checkpoint(
+        self,
+        step: int,
+        metrics: dict[str, Any],
+        state: dict | None = None,
+        final: bool = False,
+        row: bool = True,
+    ) -> None:
+        """Write and report a checkpoint (a collective: every worker calls it);
+        orchestrator/worker/checkpoint.py."""
+        ckpt.save(self, step, metrics, state=state, final=final, row=row)
+
+    def restore(self) -> dict | None:
+        """Load the latest checkpoint; returns its state, or None for a fresh start."""
+        return ckpt.restore(self)
+
+    def finish(self, metrics: dict[str, Any], step: int, state: dict | None = None) -> None:
+        """Final report: always with a checkpoint, so Ray's Result carries these metrics.
+
+        A run resumed from its own final checkpoint (its driver died after training had
+        ended) trains nothing: it reports that checkpoint's metrics again, and adds no second
+        row for the same step to metrics.jsonl.
+        """
+        done = self.restored_state or {}
+        again = bool(done.get("final")) and int(done.get("step", -1)) == step
+        if again and done.get("metrics"):
+            metrics = {k: v for k, v in done["metrics"].items() if k != "step"}
+        self.save_checkpoint(step, {**metrics, "done": 1}, state=state, final=True, row=not again)
+
+
+def setup(config: dict[str, Any]) -> Session:
+    """The Session of this process, from the config `orch run` passes to workers (a
+    WorkerConfig as a dict; orchestrator/worker/config.py). Validated here, once."""
+    cfg = WorkerConfig.model_validate(config)
+    in_ray = _in_ray_train()
+    rank, world, local = 0, 1, 0
+    if in_ray:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        rank, world, local = ctx.get_world_rank(), ctx.get_world_size(), ctx.get_local_rank()
+    elif int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun, for side-by-side baselines
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cfg.use_gpu else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+    seed_everything(cfg.seed)  # the same on every rank: identical initial weights
+    return Session(
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        rank=rank,
+        world_size=world,
+        local_rank=local,
+        in_ray=in_ray,
+        checkpoint_every=cfg.checkpoint.every_steps,
+        seed=cfg.seed,
+        run_dir=cfg.run_dir,
+        deepspeed=dict(cfg.deepspeed),
+        config=cfg.to_dict(),
+    )
+
+
+def distributed_sampler(dataset, sess: Session, shuffle: bool = True, drop_last: bool = False):
+    """A sampler that gives each worker a disjoint part of the dataset, reshuffled per epoch."""
+    from torch.utils.data import DistributedSampler
+
+    return DistributedSampler(
+        dataset,
+        num_replicas=sess.world_size,
+        rank=sess.rank,
+        shuffle=shuffle,
+        seed=sess.seed,
+        drop_last=drop_last,
+    )
