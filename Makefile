@@ -1,6 +1,6 @@
 # make demo   install into .venv (only when pyproject.toml changed) and train the MNIST MLP on local Ray
 # make test   install and run the whole CPU test suite (unit + integration on real local Ray)
-# make lint   ruff check + format check
+# make lint   ruff check + format check (.ci/run runs it before the tests)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin

@@ -361,24 +361,19 @@ SECTION_MODELS: dict[str, str] = {
 }
 
 
-def section_model(section: str) -> type[BaseModel] | None:
-    target = SECTION_MODELS.get(section)
-    if not target:
-        return None
-    module, _, attr = target.partition(":")
-    try:
-        return getattr(importlib.import_module(module), attr)
-    except (ModuleNotFoundError, AttributeError):
-        return None
+def section_model(section: str) -> type[BaseModel]:
+    """The model of an optional section, imported from the module that owns it."""
+    module, _, attr = SECTION_MODELS[section].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _section_errors(data: dict[str, Any]) -> list[FieldError]:
     errors: list[FieldError] = []
     for section in SECTION_MODELS:
         value = data.get(section)
-        model = section_model(section)
-        if value is None or model is None or not isinstance(value, dict):
+        if value is None or not isinstance(value, dict):
             continue
+        model = section_model(section)
         try:
             model.model_validate(value)
         except ValidationError as exc:

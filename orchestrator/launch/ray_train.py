@@ -75,15 +75,28 @@ def ray_objects(plan: RunPlan, callbacks: list | None = None) -> dict[str, Any]:
     }
 
 
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+# What the builder sets, shown even where it equals Ray's default.
+_ALWAYS = ("num_workers", "use_gpu", "name", "storage_path", "num_to_keep", "max_failures")
+
+
 def _shown(value: Any) -> Any:
+    """Ray's config objects as plain data: the fields set to other than Ray's defaults."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
+        shown = {
             f.name: _shown(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if getattr(value, f.name) != f.default
-            and getattr(value, f.name) != "DEPRECATED"
-            and f.name not in ("checkpoint_config", "failure_config")
+            if (f.name in _ALWAYS or getattr(value, f.name) not in (_default(f), "DEPRECATED"))
+            and f.name not in ("checkpoint_config", "failure_config")  # shown on their own
         }
+        return {k: v for k, v in shown.items() if v not in ({}, [])}  # filled in by Ray
     if isinstance(value, list | tuple):
         return [_shown(v) for v in value]
     if isinstance(value, dict):

@@ -156,12 +156,9 @@ class Session:
         """The workload module's FSDP_WRAP, if it has one."""
         if not self.config.get("workload"):
             return None
-        try:
-            from orchestrator.spec import import_workload
+        from orchestrator.spec import import_workload
 
-            return getattr(import_workload(self.config["workload"]), "FSDP_WRAP", None)
-        except ImportError:
-            return None
+        return getattr(import_workload(self.config["workload"]), "FSDP_WRAP", None)
 
     def unwrap(self, model=None):
         model = model if model is not None else self.model
