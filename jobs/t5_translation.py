@@ -35,7 +35,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orchestrator import worker
+from orchestrator import rundir, worker
 from orchestrator.worker import OptimArgs
 
 SHAPE_KEYS = (
@@ -428,6 +428,7 @@ def train_loop(config: dict) -> dict:
     args = Args.model_validate(config.get("train", {}))
     data = DataArgs.model_validate(config.get("data", {}))
     sess = worker.setup(config)
+    # The tokenizer copy of a pretrained model sits beside the checkpoints of a local run dir.
     run_dir = Path(sess.run_dir) if sess.local_run_dir else None
 
     splits = load_data(data)
@@ -575,18 +576,13 @@ def train_loop(config: dict) -> dict:
             f"chrF {b['chrf']:.2f} exact {b['exact_match']:.2%}"
         )
         print(f"\n{summary}\n{text}\n", flush=True)
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "examples.md").write_text(f"{summary}\n\n{md}")
-            with open(run_dir / "test_predictions.jsonl", "w", encoding="utf-8") as fh:
-                for p, gh, bh in zip(test, greedy, beam, strict=True):
-                    fh.write(
-                        json.dumps(
-                            {"source": p.source, "reference": p.target, "greedy": gh, "beam": bh},
-                            ensure_ascii=False,
-                        )
-                        + "\n"
-                    )
+        if sess.run_dir and sess.is_main:  # a local folder or a bucket alike
+            rundir.write_text(sess.run_dir, "examples.md", f"{summary}\n\n{md}")
+            predictions = "".join(
+                json.dumps({"source": p.source, "reference": p.target, "greedy": gh, "beam": bh},
+                           ensure_ascii=False) + "\n"
+                for p, gh, bh in zip(test, greedy, beam, strict=True))
+            rundir.write_text(sess.run_dir, "test_predictions.jsonl", predictions)
     sess.finish(final, step, state={**saved, **val, "cpu_s": final["cpu_s"]})
     return final
 

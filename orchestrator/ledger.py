@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from orchestrator import rundir
 from orchestrator.errors import OrchestratorError
 
 LEDGER_DIR = "_ledger"
@@ -93,8 +94,9 @@ def _ts(value: float | None):
     return int(value * 1_000_000)
 
 
-def ledger_dir(storage_path: str | Path) -> Path:
-    return Path(storage_path) / LEDGER_DIR
+def ledger_dir(storage_path: str | Path) -> str:
+    """<storage_path>/_ledger: a local path or a URI (orchestrator/rundir.py reads both)."""
+    return rundir.join(storage_path, LEDGER_DIR)
 
 
 def record(
@@ -141,24 +143,33 @@ def record(
         "extra": json.dumps(extra or {}, default=str, sort_keys=True),
     }
     table = pa.Table.from_pylist([row], schema=SCHEMA)
-    out_dir = ledger_dir(storage_path)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / f"{event_id}.parquet"
-    tmp = out_dir / f".{event_id}.parquet.tmp"
-    pq.write_table(table, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    return final
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    # One whole file (temp + rename) or one object (one PUT): a reader never sees half a row.
+    return rundir.write_bytes(
+        rundir.join(ledger_dir(storage_path), f"{event_id}.parquet"), buf.getvalue().to_pybytes()
+    )
 
 
 def read_events(storage_path: str | Path) -> pa.Table:
     """Every event, oldest first. Temporary files (a writer mid-write) are ignored."""
     d = ledger_dir(storage_path)
-    files = sorted(str(p) for p in d.glob("*.parquet")) if d.is_dir() else []
-    if not files:
+    names = [
+        n
+        for n, is_dir in rundir.list_dir(d)
+        if not is_dir and n.endswith(".parquet") and not n.startswith(".")
+    ]
+    if not names:
         return SCHEMA.empty_table()
-    tables = [pq.read_table(f, schema=SCHEMA) for f in files]
+    tables = []
+    for n in sorted(names):
+        try:
+            data = rundir.read_bytes(rundir.join(d, n))
+        except FileNotFoundError:
+            continue
+        tables.append(pq.read_table(pa.BufferReader(data), schema=SCHEMA))
+    if not tables:
+        return SCHEMA.empty_table()
     return pa.concat_tables(tables).sort_by("event_id")
 
 

@@ -2,17 +2,18 @@
 
     orch plan jobs/mnist_mlp.yaml resources.workers=4   # this plan and the Ray objects it becomes
 
-The plan is pure apart from reading what is already on disk (the run directory of a previous
-run with the same name, to say whether this run resumes, and a `--cluster-config` YAML) and
-the `ORCH_FAULTS` variable. It carries everything a launcher needs: the launchers
-(orchestrator/launch/) build Ray's objects from it and never go back to the spec.
+The plan is pure apart from reading what is already there (the run directory of a previous
+run with the same name, local or in a bucket, to say whether this run resumes; that the
+storage path answers; a `--cluster-config` YAML) and the `ORCH_FAULTS` variable. It carries
+everything a launcher needs: the launchers (orchestrator/launch/) build Ray's objects from it
+and never go back to the spec.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -36,6 +37,7 @@ class EnvRunners:
 @dataclass
 class RunPlan:
     run_name: str
+    run_id: str  # this launch: `<run name>-<8 hex>`, the ledger's run_id
     run_dir: str  # an absolute path or a URI (rundir.is_uri)
     storage_path: str  # absolute, or a URI (s3://, gs://)
     workload: str
@@ -102,10 +104,10 @@ class RunPlan:
 
 def check_same_model(spec: JobSpec, run_dir: str) -> None:
     """Refuse to resume a run whose saved spec has another model shape."""
-    saved = Path(run_dir) / rundir.SPEC_FILE
-    if not saved.exists():
+    try:
+        old = yaml.safe_load(rundir.read_text(rundir.join(run_dir, rundir.SPEC_FILE))) or {}
+    except FileNotFoundError:
         return
-    old = yaml.safe_load(saved.read_text()) or {}
     if old.get("workload") != spec.workload:
         raise CheckpointError(
             f"run '{spec.name}' in {run_dir} was a '{old.get('workload')}' job, this spec is "
@@ -195,6 +197,7 @@ def plan(
     if fresh:
         name = f"{name}__{time.strftime('%Y%m%d-%H%M%S')}"
     storage = rundir.resolve_storage(spec.storage_path)
+    rundir.check_storage(storage)  # an unreachable bucket: one clear error, nothing started
     run_dir = rundir.run_dir(storage, name)
     if kind == "rllib":
         errors = _rllib_errors(spec, run_dir)
@@ -232,12 +235,11 @@ def plan(
     resumes, resumes_step = None, None
     if resume_from:
         resumes = resume_from
-    elif not rundir.is_uri(run_dir):
-        ck = rundir.latest_complete(run_dir)
-        if ck is not None:
-            resumes = str(ck)
+    else:
+        resumes = rundir.latest_complete(run_dir)  # local or in the bucket
+        if resumes is not None:
             check_same_model(spec, run_dir)
-    if resumes and not rundir.is_uri(resumes):
+    if resumes:
         state = rundir.read_state(resumes)
         step = state.get("env_steps" if kind == "rllib" else "step")
         if kind == "rllib" and step is None:
@@ -247,9 +249,11 @@ def plan(
         resumes_step = int(step) if step is not None else None
 
     runners = env_runners(spec) if kind == "rllib" else None
+    run_id = f"{name}-{uuid.uuid4().hex[:8]}"
     worker = WorkerConfig(
         workload=spec.workload,
         run_name=name,
+        run_id=run_id,
         run_dir=run_dir,
         train=dict(spec.train),
         data=dict(spec.data),
@@ -267,6 +271,7 @@ def plan(
     )
     return RunPlan(
         run_name=name,
+        run_id=run_id,
         run_dir=run_dir,
         storage_path=storage,
         workload=spec.workload,

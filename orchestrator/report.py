@@ -215,10 +215,58 @@ class Target:
     ledger_row: dict[str, Any] | None
     rows: list[dict[str, Any]]  # every ledger row (latest per run) found near it
     storage: Path
+    uri: str = ""  # a run in a bucket: where it is (run_dir is its local mirror)
+
+
+SIZES_FILE = ".orch-sizes.json"  # a mirror's record of its checkpoints' real sizes
+
+
+def mirror(uri: str) -> Path:
+    """A local copy of a run (or sweep) directory in a bucket, for reports: every file but
+    checkpoint payloads (a checkpoint keeps its marker, its state.json and, in SIZES_FILE,
+    its real size), and the metrics as one metrics.jsonl. Refreshed on every call."""
+    import hashlib
+    import shutil
+
+    import pyarrow.fs as pafs
+
+    cache = Path(os.environ.get("ORCH_CACHE", Path.home() / ".cache" / "orch")) / "mirror"
+    out = cache / f"{hashlib.sha256(uri.encode()).hexdigest()[:16]}-{rundir.basename(uri)}"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    fs, root = rundir.filesystem(uri)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    sizes: dict[str, int] = {}
+    for info in infos:
+        rel = info.path[len(root) :].lstrip("/")
+        parts = rel.split("/")
+        ck = next((i for i, part in enumerate(parts) if part.startswith("checkpoint_")), None)
+        if info.type != pafs.FileType.File or parts[0] == rundir.METRICS_DIR:
+            continue
+        if ck is not None:
+            key = "/".join(parts[: ck + 1])
+            sizes[key] = sizes.get(key, 0) + info.size
+            if parts[-1] not in (rundir.COMPLETE_MARKER, "state.json") or len(parts) != ck + 2:
+                continue
+        dest = out / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(rundir.read_bytes(rundir.join(uri, rel)))
+    for key in sizes:
+        (out / key).mkdir(parents=True, exist_ok=True)
+    (out / SIZES_FILE).write_text(json.dumps(sizes))
+    for d in {out, *(p.parent for p in out.rglob(rundir.SPEC_FILE))}:  # the run and trials
+        rel = d.relative_to(out).as_posix()
+        rows = rundir.read_metrics(uri if rel == "." else rundir.join(uri, rel))
+        if rows:
+            (d / rundir.METRICS_FILE).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return out
 
 
 def resolve(target: str, storage_path: str | Path = "runs") -> Target:
-    """A run directory path, or a run name / run id / sweep id under storage_path."""
+    """A run directory path, or a run name / run id / sweep id under storage_path (a local
+    folder or a bucket: a run in a bucket is mirrored locally, see mirror())."""
+    if rundir.is_uri(target) or rundir.is_uri(storage_path):
+        return _resolve_remote(target, str(storage_path))
     storage = Path(storage_path).expanduser()
     p = Path(target).expanduser()
     candidates: list[Path] = []
@@ -259,6 +307,29 @@ def resolve(target: str, storage_path: str | Path = "runs") -> Target:
         f"no run directory '{target}' and no run or sweep of that name under {storage} "
         f"(give a run directory, or --storage-path where the runs live){hint}"
     )
+
+
+def _resolve_remote(target: str, storage: str) -> Target:
+    from orchestrator import ledger
+
+    storage = storage.rstrip("/")
+    if rundir.is_uri(target):
+        uri, storage = target.rstrip("/"), rundir.parent(target.rstrip("/"))
+    else:
+        uri = rundir.join(storage, target)
+    rows = ledger.latest_by_run(storage)
+    if not rundir.exists(uri):
+        named = [r for r in rows if target in (r["run_name"], r["run_id"], r["sweep_id"])]
+        if not named or not named[-1]["run_dir"]:
+            raise RunNotFoundError(
+                f"no run directory '{target}' and no run or sweep of that name under {storage}"
+            )
+        uri = next((r for r in named if r["kind"] == "sweep"), named[-1])["run_dir"]
+    local = mirror(uri)
+    mine = [r for r in rows if (r["run_dir"] or "").rstrip("/") == uri]
+    sweep = next((r for r in mine if r["kind"] == "sweep"), None)
+    kind = "sweep" if sweep is not None or (local / "sweep.json").exists() else "run"
+    return Target(kind, local, sweep or (mine[-1] if mine else None), rows, Path("."), uri)
 
 
 def _storage_of(run_dir: Path, rows: list[dict[str, Any]], default: Path) -> Path:
@@ -523,7 +594,12 @@ def checkpoints(run: Run) -> list[dict[str, Any]]:
     for d in sorted(run.run_dir.glob("checkpoint_*")):
         if not d.is_dir():
             continue
-        size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+        sizes = (
+            _json((run.run_dir / SIZES_FILE).read_text())
+            if (run.run_dir / SIZES_FILE).exists()
+            else {}
+        )
+        size = sizes.get(d.name, sum(f.stat().st_size for f in d.rglob("*") if f.is_file()))
         m = re.search(r"(\d+)$", d.name)
         row = at.get(d.name, {})
         out.append(
@@ -918,8 +994,12 @@ def report(
 ) -> Path:
     """Write the report of a run or a sweep; returns the path of its index.html."""
     t = resolve(target, storage_path)
+    if t.uri and out_dir is None:  # a run in a bucket: the page here, a copy beside the run
+        out_dir = Path.cwd() / "reports" / rundir.basename(t.uri)
     if t.kind == "sweep":
-        return write_sweep_report(t, Path(out_dir) if out_dir else None)
+        index = write_sweep_report(t, Path(out_dir) if out_dir else None)
+        _upload_report(t, index)
+        return index
     run = load_run(t.run_dir, t.ledger_row)
     sweep_link = None
     if run.sweep_id:
@@ -928,9 +1008,16 @@ def report(
         )
         if sweep_row and sweep_row["run_dir"]:
             sweep_link = (run.sweep_id, Path(sweep_row["run_dir"]) / REPORT_DIR / "index.html")
-    return write_run_report(
+    index = write_run_report(
         run, Path(out_dir) if out_dir else None, sweep_link=sweep_link, ledger_rows=t.rows
     )
+    _upload_report(t, index)
+    return index
+
+
+def _upload_report(t: Target, index: Path) -> None:
+    if t.uri:
+        rundir.upload_dir(index.parent, rundir.join(t.uri, REPORT_DIR))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,10 +20,11 @@ RLLIB_MARKER = "rllib_checkpoint.json"  # a checkpoint RLlib wrote itself (no _C
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory (ours, or RLlib's own), or a run directory's newest complete
     checkpoint."""
-    p = Path(path)
-    if (p / RLLIB_MARKER).exists() and not (p / rundir.COMPLETE_MARKER).exists():
-        return p
-    return rundir.resolve_checkpoint(p)
+    if not rundir.is_uri(path):
+        p = Path(path)
+        if (p / RLLIB_MARKER).exists() and not (p / rundir.COMPLETE_MARKER).exists():
+            return p
+    return rundir.resolve_checkpoint(path)  # a checkpoint in a bucket is downloaded
 
 
 def rollout(
@@ -64,7 +65,7 @@ def _workload_of(checkpoint: Path) -> str:
     """The workload that wrote a checkpoint (its run's spec.resolved.yaml), default cartpole_dqn."""
     import yaml
 
-    saved = checkpoint.parent / rundir.SPEC_FILE
+    saved = rundir.run_spec_of(checkpoint)
     if saved.exists():
         name = (yaml.safe_load(saved.read_text()) or {}).get("workload")
         if name and getattr(import_workload(name), "KIND", "") == "rllib":

@@ -285,10 +285,23 @@ def sample_system(session_dir: str | None = None) -> dict[str, float]:
 
 
 class _TensorBoard:
-    def __init__(self, run_dir: Path):
+    """Event files in the run directory. A URI run dir gets them written to a local folder
+    first and uploaded (whole files, at most every `upload_every` s, and at the end)."""
+
+    def __init__(self, run_dir: str, upload_every: float = 10.0):
+        import tempfile
+
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=5)
+        self.run_dir, self.upload_every, self._uploaded = run_dir, upload_every, 0.0
+        self.staging = tempfile.mkdtemp(prefix="orch-tb-") if rundir.is_uri(run_dir) else None
+        self.writer = SummaryWriter(log_dir=self.staging or run_dir, flush_secs=5)
+
+    def _upload(self, force: bool = False) -> None:
+        if self.staging and (force or time.time() - self._uploaded > self.upload_every):
+            self.writer.flush()
+            rundir.upload_dir(self.staging, self.run_dir)
+            self._uploaded = time.time()
 
     def scalars(self, values: dict[str, float], step: int, wall: float | None) -> None:
         for k, v in values.items():
@@ -318,9 +331,15 @@ class _TensorBoard:
 
     def flush(self) -> None:
         self.writer.flush()
+        self._upload()
 
     def close(self) -> None:
         self.writer.close()
+        self._upload(force=True)
+        if self.staging:
+            import shutil
+
+            shutil.rmtree(self.staging, ignore_errors=True)
 
 
 class _MLflow:
@@ -400,14 +419,19 @@ class _MLflow:
             chunk, self.pending = self.pending[: self.BATCH], self.pending[self.BATCH :]
             self.client.log_batch(self.run_id, metrics=chunk)
 
-    def finish(self, status: str, run_dir: Path) -> None:
+    def finish(self, status: str, run_dir: str) -> None:
+        import tempfile
+
         self.flush()
         self.client.set_tag(self.run_id, "orch.status", status)
-        for name in ("spec.resolved.yaml", "summary.json"):
-            path = run_dir / name
-            if path.exists():
+        with tempfile.TemporaryDirectory(prefix="orch-mlflow-") as tmp:
+            for name in ("spec.resolved.yaml", "summary.json"):
                 try:
+                    path = Path(tmp) / name
+                    path.write_bytes(rundir.read_bytes(rundir.join(run_dir, name)))
                     self.client.log_artifact(self.run_id, str(path))
+                except FileNotFoundError:
+                    continue
                 except Exception as exc:  # noqa: BLE001 - artifacts are a nicety
                     warnings.warn(f"MLflow: could not upload {name}: {exc}", stacklevel=2)
         mlflow_status = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "STOPPED": "KILLED"}.get(
@@ -435,18 +459,12 @@ def ensure_experiment(client, uri: str, name: str) -> str:
         return exp.experiment_id
 
 
-def _read_state(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((run_dir / STATE_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
+def _read_state(run_dir: str) -> dict[str, Any]:
+    return rundir.read_json(run_dir, STATE_FILE)
 
 
-def _write_state(run_dir: Path, update: dict[str, Any]) -> None:
-    state = {**_read_state(run_dir), **update}
-    tmp = run_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    os.replace(tmp, run_dir / STATE_FILE)
+def _write_state(run_dir: str, update: dict[str, Any]) -> None:
+    rundir.write_json(run_dir, STATE_FILE, {**_read_state(run_dir), **update})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,7 +499,7 @@ class RunTracker:
         tail: bool = True,
         poll_every: float = 1.0,
     ):
-        self.run_dir = Path(run_dir)
+        self.run_dir = str(run_dir)
         self.spec = spec
         self.config = config or settings(spec)
         self.run_name, self.run_id, self.sweep_id, self.kind = run_name, run_id, sweep_id, kind
@@ -489,11 +507,13 @@ class RunTracker:
         self.console = console
         self.tail = tail
         self.poll_every = poll_every
-        self.metrics_path = rundir.metrics_path(self.run_dir)
-        exists = self.metrics_path.exists()
-        self.offset = 0 if from_start or not exists else self.metrics_path.stat().st_size
-        self._inode = self.metrics_path.stat().st_ino if exists else None
-        self._start_offset = self.offset
+        # Rows already there when it starts were sent by an earlier launch (from_start: send
+        # them too); the first new step is where TensorBoard's history restarts.
+        before = [] if from_start else rundir.read_metrics(self.run_dir)
+        self._first_step = int(rundir._step(before[-1])) + 1 if before else 0
+        self._rows_tail = rundir.MetricsTail(self.run_dir, from_start=from_start)
+        self._sent: list[dict[str, Any]] = []  # replayed to MLflow when it opens late
+        self._system: list[dict[str, Any]] = []  # system.jsonl of a URI run dir, whole
         self.backends: dict[str, Any] = {}
         self.last_step = 0
         self.last_time: float | None = None
@@ -511,11 +531,12 @@ class RunTracker:
     def start(self) -> RunTracker:
         """Open TensorBoard now and MLflow in the tracker thread (a slow or unreachable
         tracking server, or a new SQLite store creating its tables, never delays training)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not rundir.is_uri(self.run_dir):
+            Path(self.run_dir).mkdir(parents=True, exist_ok=True)
         if self.config.tensorboard:
             self._open("tensorboard", lambda: _TensorBoard(self.run_dir))
             if "tensorboard" in self.backends:
-                self.backends["tensorboard"].restart(self._first_new_step())
+                self.backends["tensorboard"].restart(self._first_step)
                 self.backends["tensorboard"].text("spec", "```yaml\n" + _yaml(self.spec) + "\n```")
         if self.tail and self.config.mlflow:
             self._opener = threading.Thread(
@@ -538,7 +559,7 @@ class RunTracker:
             "orch.run_id": self.run_id,
             "orch.workload": self.workload,
             "orch.kind": self.kind,
-            "orch.run_dir": str(self.run_dir.resolve()),
+            "orch.run_dir": self.run_dir,
             **self.config.tags,
         }
         if self.sweep_id:
@@ -559,7 +580,7 @@ class RunTracker:
                 self.backends["mlflow"] = backend
 
     def _replay_to(self, backend) -> None:
-        for row in read_rows(self.metrics_path, self._start_offset, self.offset):
+        for row in self._sent:
             step, values, wall = self._values(row)
             backend.scalars(values, step, wall)
         backend.flush()
@@ -574,6 +595,13 @@ class RunTracker:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.poll()
+        if self._system:
+            try:
+                rundir.write_text(
+                    self.run_dir, SYSTEM_FILE, "".join(json.dumps(r) + "\n" for r in self._system)
+                )
+            except rundir.StorageError:
+                pass
         final = numeric_items(metrics or {})
         if "tensorboard" in self.backends:
             self._safe("tensorboard", lambda b: b.hparams(hparams_of(self.spec), final, status))
@@ -591,69 +619,22 @@ class RunTracker:
     # -- rows ----------------------------------------------------------------------------
 
     def poll(self) -> int:
-        """Send whole rows appended to metrics.jsonl since the last poll; returns how many."""
+        """Send the whole rows written since the last poll; returns how many. A history cut
+        back by a restarted worker group (rows past its checkpoint dropped, to be recomputed)
+        marks a restart in TensorBoard, whose reader then drops the steps after it."""
         with self._lock:
-            if not self.metrics_path.exists():
+            try:
+                rows, restarted = self._rows_tail.poll()
+            except Exception:  # noqa: BLE001 - storage hiccup: the next poll catches up
                 return 0
-            st = self.metrics_path.stat()
-            size = st.st_size
-            replaced = self._inode is not None and st.st_ino != self._inode
-            self._inode = st.st_ino
-            # Rewritten (os.replace) or shorter: a restarted worker group dropped the rows
-            # after its checkpoint and recomputes them.
-            if replaced or size < self.offset:
-                self.offset = 0 if size == 0 else self._offset_after(self.last_step, self.last_time)
-                kept = self._last_step_before(self.offset)
-                self._safe("tensorboard", lambda b: b.restart(kept + 1))
-            with open(self.metrics_path, "rb") as fh:
-                fh.seek(self.offset)
-                chunk = fh.read()
-            end = chunk.rfind(b"\n") + 1
-            self.offset += end
-            n = 0
-            for row in rundir.parse_rows(chunk[:end].decode(errors="replace")):
+            if restarted is not None:
+                self._safe("tensorboard", lambda b: b.restart(restarted + 1))
+            for row in rows:
                 self._send(row)
-                n += 1
-            if n:
+            if rows:
                 for name in list(self.backends):
                     self._safe(name, lambda b: b.flush())
-            return n
-
-    def _first_new_step(self) -> int:
-        """The step after the last row already in metrics.jsonl (0 for a fresh run)."""
-        return self._last_step_before(self.offset) + 1 if self.offset else 0
-
-    def _last_step_before(self, offset: int) -> int:
-        last = -1
-        with open(self.metrics_path, "rb") as fh:
-            for line in fh.read(offset).splitlines():
-                try:
-                    step = json.loads(line).get("step")
-                except (json.JSONDecodeError, AttributeError):
-                    continue
-                if isinstance(step, (int, float)):
-                    last = int(step)
-        return last
-
-    def _offset_after(self, step: int, when: float | None) -> int:
-        """Where the rows not yet sent begin: after the last row written before `when` (the
-        time of the last row sent), else after the last row at or before `step`."""
-        offset = 0
-        with open(self.metrics_path, "rb") as fh:
-            for line in fh:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    offset += len(line)
-                    continue
-                t = row.get("time")
-                if when is not None and isinstance(t, (int, float)):
-                    if t > when:
-                        break
-                elif row.get("step", -1) > step:
-                    break
-                offset += len(line)
-        return offset
+            return len(rows)
 
     def log_row(self, row: dict[str, Any]) -> None:
         """Send one row directly (for launchers that do not write metrics.jsonl)."""
@@ -676,6 +657,8 @@ class RunTracker:
             self.last_time = float(wall)
         self.rows += 1
         self.rows_sent += 1
+        if "mlflow" not in self.backends and self.config.mlflow:
+            self._sent.append(row)
         for name in list(self.backends):
             self._safe(name, lambda b: b.scalars(values, step, wall))
 
@@ -695,9 +678,18 @@ class RunTracker:
             return None
         row = {"time": now, "step": self.last_step, **values}
         try:
-            with open(self.run_dir / SYSTEM_FILE, "a") as fh:
-                fh.write(json.dumps(row) + "\n")
-        except OSError:
+            if rundir.is_uri(self.run_dir):  # no append on object storage: the file, whole
+                self._system.append(row)
+                if len(self._system) % 10 == 1:
+                    rundir.write_text(
+                        self.run_dir,
+                        SYSTEM_FILE,
+                        "".join(json.dumps(r) + "\n" for r in self._system),
+                    )
+            else:
+                with open(Path(self.run_dir) / SYSTEM_FILE, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+        except (OSError, rundir.StorageError):
             pass
         with self._lock:
             for name in list(self.backends):
@@ -735,17 +727,6 @@ class RunTracker:
             warnings.warn(text, stacklevel=3)
 
 
-def read_rows(path: Path, start: int, end: int) -> list[dict[str, Any]]:
-    """The JSON rows of a metrics file between two byte offsets."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            chunk = fh.read(max(0, end - start))
-    except OSError:
-        return []
-    return rundir.parse_rows(chunk.decode(errors="replace"))
-
-
 def _yaml(obj: Any) -> str:
     import yaml
 
@@ -757,12 +738,9 @@ def _yaml(obj: Any) -> str:
 
 
 def start(plan, *, run_id: str = "", sweep_id: str = "", console=None) -> RunTracker | None:
-    """Start tracking a RunPlan's run (Ray Train or RLlib launcher). None when the run
-    directory is not local (s3://...: rank 0 cannot append metrics.jsonl there) or when
-    tracking is wholly off. Never raises."""
+    """Start tracking a RunPlan's run (Ray Train or RLlib launcher), local run dir or bucket
+    alike. None when tracking is wholly off. Never raises."""
     try:
-        if rundir.is_uri(plan.run_dir):
-            return None
         spec = plan.resolved_spec
         cfg = settings(spec)
         if not cfg.tensorboard and not cfg.mlflow:
@@ -799,15 +777,13 @@ def track_finished_run(run_dir: str | Path, *, status: str = "", console=None) -
     was configured, or by a launcher without the hook): `orch track RUN`-style backfill."""
     import yaml
 
-    run_dir = Path(run_dir)
-    spec = yaml.safe_load((run_dir / "spec.resolved.yaml").read_text()) or {}
-    summary = {}
-    if (run_dir / "summary.json").exists():
-        summary = json.loads((run_dir / "summary.json").read_text())
+    run_dir = str(run_dir)
+    spec = yaml.safe_load(rundir.read_text(rundir.join(run_dir, rundir.SPEC_FILE))) or {}
+    summary = rundir.read_json(run_dir, rundir.SUMMARY_FILE)
     tracker = RunTracker(
         run_dir,
         spec,
-        run_name=summary.get("run_name") or run_dir.name,
+        run_name=summary.get("run_name") or rundir.basename(run_dir),
         run_id=summary.get("run_id", ""),
         console=console,
         from_start=True,

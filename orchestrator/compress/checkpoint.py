@@ -29,8 +29,8 @@ class Loaded:
     config: dict[str, Any]
     workload: str
     module: Any
-    checkpoint_dir: Path
-    run_dir: Path
+    checkpoint_dir: Path  # local (a checkpoint in a bucket is downloaded)
+    run_dir: str  # the run it came from: a local path or a URI
 
 
 def load_checkpoint(path: str | Path, workload: str | None = None) -> Loaded:
@@ -41,10 +41,11 @@ def load_checkpoint(path: str | Path, workload: str | None = None) -> Loaded:
 
     from orchestrator.spec import import_workload
 
-    ckpt = rundir.resolve_checkpoint(path)
-    run_dir = ckpt.parent
+    found = rundir.find_checkpoint(path)
+    ckpt = rundir.resolve_checkpoint(found)
+    run_dir = rundir.parent(found)
     config = rundir.read_json(ckpt, "config.json")
-    spec_file = run_dir / rundir.SPEC_FILE
+    spec_file = rundir.run_spec_of(ckpt)
     spec_data = yaml.safe_load(spec_file.read_text()) if spec_file.exists() else {}
     name = workload or config.get("workload") or (spec_data or {}).get("workload")
     if not name:

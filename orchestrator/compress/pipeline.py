@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from orchestrator import rundir
 from orchestrator.compress.adapters import Adapter, adapter_for_workload
 from orchestrator.compress.checkpoint import load_checkpoint
 from orchestrator.compress.export import export_all
@@ -150,19 +152,27 @@ def compress_checkpoint(
         loaded.workload, loaded.module, loaded.config, loaded.model
     )
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(spec.out) if spec.out else loaded.run_dir / f"compress_{stamp}"
+    # Beside the checkpoints: in a bucket, written locally first and uploaded at the end.
+    dest = spec.out or rundir.join(loaded.run_dir, f"compress_{stamp}")
+    out = Path(tempfile.mkdtemp(prefix="orch-compress-")) if rundir.is_uri(dest) else Path(dest)
     parent = parent_run or source_run_id(loaded.run_dir)
-    storage = loaded.run_dir.parent
+    storage = rundir.parent(loaded.run_dir)
+    run_name = rundir.basename(loaded.run_dir)
     started = time.time()
     try:
         result = compress_model(loaded.model, adapter, spec, out, log)
+        if rundir.is_uri(dest):
+            rundir.upload_dir(out, dest)
+            result.out_dir = dest
+            for e in result.exports:
+                e["path"] = rundir.join(dest, Path(e["path"]).name)
     except Exception as exc:
         failed = CompressResult([], [], str(out))
         record_ledger(
             storage,
             failed,
             parent_run=parent,
-            run_name=loaded.run_dir.name,
+            run_name=run_name,
             workload=loaded.workload,
             checkpoint=str(loaded.checkpoint_dir),
             spec=spec,
@@ -175,7 +185,7 @@ def compress_checkpoint(
         storage,
         result,
         parent_run=parent,
-        run_name=loaded.run_dir.name,
+        run_name=run_name,
         workload=loaded.workload,
         checkpoint=str(loaded.checkpoint_dir),
         spec=spec,

@@ -12,28 +12,30 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
+from orchestrator import rundir
 from orchestrator.compress.measure import StageRow
 from orchestrator.compress.report import CompressResult
 from orchestrator.compress.spec import CompressSpec
 
 
-def source_run_id(run_dir: Path) -> str:
-    """The ledger run_id of the run that wrote `run_dir`, or the run dir's name if unrecorded."""
+def source_run_id(run_dir: str) -> str:
+    """The ledger run_id of the run that wrote `run_dir` (a local path or a URI), or the run
+    dir's name if unrecorded."""
     from orchestrator import ledger
 
+    name = rundir.basename(run_dir)
     try:
-        rows = ledger.latest_by_run(run_dir.parent)
+        rows = ledger.latest_by_run(rundir.parent(run_dir))
     except Exception:  # noqa: BLE001 - an unreadable ledger must not block compression
         rows = []
     matches = [
         r
         for r in rows
-        if Path(r["run_dir"] or "").resolve() == run_dir.resolve() or r["run_name"] == run_dir.name
+        if (r["run_dir"] or "").rstrip("/") == str(run_dir).rstrip("/") or r["run_name"] == name
     ]
-    return matches[-1]["run_id"] if matches else run_dir.name
+    return matches[-1]["run_id"] if matches else name
 
 
 def headline(rows: list[StageRow]) -> dict[str, Any]:
@@ -57,7 +59,7 @@ def headline(rows: list[StageRow]) -> dict[str, Any]:
 
 
 def record_ledger(
-    storage_path: Path,
+    storage_path: str,
     result: CompressResult,
     *,
     parent_run: str,
@@ -84,7 +86,7 @@ def record_ledger(
         end_time=time.time(),
         metrics=headline(result.rows) if result.rows else {},
         run_dir=result.out_dir,
-        latest_checkpoint=str(Path(result.out_dir) / "model.pt") if result.out_dir else "",
+        latest_checkpoint=rundir.join(result.out_dir, "model.pt") if result.out_dir else "",
         error=error,
         parent_run=parent_run,
         kind="compress",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -59,7 +58,7 @@ class RunLifecycle:
     ):
         self.plan, self.console, self.address, self.sweep_id = plan, console, address, sweep_id
         self.line, self.ray = line, ray
-        self.run_id = f"{plan.run_name}-{uuid.uuid4().hex[:8]}"
+        self.run_id = plan.run_id
         self.state = RunState()
         self.extra = {
             "resumes_from": plan.resumes_from or "",
@@ -95,8 +94,26 @@ class RunLifecycle:
         self.state.to(JobStatus.RUNNING)
         self._record(JobStatus.RUNNING)
         self.console.print(banner, soft_wrap=True)
-        self.tail = Tail(self.plan.run_dir, self.console, self.line)
+        self.tail = Tail(self.plan.run_dir, self.console, self.line, run_id=self.run_id)
         self.tail.start()
+
+    def attempts(self) -> dict[str, Any]:
+        """What the workers recorded of each start of their group (worker/session.py): how
+        many restarts, the step the last one resumed from, where the workers ran."""
+        try:
+            got = rundir.read_attempts(self.plan.run_dir, self.run_id)
+        except rundir.StorageError:
+            return {}
+        if not got:
+            return {}
+        out: dict[str, Any] = {
+            "attempts": len(got),
+            "restarts": len(got) - 1,
+            "workers": got[-1].get("workers", []),
+        }
+        if len(got) > 1 or got[-1].get("resumed_from_step") is not None:
+            out["resumed_from_step"] = got[-1].get("resumed_from_step")
+        return out
 
     # -- the whole life ------------------------------------------------------------------
 
@@ -110,6 +127,9 @@ class RunLifecycle:
         from orchestrator.spec import dump_yaml
 
         p = self.plan
+        # A bucket that cannot be reached or written: one clear error (exit 2) before any
+        # file, ledger row or Ray.
+        rundir.check_storage(p.storage_path, write=True)
         rundir.write_text(p.run_dir, rundir.SPEC_FILE, dump_yaml(p.resolved_spec))
         rundir.write_text(p.run_dir, rundir.PLAN_FILE, p.to_yaml(ray=self.ray))
         if p.resumes_from_step is not None:
@@ -152,6 +172,8 @@ class RunLifecycle:
             metrics, checkpoint = outcome if outcome is not None else final(self)
             metrics = clean_metrics(metrics)
             ended = time.time()
+            attempts = self.attempts()
+            self.extra.update(attempts)
             self._record(
                 self.state.status,
                 end_time=ended,
@@ -171,8 +193,9 @@ class RunLifecycle:
             "checkpoint": checkpoint,
             "run_dir": p.run_dir,
             "wall_time_s": ended - self.started,
-            "resumed_from_step": p.resumes_from_step,
+            "resumed_from_step": attempts.get("resumed_from_step", p.resumes_from_step),
             "error": error,
+            **{k: v for k, v in attempts.items() if k != "resumed_from_step"},
         }
         if after is not None:
             after(self, summary)

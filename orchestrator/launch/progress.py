@@ -56,17 +56,24 @@ def rllib_line(row: dict[str, Any]) -> str:
 
 
 class Tail(threading.Thread):
-    """Prints the rows appended to a run's metrics.jsonl after it started (whole lines only;
-    a torn line is skipped, as every reader of the file does)."""
+    """Prints the rows a run writes after it started (whole rows only: a torn line is skipped,
+    as every reader of the metrics does), from a local metrics.jsonl or a bucket's chunks."""
 
     def __init__(
-        self, run_dir: str, console, line: Callable[[dict[str, Any]], str], every: float = 0.5
+        self,
+        run_dir: str,
+        console,
+        line: Callable[[dict[str, Any]], str],
+        every: float = 0.5,
+        run_id: str = "",
     ):
         super().__init__(daemon=True, name="orch-progress")
-        self.path = rundir.metrics_path(run_dir)
-        self.console, self.line, self.every = console, line, every
+        self.run_dir, self.run_id, self.attempts = run_dir, run_id, 0
+        self.rows = rundir.MetricsTail(run_dir)
+        self.console, self.line = console, line
+        # A bucket is listed every 2 s at most: one LIST per poll.
+        self.every = max(every, 2.0) if rundir.is_uri(run_dir) else every
         self.stop_event = threading.Event()
-        self.offset = self.path.stat().st_size if self.path.exists() else 0
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -76,18 +83,34 @@ class Tail(threading.Thread):
 
     def poll(self) -> None:
         try:
-            with open(self.path, "rb") as fh:
-                size = fh.seek(0, 2)
-                if size < self.offset:  # truncated by a restart from a checkpoint
-                    self.offset = size
-                fh.seek(self.offset)
-                chunk = fh.read()
-        except OSError:
+            rows, restarted = self.rows.poll()
+        except Exception:  # noqa: BLE001 - a storage hiccup: the next poll catches up
             return
-        end = chunk.rfind(b"\n") + 1
-        self.offset += end
-        for row in rundir.parse_rows(chunk[:end].decode(errors="replace")):
+        if restarted is not None and self.rows.delivered:
+            self.console.print(f"[orch] metrics cut back to step {restarted}", highlight=False)
+        self._attempts()
+        for row in rows:
             self.console.print(self.line(row), highlight=False)
+
+    def _attempts(self) -> None:
+        """A line for each restart of the worker group, with where its workers run."""
+        if not self.run_id:
+            return
+        try:
+            got = rundir.read_attempts(self.run_dir, self.run_id)
+        except Exception:  # noqa: BLE001
+            return
+        for n, a in enumerate(got[self.attempts :], start=self.attempts + 1):
+            nodes = ", ".join(
+                sorted({str(w.get("node_id") or w.get("host"))[:12] for w in a.get("workers", [])})
+            )
+            if n > 1:
+                self.console.print(
+                    f"[orch] attempt {n} (restart {n - 1}): resumed from step "
+                    f"{a.get('resumed_from_step')}; workers on node(s) {nodes}",
+                    highlight=False,
+                )
+        self.attempts = max(self.attempts, len(got))
 
     def stop(self) -> None:
         self.stop_event.set()

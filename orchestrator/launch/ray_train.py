@@ -28,8 +28,9 @@ The TorchTrainer is orch's own in two ways (`bench/launch_overhead.py` measures 
   is dropped.
 
 Ray Train v2 gives the Result only the metrics of the last report that carried a checkpoint,
-so per-step metrics reach the run directory another way: rank 0 appends metrics.jsonl itself
-(worker/session.py), or, for a URI run directory, a UserCallback in the controller does.
+so per-step metrics reach the run directory another way: rank 0 writes them itself
+(worker/session.py; a local run dir gets metrics.jsonl, a bucket gets chunks every few
+seconds), off Ray Train's report barrier.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def _shown(value: Any) -> Any:
 def describe(plan: RunPlan) -> dict[str, Any]:
     """The Ray objects of `plan`, as plain data (the fields that differ from Ray's defaults),
     with the callbacks and helper actors a launch adds."""
-    objs = ray_objects(plan, callbacks=_callbacks(plan))
+    objs = ray_objects(plan)
     out = {name: _shown(obj) for name, obj in objs.items()}
     out["TorchTrainer"] = {
         "train_loop": f"jobs.{plan.workload}.train_loop"
@@ -180,44 +181,6 @@ def trainer(
     return OrchTorchTrainer(train_fn, **kwargs)
 
 
-# -- metrics of a URI run directory ----------------------------------------------------------
-
-
-def _callbacks(plan: RunPlan) -> list:
-    """Local run dirs get metrics.jsonl from rank 0 directly (worker/session.py); a URI run
-    dir gets them through the controller."""
-    return [] if not rundir.is_uri(plan.run_dir) else [_metrics_callback_class()(plan.run_dir)]
-
-
-def _metrics_callback_class():
-    import time
-
-    from ray.train import UserCallback
-
-    class MetricsToRunDir(UserCallback):
-        """Appends rank 0's reports to run_dir/metrics.jsonl; a step reported again after a
-        restart replaces the history from that step on, so no step appears twice."""
-
-        def __init__(self, run_dir: str):
-            self.run_dir = run_dir
-            self.last_step: int | None = None
-
-        def after_report(self, run_context, metrics, checkpoint):
-            if not metrics:
-                return
-            row = dict(metrics[0])
-            row["time"] = time.time()
-            if checkpoint is not None:
-                row["checkpoint"] = checkpoint.path
-            step = row.get("step")
-            if step is not None and self.last_step is not None and step <= self.last_step:
-                rundir.truncate_metrics(self.run_dir, step - 1)
-            rundir.append_metrics(self.run_dir, row)
-            self.last_step = step
-
-    return MetricsToRunDir
-
-
 # -- orch run --------------------------------------------------------------------------------
 
 
@@ -249,7 +212,6 @@ def run(life) -> tuple[dict[str, Any], str]:
         mod.train_loop,
         # In its own embedded Ray the driver outlives the controller (module docstring).
         keep_cleaner=not runtime.embedded(life.address),
-        callbacks=_callbacks(plan),
         datasets=datasets,
         dataset_config=dataset_config,
         config=config,
@@ -275,7 +237,9 @@ def final(life) -> tuple[dict[str, Any], str]:
     """Final metrics and checkpoint: Ray's Result when there is one, else the last row."""
     result, run_dir = life.result, life.plan.run_dir
     metrics = dict(result.metrics or {}) if result is not None else {}
-    checkpoint = result.checkpoint.path if (result is not None and result.checkpoint) else ""
+    checkpoint = ""
+    if result is not None and result.checkpoint:  # a path, or a URI on object storage
+        checkpoint = rundir.uri_of(result.checkpoint.filesystem, result.checkpoint.path)
     if not metrics:
         history = rundir.read_metrics(run_dir)
         last = history[-1] if history else {}

@@ -17,13 +17,13 @@ Sweep directory `<storage_path>/<sweep_id>/`: Tune's experiment state and trial 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator import rundir
 from orchestrator.sweep.spec import (
     BEST_FILE,
     PLOT_FILE,
@@ -35,6 +35,13 @@ from orchestrator.sweep.spec import (
 )
 from orchestrator.sweep.trial import TrialContext, ledger_trial_rows, run_trial
 from orchestrator.sweep.tune import param_space, trial_resources, tune_config
+
+
+def _where(checkpoint) -> str:
+    """A Tune checkpoint's path, or its URI on object storage ("" for none)."""
+    if checkpoint is None:
+        return ""
+    return rundir.uri_of(checkpoint.filesystem, checkpoint.path)
 
 
 def _trial_values(trial, keys) -> dict[str, Any]:
@@ -82,7 +89,7 @@ def _callback_classes():
                 self.replayed.add(trial.trial_id)
                 return
             attempt = 1 + sum(1 for r in rows if r["status"] == "RUNNING")
-            ckpt = trial.checkpoint.path if trial.checkpoint is not None else ""
+            ckpt = _where(trial.checkpoint)
             self._row(
                 trial,
                 "RUNNING",
@@ -99,7 +106,7 @@ def _callback_classes():
                 for k, v in (trial.last_result or {}).items()
                 if isinstance(v, (int, float, str)) and not k.startswith("time_since")
             }
-            ckpt = trial.checkpoint.path if trial.checkpoint is not None else ""
+            ckpt = _where(trial.checkpoint)
             self._row(
                 trial,
                 status,
@@ -200,17 +207,15 @@ def find_resumable(storage: str, spec_name: str) -> str | None:
     from ray.tune import Tuner
 
     cands = []
-    for f in Path(storage).glob(f"*/{SWEEP_FILE}"):
-        try:
-            meta = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError):
+    for name, is_dir in rundir.list_dir(storage):
+        if not is_dir:
             continue
+        meta = rundir.read_json(rundir.join(storage, name), SWEEP_FILE)
         if (meta.get("spec") or {}).get("name") == spec_name:
-            cands.append(f.parent)
-    cands.sort(key=lambda d: d.stat().st_mtime)
-    for d in reversed(cands):
-        if Tuner.can_restore(str(d)):
-            return d.name
+            cands.append((meta.get("created", 0), name))
+    for _, name in sorted(cands, reverse=True):
+        if Tuner.can_restore(rundir.join(storage, name)):
+            return name
     return None
 
 
@@ -243,12 +248,11 @@ def run_sweep(
                 f"no interrupted sweep of '{spec.name}' under {storage} to resume "
                 "(run orch sweep SPEC without --resume to start one)"
             )
-        meta_path = Path(storage) / sweep_id / SWEEP_FILE
-        if not meta_path.exists():
+        meta = rundir.read_json(rundir.join(storage, sweep_id), SWEEP_FILE)
+        if not meta:
             raise SweepError(
-                f"{Path(storage) / sweep_id} is not a sweep directory (no {SWEEP_FILE})"
+                f"{rundir.join(storage, sweep_id)} is not a sweep directory (no {SWEEP_FILE})"
             )
-        meta = json.loads(meta_path.read_text())
         from orchestrator.spec import validate_spec
 
         spec = validate_spec(meta["spec"])  # the spec the sweep started with
@@ -256,14 +260,13 @@ def run_sweep(
         schedule_id = meta.get("schedule_id", schedule_id)
     sw = validate_sweep(spec)
     sweep_id = sweep_id or new_sweep_id(spec)
-    sweep_dir = Path(storage) / sweep_id
+    sweep_dir = rundir.join(storage, sweep_id)  # a local path or a URI
     if not resume:
-        if sweep_dir.exists():
+        if rundir.exists(sweep_dir):
             raise SweepError(
                 f"sweep {sweep_id} exists already in {storage}; use --resume to "
                 "continue it or choose another --name"
             )
-        sweep_dir.mkdir(parents=True)
         meta = {
             "sweep_id": sweep_id,
             "spec": spec.to_dict(),
@@ -271,7 +274,7 @@ def run_sweep(
             "points_to_evaluate": points_to_evaluate or [],
             "created": time.time(),
         }
-        (sweep_dir / SWEEP_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        rundir.write_json(sweep_dir, SWEEP_FILE, meta)
 
     common = dict(
         run_id=sweep_id,
@@ -390,7 +393,7 @@ def run_sweep(
         },
         **common,
     )
-    (sweep_dir / BEST_FILE).write_text(json.dumps(summary, indent=2, default=str))
+    rundir.write_json(sweep_dir, BEST_FILE, summary)
     return summary
 
 
@@ -423,7 +426,7 @@ def fit_concurrency(sw: SweepSpec, spec, console) -> SweepSpec:
     return sw
 
 
-def summarize(sweep_dir: Path, sw: SweepSpec, grid) -> dict[str, Any]:
+def summarize(sweep_dir: str, sw: SweepSpec, grid) -> dict[str, Any]:
     """Best trial (by its last reported metric), every trial's outcome, and the PNG."""
     out: dict[str, Any] = {"metric": sw.metric, "mode": sw.mode, "trials": []}
     if grid is None:
@@ -456,7 +459,7 @@ def summarize(sweep_dir: Path, sw: SweepSpec, grid) -> dict[str, Any]:
     if best is not None:
         v, tid, cfg, res = best
         ckpt = (
-            res.checkpoint.path
+            _where(res.checkpoint)
             if res.checkpoint is not None
             else (res.metrics or {}).get("checkpoint_path")
         )
@@ -472,14 +475,14 @@ def summarize(sweep_dir: Path, sw: SweepSpec, grid) -> dict[str, Any]:
             plot_trials(
                 histories,
                 sw.metric,
-                sweep_dir / PLOT_FILE,
+                rundir.join(sweep_dir, PLOT_FILE),
                 {r["trial_id"] for r in out["trials"] if not r["finished"]},
             )
         )
     return out
 
 
-def plot_trials(histories: dict[str, Any], metric: str, path: Path, stopped=()) -> Path:
+def plot_trials(histories: dict[str, Any], metric: str, path: str, stopped=()) -> str:
     """One line per trial: metric against the training step (or report number)."""
     import matplotlib
 
@@ -504,7 +507,10 @@ def plot_trials(histories: dict[str, Any], metric: str, path: Path, stopped=()) 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    rundir.write_bytes(path, buf.getvalue())  # a local file or an object alike
     return path

@@ -774,9 +774,10 @@ def run_fire(
 
 
 def _sweep_started(storage: str, sweep_id: str) -> bool:
+    from orchestrator import rundir
     from orchestrator.sweep.spec import SWEEP_FILE
 
-    return (Path(storage) / sweep_id / SWEEP_FILE).exists()
+    return rundir.exists(rundir.join(storage, sweep_id, SWEEP_FILE))
 
 
 def add_schedule(

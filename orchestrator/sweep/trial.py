@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator import rundir
@@ -49,7 +48,12 @@ def _forwarder_class():
 
         def after_report(self, run_context, metrics, checkpoint):
             row = {_RENAME.get(k, k): v for k, v in dict(metrics[0] if metrics else {}).items()}
-            self.queue.put((row, checkpoint.path if checkpoint is not None else None))
+            path = None
+            if checkpoint is not None:  # a path, or a URI on object storage
+                from orchestrator import rundir
+
+                path = rundir.uri_of(checkpoint.filesystem, checkpoint.path)
+            self.queue.put((row, path))
 
     return ForwardToTune
 
@@ -66,13 +70,13 @@ def ledger_trial_rows(storage: str, sweep_id: str, trial_id: str) -> list[dict[s
     ]
 
 
-def _attempt_name(trials_dir: Path, trial_id: str, restoring: bool) -> str:
+def _attempt_name(trials_dir: str, trial_id: str, restoring: bool) -> str:
     """trial_id for a trial's first Train run; trial_id-rN when it continues from a Tune
     checkpoint (after --resume or a PBT exploit) in a fresh Train run."""
     if not restoring:
         return trial_id
     n = 1
-    while (trials_dir / f"{trial_id}-r{n}").exists():
+    while rundir.exists(rundir.join(trials_dir, f"{trial_id}-r{n}")):
         n += 1
     return f"{trial_id}-r{n}"
 
@@ -100,10 +104,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     tune_ckpt = tune.get_checkpoint()
     trials_dir = rundir.join(ctx.sweep_dir, TRIALS_DIR)
-    run_name = _attempt_name(Path(trials_dir), trial_id, tune_ckpt is not None)
+    run_name = _attempt_name(trials_dir, trial_id, tune_ckpt is not None)
     spec = validate_spec(trial_spec_dict(ctx.base, config, sw, trials_dir, run_name))
     # A Tune checkpoint (local or shared storage: the Train workers read it) to continue from.
-    p = plan(spec, trial=True, resume_from=tune_ckpt.path if tune_ckpt is not None else None)
+    resume = rundir.uri_of(tune_ckpt.filesystem, tune_ckpt.path) if tune_ckpt is not None else None
+    p = plan(spec, trial=True, resume_from=resume)
     if p.kind == "rllib":
         _run_rllib_trial(p)
     else:
@@ -111,7 +116,6 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
 
 def _run_train_trial(p, trial_id: str) -> None:
-    import ray.train
     from ray import tune
     from ray.util.queue import Empty, Queue
 
@@ -151,7 +155,7 @@ def _run_train_trial(p, trial_id: str) -> None:
         row = {**row, "train_run_dir": p.run_dir}
         if path is not None:
             row["checkpoint_path"] = path
-            tune.report(row, checkpoint=ray.train.Checkpoint.from_directory(path))
+            tune.report(row, checkpoint=tune.Checkpoint(path))
         else:
             tune.report(row)
     thread.join()
@@ -165,7 +169,6 @@ def _run_train_trial(p, trial_id: str) -> None:
 def _run_rllib_trial(p) -> None:
     """RLlib workloads: the workload's own train_loop (it builds the Algorithm in this trial
     actor and calls train()), with each iteration reported to Tune (its checkpoint too)."""
-    import ray.train
     from ray import tune
 
     from orchestrator.spec import dump_yaml, import_workload
@@ -179,7 +182,7 @@ def _run_rllib_trial(p) -> None:
         path = row.pop("checkpoint", None)
         if path:
             row["checkpoint_path"] = path
-            tune.report(row, checkpoint=ray.train.Checkpoint.from_directory(path))
+            tune.report(row, checkpoint=tune.Checkpoint(path))
         else:
             tune.report(row)
 

@@ -71,11 +71,11 @@ def save(
         "metrics": metrics,
     }
     name = rundir.checkpoint_name(step)
-    if sess.local_run_dir:
+    if sess.run_dir:
         # A directory of this name is left from before a fallback past a half-written
         # checkpoint (Ray still tracks it and will delete it): never write into it.
         n = 1
-        while (Path(sess.run_dir) / name).exists():
+        while rundir.exists(rundir.join(sess.run_dir, name)):
             name = f"{rundir.checkpoint_name(step)}_{n}"
             n += 1
     tmp = tempfile.mkdtemp(prefix=f"orch-{name}-r{sess.rank}-")
@@ -137,8 +137,9 @@ def save(
 
 
 def _report(sess, directory: str, name: str, metrics: dict, row: bool = True) -> None:
-    if row and sess.is_main and (sess.local_run_dir or not sess.in_ray):
+    if row and sess.is_main:
         sess.append_row({**metrics, "checkpoint": name})
+        sess.flush_rows()  # a URI run dir's rows up to this checkpoint are written before it
     has_files = any(True for _ in Path(directory).iterdir())
     if sess.in_ray:
         import ray.train
@@ -168,34 +169,42 @@ def _report(sess, directory: str, name: str, metrics: dict, row: bool = True) ->
 
 
 def _offered(sess):
-    """A context manager yielding the directory of the checkpoint to resume from, or None:
-    Ray's (the run's latest, after a restart or a rerun), else config.resume_from."""
+    """A context manager yielding where the checkpoint to resume from is (a local path or,
+    in a URI run dir, the checkpoint's URI), or None: Ray's (the run's latest, after a
+    restart or a rerun), else config.resume_from."""
     if sess.in_ray:
         import ray.train
 
         ckpt = ray.train.get_checkpoint()
         if ckpt is not None:
+            if sess.run_dir and rundir.is_uri(sess.run_dir):
+                # Checked and read where it is stored: Ray's own download would not show a
+                # half-uploaded checkpoint's neighbours to fall back to.
+                return contextlib.nullcontext(rundir.join(sess.run_dir, rundir.basename(ckpt.path)))
             return ckpt.as_directory()
     return contextlib.nullcontext(sess.config.get("resume_from") or None)
 
 
-def _newest_complete(sess, d: Path) -> Path:
+def _newest_complete(sess, d: str) -> str:
     """`d` if it is complete, else the newest complete checkpoint before it in its run dir.
 
-    A crash while a checkpoint was written leaves a directory without `_COMPLETE`; Ray may
-    still hand it out as the latest, so resume falls back rather than failing.
+    A crash while a checkpoint was written (or uploaded) leaves a directory without
+    `_COMPLETE`, or without some file it lists; Ray may still hand it out as the latest, so
+    resume falls back rather than failing.
     """
     if rundir.is_complete(d):
         return d
-    chosen = rundir.latest_complete(d.parent, before=d.name)
+    chosen = rundir.latest_complete(rundir.parent(d), before=rundir.basename(d))
     if chosen is None:
         raise CheckpointError(
             f"checkpoint {d} is incomplete (no {rundir.COMPLETE_MARKER} or missing files) and "
-            f"no older complete checkpoint is in {d.parent}; start fresh (orch run SPEC --fresh)"
+            f"no older complete checkpoint is in {rundir.parent(d)}; start fresh "
+            "(orch run SPEC --fresh)"
         )
     if sess.is_main:
         print(
-            f"[orch] {d.name} is incomplete (half-written?); falling back to {chosen.name}",
+            f"[orch] {rundir.basename(d)} is incomplete (half-written?); falling back to "
+            f"{rundir.basename(chosen)}",
             flush=True,
         )
     return chosen
@@ -208,8 +217,13 @@ def restore(sess) -> dict | None:
             # Starting from step 0 (also after a worker-group restart that came before any
             # checkpoint was registered): rows of an earlier attempt would repeat steps.
             sess.truncate_rows(0)
+            sess.record_attempt(None)
             return None
-        d = _newest_complete(sess, Path(offered))
+        where = _newest_complete(sess, str(offered))
+        missing = rundir.missing_files(where)
+        if missing:
+            raise CheckpointError(f"checkpoint {where} is missing {', '.join(missing[:5])}")
+        d = rundir.local_copy(where)  # itself when local; a download from a bucket
         state = json.loads((d / "state.json").read_text())
         fmt = state.get("format", "torch")
         if fmt != checkpoint_format(sess):
@@ -218,9 +232,6 @@ def restore(sess) -> dict | None:
                 f"({fmt} format); this run uses {sess.strategy} ({checkpoint_format(sess)}). "
                 "Resume with the same strategy, or start fresh (orch run SPEC --fresh)."
             )
-        missing = rundir.missing_files(d)
-        if missing:
-            raise CheckpointError(f"checkpoint {d} is missing {', '.join(missing[:5])}")
         try:
             if fmt == "deepspeed":
                 _load_deepspeed(sess, d, state)
@@ -238,7 +249,11 @@ def restore(sess) -> dict | None:
         sess.truncate_rows(int(state.get("step", 0)))
         sess.mark_logged(state.get("step", 0))
         if sess.is_main:
-            print(f"[orch] resumed from {d.name} at step {state.get('step')} ({fmt})", flush=True)
+            print(
+                f"[orch] resumed from {rundir.basename(where)} at step {state.get('step')} ({fmt})",
+                flush=True,
+            )
+        sess.record_attempt(int(state.get("step", 0)))
         return state
 
 

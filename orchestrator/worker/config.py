@@ -28,6 +28,7 @@ class WorkerConfig(BaseModel):
 
     workload: str = Field("", description="The workload module (mnist_mlp, ...).")
     run_name: str = ""
+    run_id: str = Field("", description="The launch this config belongs to (ledger run_id).")
     run_dir: str | None = Field(
         None, description="Where rank 0 writes metrics.jsonl; None: nowhere."
     )

@@ -84,6 +84,7 @@ class Session:
     fsdp: bool = False  # True once the model is wrapped with fully_shard
     _last_log_time: float = field(default_factory=time.perf_counter)
     _last_log_step: int = 0
+    _writer: Any = None  # rundir.MetricsWriter of a URI run dir (rank 0)
 
     # -- device and precision ------------------------------------------------------------
 
@@ -265,38 +266,82 @@ class Session:
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Record metrics for `step` (no checkpoint). Every worker calls this; rank 0 writes.
 
-        With a local (or NFS) run directory, rank 0 appends to metrics.jsonl itself: a Ray
-        Train report is a barrier whose result queue the controller drains every couple of
-        seconds, so reporting every few steps would stall training. With a URI run directory
-        the metrics go through ray.train.report instead (slower, but they arrive).
+        Rank 0 writes the run directory's metrics itself, never through ray.train.report: a
+        Ray Train report is a barrier whose result queue the controller drains every couple of
+        seconds, so reporting every few steps would stall training (about 20x here). A local
+        (or NFS) run dir gets a line appended per row; a URI run dir gets the rows in chunks,
+        one object every few seconds (rundir.MetricsWriter). Sweep trials also report every
+        row to Ray, since Tune's schedulers decide on them.
         """
         metrics = {**ckpt.plain(metrics), "step": step}
-        # Sweeps (Tune schedulers such as ASHA) need every log as a Ray report.
-        report = self.config.get("report_metrics_to_ray", False)
-        if self.in_ray and (report or not self.local_run_dir):
+        if self.in_ray and self.config.get("report_metrics_to_ray", False):
             import ray.train
 
             ray.train.report(metrics)
-        if self.is_main and (self.local_run_dir or not self.in_ray):
+        if self.is_main:
             self.append_row(metrics)
 
     @property
     def local_run_dir(self) -> bool:
-        """Whether rank 0 can append to the run directory's files itself."""
+        """Whether the run directory is a local (or mounted) folder, not a URI."""
         return bool(self.run_dir) and not rundir.is_uri(self.run_dir)
 
     def append_row(self, row: dict[str, Any]) -> None:
-        """One metrics.jsonl row (alone, also printed)."""
+        """One metrics row (alone, also printed)."""
         row = {**row, "time": time.time()}
         if self.local_run_dir:
             rundir.append_metrics(self.run_dir, row)
+        elif self.run_dir:
+            if self._writer is None:
+                self._writer = rundir.MetricsWriter(self.run_dir)
+            self._writer.add(row)
         if not self.in_ray:
             print(json.dumps(row, default=float), flush=True)
 
+    def flush_rows(self) -> None:
+        """Rows buffered for a URI run dir are written now (at checkpoints and the end)."""
+        if self._writer is not None:
+            self._writer.flush()
+
     def truncate_rows(self, after_step: int) -> None:
         """On resume, drop rows past the checkpoint: those steps run again."""
-        if self.is_main and self.local_run_dir:
+        if not (self.is_main and self.run_dir):
+            return
+        if self.local_run_dir:
             rundir.truncate_metrics(self.run_dir, after_step)
+        else:
+            if self._writer is None:
+                self._writer = rundir.MetricsWriter(self.run_dir)
+            self._writer.truncate(after_step)
+
+    # -- attempts ------------------------------------------------------------------------
+
+    def record_attempt(self, resumed_step: int | None) -> None:
+        """Rank 0 records this start of the worker group: where every rank runs (Ray node id,
+        host) and the step it resumed from; the driver reads it into the summary and the
+        ledger (restarts after a lost node, placement). A collective: every rank calls it."""
+        if not (self.run_dir and self.config.get("run_id")):
+            return
+        node_id = None
+        if self.in_ray:
+            import ray
+
+            node_id = ray.get_runtime_context().get_node_id()
+        import socket
+
+        me = {
+            "rank": self.rank,
+            "node_id": node_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
+        everyone = self.all_gather_object(me)
+        if self.is_main:
+            rundir.record_attempt(
+                self.run_dir,
+                self.config["run_id"],
+                {"resumed_from_step": resumed_step, "workers": everyone},
+            )
 
     # -- checkpoints ---------------------------------------------------------------------
 

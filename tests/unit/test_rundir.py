@@ -41,12 +41,13 @@ def test_complete_means_the_marker_and_every_file_it_lists(tmp_path):
     assert not rundir.is_complete(no_marker) and not rundir.is_complete(half_merged)
     assert not rundir.is_complete(torn)
     assert rundir.missing_files(half_merged) == ["dcp/1.distcp"]
-    assert [c.name for c in rundir.complete_checkpoints(tmp_path)] == [
+    assert [rundir.basename(c) for c in rundir.complete_checkpoints(tmp_path)] == [
         "checkpoint_000010",
         "checkpoint_000040",
     ]
-    assert rundir.latest_complete(tmp_path).name == "checkpoint_000040"
-    assert rundir.latest_complete(tmp_path, before="checkpoint_000040").name == "checkpoint_000010"
+    assert rundir.basename(rundir.latest_complete(tmp_path)) == "checkpoint_000040"
+    assert rundir.basename(
+        rundir.latest_complete(tmp_path, before="checkpoint_000040")) == "checkpoint_000010"
     assert rundir.latest_complete(tmp_path / "missing") is None
 
 
