@@ -33,6 +33,7 @@ import os
 import pickle
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -346,15 +347,17 @@ def checkpoint_name(iteration: int) -> str:
     return rundir.checkpoint_name(iteration)
 
 
-def save_checkpoint(algo, run_dir: Path, row: dict[str, Any], args: Args, keep: int) -> Path:
+def save_checkpoint(algo, run_dir: str, row: dict[str, Any], args: Args, keep: int) -> str:
     """RLlib's own checkpoint (save_to_path), our counters, optionally the replay buffer, and
-    `_COMPLETE` last; then prune to the newest `keep`."""
-    path = run_dir / checkpoint_name(row["iteration"])
-    if path.exists():
-        shutil.rmtree(path)
-    algo.save_to_path(str(path))
+    `_COMPLETE` last; then prune to the newest `keep`. `run_dir` is a local folder or a URI
+    (s3://...): the checkpoint is written to a local folder first and then uploaded, with the
+    marker last, so a half-uploaded one is never taken as complete."""
+    path = rundir.join(run_dir, checkpoint_name(row["iteration"]))
+    rundir.delete(path)
+    local = Path(tempfile.mkdtemp(prefix="orch-dqn-")) if rundir.is_uri(run_dir) else Path(path)
+    algo.save_to_path(str(local))
     if args.checkpoint_replay_buffer and getattr(algo, "local_replay_buffer", None) is not None:
-        with open(path / BUFFER_FILE, "wb") as fh:
+        with open(local / BUFFER_FILE, "wb") as fh:
             pickle.dump(algo.local_replay_buffer.get_state(), fh, protocol=pickle.HIGHEST_PROTOCOL)
     state = {
         k: row.get(k)
@@ -369,11 +372,14 @@ def save_checkpoint(algo, run_dir: Path, row: dict[str, Any], args: Args, keep: 
     }
     state["env"] = args.env
     state["recent_returns"] = row.get("_recent_returns", [])
-    (path / STATE_FILE).write_text(json.dumps(state, indent=2))
-    (path / rundir.COMPLETE_MARKER).write_text("")  # last: the checkpoint is complete
+    (local / STATE_FILE).write_text(json.dumps(state, indent=2))
+    if rundir.is_uri(run_dir):
+        rundir.upload_dir(local, path)
+        shutil.rmtree(local, ignore_errors=True)
+    rundir.write_text(path, rundir.COMPLETE_MARKER, "")  # last: the checkpoint is complete
     done = rundir.complete_checkpoints(run_dir)
     for old in done[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        rundir.delete(old)
     return path
 
 
@@ -393,7 +399,9 @@ def seed_replay_buffer(algo, seed: int, env_steps: int = 0) -> None:
 
 
 def restore(algo, checkpoint: Path) -> dict[str, Any]:
-    """Load RLlib's state (weights, optimizer, env-step counters, iteration) and our buffer."""
+    """Load RLlib's state (weights, optimizer, env-step counters, iteration) and our buffer
+    (`checkpoint`: a local folder; one in a bucket is downloaded first)."""
+    checkpoint = rundir.local_copy(checkpoint)
     algo.restore_from_path(str(checkpoint))
     buf = checkpoint / BUFFER_FILE
     if buf.exists() and getattr(algo, "local_replay_buffer", None) is not None:
@@ -458,7 +466,9 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
 
     args = Args.model_validate(config.get("train", {}))
     seed = int(config.get("seed", 0))
-    run_dir = Path(config["run_dir"]) if config.get("run_dir") else None
+    run_dir = config.get("run_dir") or None  # a local folder or a URI
+    metrics = rundir.MetricsWriter(run_dir, flush_s=2.0) \
+        if run_dir and rundir.is_uri(run_dir) else None
     ck = config.get("checkpoint") or {}
     every = int(ck.get("every_steps", 10_000))
     keep = int(ck.get("keep", 2))
@@ -486,7 +496,7 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
     prior_time = 0.0
     recent: list[list[float]] = []  # [mean return, episodes] of the latest iterations
     if config.get("resume_from"):
-        state = restore(algo, Path(config["resume_from"]))
+        state = restore(algo, config["resume_from"])
         row.update({k: v for k, v in state.items() if k in row})
         prior_time = float(state.get("time_total_s") or 0.0)
         recent = [list(x) for x in state.get("recent_returns") or []]
@@ -509,7 +519,9 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
                 last_saved = row["env_steps"]
                 row["checkpoint"] = checkpoint
             row.pop("_recent_returns", None)
-            if run_dir is not None:
+            if metrics is not None:  # a bucket: rows in chunks, every 2 s
+                metrics.add({**row, "time": time.time()})
+            elif run_dir is not None:
                 rundir.append_metrics(run_dir, {**row, "time": time.time()})
             if on_iteration is not None:
                 on_iteration(row)
@@ -536,6 +548,8 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
             save_checkpoint(algo, run_dir, {**row, "_recent_returns": recent}, args, keep)
         raise
     finally:
+        if metrics is not None:
+            metrics.close()
         algo.stop()
 
 

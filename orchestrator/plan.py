@@ -139,7 +139,7 @@ def env_runners(spec: JobSpec) -> EnvRunners:
     )
 
 
-def _rllib_errors(spec: JobSpec, run_dir: str) -> list[FieldError]:
+def _rllib_errors(spec: JobSpec) -> list[FieldError]:
     """Spec choices that mean nothing for an RLlib job are errors, not silent no-ops."""
     errors = []
     if spec.precision != "fp32":
@@ -152,14 +152,6 @@ def _rllib_errors(spec: JobSpec, run_dir: str) -> list[FieldError]:
                 "strategy",
                 "RLlib jobs use one local Learner; expected ddp or auto (ignored)",
                 spec.strategy,
-            )
-        )
-    if rundir.is_uri(run_dir):
-        errors.append(
-            FieldError(
-                "storage_path",
-                "RLlib checkpoints are written by the driver; expected a local or mounted path",
-                spec.storage_path,
             )
         )
     return errors
@@ -200,7 +192,7 @@ def plan(
     rundir.check_storage(storage)  # an unreachable bucket: one clear error, nothing started
     run_dir = rundir.run_dir(storage, name)
     if kind == "rllib":
-        errors = _rllib_errors(spec, run_dir)
+        errors = _rllib_errors(spec)
         if errors:
             raise SpecError(errors)
     res = spec.resources

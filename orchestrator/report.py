@@ -741,6 +741,17 @@ def render_run(
     if lr.get("start_time"):
         facts.append(f"started {_ts(lr['start_time'])}")
     facts.append(f"run dir <code>{_e(run.run_dir)}</code>")
+    workers = run.summary.get("workers") or []
+    if workers:  # placement: which Ray node each rank ran on (its last attempt)
+        where = [(w.get("rank"), str(w.get("node_id") or w.get("host"))[:12]) for w in workers]
+        facts.append(
+            "workers " + ", ".join(f"rank {r} on node <code>{_e(n)}</code>" for r, n in where)
+        )
+    if run.summary.get("restarts"):
+        facts.append(
+            f"<b>{run.summary['restarts']} restart(s)</b>, the last resumed from step "
+            f"{_e(run.summary.get('resumed_from_step'))}"
+        )
     body.append("<p class=sub>" + " &middot; ".join(facts) + "</p>")
     if sweep_link:
         label, target = sweep_link

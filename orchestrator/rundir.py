@@ -317,6 +317,12 @@ def check_storage(storage_path: str, write: bool = False) -> None:
         "gs": "set GOOGLE_APPLICATION_CREDENTIALS (or run on a GCE/GKE node with access) and "
         "check that the bucket exists",
     }.get(scheme, "check the URI and the credentials its filesystem needs")
+    if scheme == "s3" and not _aws_credentials_found():
+        raise StorageError(
+            f"storage_path {storage_path!r}: no AWS credentials found (no "
+            "AWS_ACCESS_KEY_ID, AWS_PROFILE, ~/.aws/credentials, web identity "
+            f"or instance profile). To fix: {fix}"
+        )
     try:
         fs, _ = filesystem(storage_path)
         info = _retry(storage_path, lambda: fs.get_file_info(bucket), retry_s=0)
@@ -333,6 +339,36 @@ def check_storage(storage_path: str, write: bool = False) -> None:
             f"storage_path {storage_path!r}: bucket {bucket!r} does not exist "
             f"at this endpoint. To fix: {fix}"
         )
+
+
+def _aws_credentials_found() -> bool:
+    """Whether the AWS SDK's default chain can find credentials here: the environment, a
+    profile or shared credentials file, web identity, a container or an instance profile.
+    (Without any, S3 requests go out unsigned; S3 refuses them, but late and obscurely.)"""
+    env = os.environ
+    if (
+        env.get("AWS_ACCESS_KEY_ID")
+        or env.get("AWS_PROFILE")
+        or env.get("AWS_WEB_IDENTITY_TOKEN_FILE")
+        or env.get("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        or env.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    ):
+        return True
+    files = [
+        env.get("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+        env.get("AWS_CONFIG_FILE", "~/.aws/config"),
+    ]
+    if any(Path(f).expanduser().is_file() for f in files):
+        return True
+    if env.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":
+        return False
+    import socket
+
+    try:  # an instance profile: EC2's metadata service answers on a link-local address
+        with socket.create_connection(("169.254.169.254", 80), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 # -- checkpoints -----------------------------------------------------------------------------

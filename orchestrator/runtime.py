@@ -54,12 +54,25 @@ def default_train_polling() -> None:
 _LOCAL_ADDRESS: str | None = None
 
 
-def _free_port() -> int:
+# Ports Ray takes by default for its own components (GCS, dashboard, client server, dashboard
+# agent HTTP and gRPC, metrics): an embedded Ray's GCS handed one of them collides with the
+# component that wants it ("dashboard_agent_http is trying to use a port number 52365 that is
+# used by other components", once in ~60 launches). Ray's default worker-port range too.
+RAY_DEFAULT_PORTS = frozenset({6379, 8265, 10001, 52365, 52366, 8076, 8077, 44217, 44227})
+RAY_WORKER_PORTS = range(10002, 20000)
+
+
+def free_port(tries: int = 50) -> int:
+    """A free port on 127.0.0.1 that is none of Ray's own default ports."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    for _ in range(tries):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS and port not in RAY_WORKER_PORTS:
+            return port
+    raise RuntimeError(f"no free port outside Ray's defaults in {tries} tries")
 
 
 def local_address() -> str | None:
@@ -103,7 +116,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     # Embedded local Ray on a GCS port we choose, so that Ray's own processes (Train's
     # controller uses the state API) can be told which cluster is theirs through RAY_ADDRESS:
     # with several Ray instances on one machine, "auto" discovery refuses to pick one.
-    port = _free_port()
+    port = free_port()
     own = f"127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT")}
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)

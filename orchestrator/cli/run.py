@@ -240,6 +240,13 @@ def print_summary(summary: dict[str, Any]) -> None:
     table.add_row("wall time", f"{summary.get('wall_time_s', 0):.1f} s")
     if summary.get("resumed_from_step") is not None:
         table.add_row("resumed from step", str(summary["resumed_from_step"]))
+    if summary.get("restarts"):
+        table.add_row("restarts", str(summary["restarts"]))
+    nodes = sorted(
+        {str(w.get("node_id") or w.get("host"))[:12] for w in summary.get("workers") or []}
+    )
+    if len(nodes) > 1:
+        table.add_row("worker nodes", ", ".join(nodes))
     table.add_row("checkpoint", summary.get("checkpoint") or "-")
     table.add_row("run dir", summary.get("run_dir", ""))
     if summary.get("error"):

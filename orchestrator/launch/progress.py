@@ -87,7 +87,9 @@ class Tail(threading.Thread):
         except Exception:  # noqa: BLE001 - a storage hiccup: the next poll catches up
             return
         if restarted is not None and self.rows.delivered:
-            self.console.print(f"[orch] metrics cut back to step {restarted}", highlight=False)
+            self.console.print(
+                f"[orch] metrics cut back to step {restarted}", highlight=False, markup=False
+            )
         self._attempts()
         for row in rows:
             self.console.print(self.line(row), highlight=False)
@@ -109,6 +111,7 @@ class Tail(threading.Thread):
                     f"[orch] attempt {n} (restart {n - 1}): resumed from step "
                     f"{a.get('resumed_from_step')}; workers on node(s) {nodes}",
                     highlight=False,
+                    markup=False,
                 )
         self.attempts = max(self.attempts, len(got))
 

@@ -126,7 +126,7 @@ def plot_learning_curve(
     run_dir: str | Path,
     target: float | None = None,
     eval_point: tuple[float, float, float] | None = None,
-) -> Path | None:
+) -> str | None:
     """learning_curve.png: mean return against env steps (and the greedy evaluation, if any)."""
     rows = [r for r in rundir.read_metrics(run_dir) if r.get("episode_return_mean") is not None]
     if not rows:
@@ -157,11 +157,13 @@ def plot_learning_curve(
         )
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
-    ax.set_title(Path(run_dir).name)
+    ax.set_title(rundir.basename(run_dir))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    out = Path(run_dir) / CURVE_FILE
-    fig.savefig(out, dpi=100)
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    return out
+    return rundir.write_bytes(rundir.join(run_dir, CURVE_FILE), buf.getvalue())

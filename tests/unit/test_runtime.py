@@ -79,3 +79,27 @@ def test_sigterm_becomes_an_interrupt_that_says_so():
         assert isinstance(info.value, Terminated)
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_the_embedded_gcs_port_is_never_one_of_rays_own(monkeypatch):
+    """The OS may hand out 52365 (Ray's dashboard-agent port) as a free port: the picker asks
+    again rather than give Ray a port one of its own components will want."""
+    import socket
+
+    offered = iter([52365, 6379, 12000, 41234])
+
+    class FakeSocket:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, addr):
+            self.port = next(offered)
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(socket, "socket", FakeSocket)
+    assert runtime.free_port() == 41234
