@@ -1,6 +1,7 @@
 # make demo   install into .venv (only when pyproject.toml changed) and train the MNIST MLP on local Ray
 # make test   install and run the whole CPU test suite (unit + integration on real local Ray)
 # make lint   ruff check + format check (.ci/run runs it before the tests)
+# make cluster-up / cluster-down   a 3-node Ray cluster + an S3 server on 127.0.0.1 (cluster/local_cluster.py)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -14,7 +15,7 @@ RUN     := env -u PYTHONDONTWRITEBYTECODE
 WARM    := import torch, torchvision, ray.train.torch, ray.tune, ray.data, ray.rllib, \
            transformers, deepspeed, pyarrow.parquet, orchestrator.cli
 
-.PHONY: install demo test unit integration lint format bench clean
+.PHONY: install demo test unit integration lint format bench clean cluster-up cluster-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,12 +39,18 @@ integration: $(STAMP)
 	$(RUN) $(BIN)/python -m pytest -q tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check orchestrator jobs tests bench
-	$(BIN)/ruff format --check orchestrator jobs tests bench
+	$(BIN)/ruff check orchestrator jobs tests bench cluster
+	$(BIN)/ruff format --check orchestrator jobs tests bench cluster
 
 format: $(STAMP)
-	$(BIN)/ruff format orchestrator jobs tests bench
-	$(BIN)/ruff check --fix orchestrator jobs tests bench
+	$(BIN)/ruff format orchestrator jobs tests bench cluster
+	$(BIN)/ruff check --fix orchestrator jobs tests bench cluster
+
+cluster-up: $(STAMP)
+	$(BIN)/python cluster/local_cluster.py up
+
+cluster-down: $(STAMP)
+	$(BIN)/python cluster/local_cluster.py down
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
