@@ -150,8 +150,14 @@ class LocalCluster:
     # -- lifecycle -------------------------------------------------------------------------
 
     def up(
-        self, workers: int = 2, cpus: int = 1, bucket: str = "orch", timeout_s: float = 180.0
+        self,
+        workers: int = 2,
+        cpus: int = 1,
+        bucket: str = "orch",
+        timeout_s: float = 180.0,
+        ray: bool = True,
     ) -> LocalCluster:
+        """Start the S3 server with its bucket and (unless `ray` is False) the Ray nodes."""
         if self.state.get("nodes") and self.alive():
             raise RuntimeError(
                 f"a cluster is already up ({self.state_file}); "
@@ -180,9 +186,10 @@ class LocalCluster:
         }
         self._save()
         self._start_s3()
-        self._start_node(head=True, cpus=0, timeout_s=timeout_s)
-        for _ in range(workers):
-            self.add_node(cpus=cpus, timeout_s=timeout_s)
+        if ray:
+            self._start_node(head=True, cpus=0, timeout_s=timeout_s)
+            for _ in range(workers):
+                self.add_node(cpus=cpus, timeout_s=timeout_s)
         self.write_env()
         return self
 
@@ -316,11 +323,17 @@ class LocalCluster:
             except OSError:
                 pass
             _kill_tree(self.state["s3_pid"], signal.SIGKILL)
+        if self.state.get("temp_dir"):
+            import shutil
+
+            shutil.rmtree(self.state["temp_dir"], ignore_errors=True)
         if self.state_file.exists():
             self.state_file.unlink()
         self.state = {}
 
     def alive(self) -> bool:
+        if not self.state.get("nodes"):
+            return _alive(self.state.get("s3_pid"))
         return any(_alive(n.get("raylet_pid") or n["pid"]) for n in self.state.get("nodes", []))
 
     # -- the S3 server ---------------------------------------------------------------------
