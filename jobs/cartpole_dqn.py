@@ -467,8 +467,9 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
     args = Args.model_validate(config.get("train", {}))
     seed = int(config.get("seed", 0))
     run_dir = config.get("run_dir") or None  # a local folder or a URI
-    metrics = rundir.MetricsWriter(run_dir, flush_s=2.0) \
-        if run_dir and rundir.is_uri(run_dir) else None
+    metrics = (
+        rundir.MetricsWriter(run_dir, flush_s=2.0) if run_dir and rundir.is_uri(run_dir) else None
+    )
     ck = config.get("checkpoint") or {}
     every = int(ck.get("every_steps", 10_000))
     keep = int(ck.get("keep", 2))

@@ -579,9 +579,13 @@ def train_loop(config: dict) -> dict:
         if sess.run_dir and sess.is_main:  # a local folder or a bucket alike
             rundir.write_text(sess.run_dir, "examples.md", f"{summary}\n\n{md}")
             predictions = "".join(
-                json.dumps({"source": p.source, "reference": p.target, "greedy": gh, "beam": bh},
-                           ensure_ascii=False) + "\n"
-                for p, gh, bh in zip(test, greedy, beam, strict=True))
+                json.dumps(
+                    {"source": p.source, "reference": p.target, "greedy": gh, "beam": bh},
+                    ensure_ascii=False,
+                )
+                + "\n"
+                for p, gh, bh in zip(test, greedy, beam, strict=True)
+            )
             rundir.write_text(sess.run_dir, "test_predictions.jsonl", predictions)
     sess.finish(final, step, state={**saved, **val, "cpu_s": final["cpu_s"]})
     return final

@@ -46,8 +46,10 @@ def test_complete_means_the_marker_and_every_file_it_lists(tmp_path):
         "checkpoint_000040",
     ]
     assert rundir.basename(rundir.latest_complete(tmp_path)) == "checkpoint_000040"
-    assert rundir.basename(
-        rundir.latest_complete(tmp_path, before="checkpoint_000040")) == "checkpoint_000010"
+    assert (
+        rundir.basename(rundir.latest_complete(tmp_path, before="checkpoint_000040"))
+        == "checkpoint_000010"
+    )
     assert rundir.latest_complete(tmp_path / "missing") is None
 
 
@@ -91,3 +93,65 @@ def test_resolve_checkpoint(tmp_path):
         rundir.resolve_checkpoint(run / "checkpoint_000030")
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         rundir.resolve_checkpoint(tmp_path)
+
+
+def test_uri_metrics_are_chunks_and_a_truncation_writes_a_base(tmp_path):
+    """A URI run dir (file:// here; s3:// alike) has no append: rank 0 writes chunks, a resume
+    writes a base with the rows it keeps, readers start from the newest base."""
+    run = f"file://{tmp_path}/run"
+    w = rundir.MetricsWriter(run, flush_s=3600)
+    for step in (1, 2, 3):
+        w.add({"step": step, "time": step})
+    w.flush()
+    rundir.append_metrics(run, {"step": 4, "time": 4})  # one row, one chunk
+    assert [r["step"] for r in rundir.read_metrics(run)] == [1, 2, 3, 4]
+    tail = rundir.MetricsTail(run, from_start=True)
+    assert [r["step"] for r in tail.poll()[0]] == [1, 2, 3, 4]
+    rundir.truncate_metrics(run, 2)  # a restart from the checkpoint at step 2
+    assert [r["step"] for r in rundir.read_metrics(run)] == [1, 2]
+    w2 = rundir.MetricsWriter(run)
+    w2.add({"step": 3, "time": 30})
+    w2.close()
+    assert [r["step"] for r in rundir.read_metrics(run)] == [1, 2, 3]
+    rows, restarted = tail.poll()
+    assert restarted == 2 and [(r["step"], r["time"]) for r in rows] == [(3, 30)]
+    names = [n for n, _ in rundir.list_dir(f"{run}/metrics")]
+    assert any(n.endswith(".base.jsonl") for n in names) and len(names) == 2  # old chunks gone
+
+
+def test_a_tail_delivers_kept_rows_it_had_not_seen_after_a_cut(tmp_path):
+    for step in (1, 2, 3):
+        rundir.append_metrics(tmp_path, {"step": step, "time": step})
+    tail = rundir.MetricsTail(tmp_path, from_start=True)
+    assert [r["step"] for r in tail.poll()[0]] == [1, 2, 3]
+    for step in (4, 5, 6):
+        rundir.append_metrics(tmp_path, {"step": step, "time": step})
+    rundir.truncate_metrics(tmp_path, 5)  # 4 and 5 kept but never delivered; 6 dropped
+    rundir.append_metrics(tmp_path, {"step": 6, "time": 60})
+    rows, restarted = tail.poll()
+    assert restarted == 3 and [(r["step"], r["time"]) for r in rows] == [(4, 4), (5, 5), (6, 60)]
+    assert tail.poll() == ([], None)
+
+
+def test_attempts_are_one_file_each(tmp_path):
+    rundir.record_attempt(str(tmp_path), "run-1", {"resumed_from_step": None, "workers": []})
+    rundir.record_attempt(str(tmp_path), "run-1", {"resumed_from_step": 64, "workers": [{}]})
+    rundir.record_attempt(str(tmp_path), "run-2", {"resumed_from_step": None})
+    got = rundir.read_attempts(str(tmp_path), "run-1")
+    assert [a["resumed_from_step"] for a in got] == [None, 64]
+
+
+def test_unusable_storage_is_refused_with_what_to_set(monkeypatch, tmp_path):
+    for k in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(rundir.StorageError, match="no AWS credentials.*To fix"):
+        rundir.check_storage("s3://bucket/runs")
+    rundir.check_storage(str(tmp_path))  # a local path: nothing to check
