@@ -11,6 +11,7 @@ and never go back to the spec.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator import rundir
+from orchestrator import rundir, workloads
 from orchestrator.errors import CheckpointError, FieldError, SpecError
 from orchestrator.spec import JobSpec, import_workload
 from orchestrator.worker.config import WorkerConfig
@@ -242,12 +243,17 @@ def plan(
 
     runners = env_runners(spec) if kind == "rllib" else None
     run_id = f"{name}-{uuid.uuid4().hex[:8]}"
+    train = dict(spec.train)
+    if spec.workload == workloads.SCRIPT:  # where the workers find the script
+        train["script"] = workloads.worker_path(train["script"])
     worker = WorkerConfig(
         workload=spec.workload,
+        workload_path=workloads.location(spec.workload),
+        launch_dir=workloads.worker_path(os.getcwd()),
         run_name=name,
         run_id=run_id,
         run_dir=run_dir,
-        train=dict(spec.train),
+        train=train,
         data=dict(spec.data),
         seed=spec.seed,
         strategy=strategy,

@@ -131,14 +131,16 @@ class JobSpec(Strict):
 
 
 def import_workload(name: str):
-    """Import a workload module: `mnist_mlp` -> jobs.mnist_mlp, or a dotted module path."""
-    module_name = name if "." in name else f"jobs.{name}"
-    return importlib.import_module(module_name)
+    """The workload module of `workload: name` (orchestrator/workloads.py finds it)."""
+    from orchestrator import workloads
+
+    return workloads.import_workload(name)
 
 
 def available_workloads() -> list[str]:
-    jobs_dir = Path(importlib.import_module("jobs").__file__).parent
-    return sorted(p.stem for p in jobs_dir.glob("*.py") if not p.stem.startswith("_"))
+    from orchestrator import workloads
+
+    return workloads.builtin()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,8 +324,15 @@ def _expected(msg: str) -> str:
     return msg
 
 
-def validate_spec(data: dict[str, Any], source: str | None = None) -> JobSpec:
-    """Validate a spec dict, the workload's `train:` arguments included. Raises SpecError."""
+def validate_spec(
+    data: dict[str, Any], source: str | None = None, search: list[str] | None = None
+) -> JobSpec:
+    """Validate a spec dict, the workload's `train:` arguments included. Raises SpecError.
+
+    The workload is looked for in `search`, else the folder of `source` (the spec file), and
+    the current folder (orchestrator/workloads.py)."""
+    if search is None and source:
+        search = [str(Path(source).expanduser().resolve().parent)]
     errors: list[FieldError] = []
     spec: JobSpec | None = None
     try:
@@ -333,7 +342,7 @@ def validate_spec(data: dict[str, Any], source: str | None = None) -> JobSpec:
 
     workload = data.get("workload") if isinstance(data, dict) else None
     if isinstance(workload, str) and workload:
-        errors.extend(_workload_errors(workload, data))
+        errors.extend(_workload_errors(workload, data, search))
 
     if isinstance(data, dict):
         errors.extend(_section_errors(data))
@@ -349,6 +358,11 @@ def validate_spec(data: dict[str, Any], source: str | None = None) -> JobSpec:
     data_cls = getattr(mod, "DataArgs", None)
     if data_cls is not None:
         spec.data = data_cls.model_validate(spec.data).model_dump(mode="json")
+    resolve_train = getattr(mod, "resolve_train", None)  # e.g. a script path made absolute
+    if callable(resolve_train):
+        from orchestrator import workloads
+
+        spec.train = resolve_train(spec.train, workloads._dirs(search))
     return spec
 
 
@@ -381,17 +395,30 @@ def _section_errors(data: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
-def _workload_errors(workload: str, data: dict[str, Any]) -> list[FieldError]:
+def _workload_errors(
+    workload: str, data: dict[str, Any], search: list[str] | None = None
+) -> list[FieldError]:
+    from orchestrator import workloads
+
     try:
-        mod = import_workload(workload)
-    except ModuleNotFoundError:
+        found = workloads.resolve(workload, search)
+    except workloads.WorkloadNotFound as exc:
         known = available_workloads()
         guess = difflib.get_close_matches(workload, known, n=1, cutoff=0.5)
         hint = f"; did you mean '{guess[0]}'?" if guess else ""
+        reason = exc.reason or (
+            f"no such workload: not a built-in one ({', '.join(known)}){hint}, and not found "
+            f"at {'; '.join(exc.tried)}"
+        )
+        return [FieldError("workload", reason, _show(workload))]
+    mod = workloads.import_workload(workload)
+    if not callable(getattr(mod, "train_loop", None)):
         return [
             FieldError(
                 "workload",
-                f"no such workload; expected one of {', '.join(known)}{hint}",
+                f"{found.origin} has no train_loop(config); a workload "
+                "module defines train_loop (see docs/your_workload.md, or `orch new "
+                "NAME` for a skeleton)",
                 _show(workload),
             )
         ]
@@ -405,6 +432,9 @@ def _workload_errors(workload: str, data: dict[str, Any]) -> list[FieldError]:
             cls.model_validate(value)
         except ValidationError as exc:
             errors.extend(pydantic_errors(exc, cls, prefix=section))
+    check = getattr(mod, "check_spec", None)  # a workload's own checks of files it needs
+    if callable(check) and not errors:
+        errors.extend(check(data, workloads._dirs(search)))
     return errors
 
 

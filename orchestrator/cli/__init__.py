@@ -4,6 +4,7 @@
     orch validate jobs/mnist_mlp.yaml            # every spec error at once; exit 2 if any
     orch plan jobs/mnist_mlp.yaml                # the resolved plan; starts nothing
     orch run jobs/mnist_mlp.yaml train.lr=3e-4 resources.workers=2
+    orch new my_task                             # a workload of your own to start from
     orch runs                                    # the run ledger
     orch schema > jobspec.schema.json            # JSON Schema for your editor
 
@@ -21,6 +22,7 @@ from orchestrator.cli import (
     compress,
     data,
     jobs,
+    new,
     report,
     rollout,
     run,
@@ -41,7 +43,19 @@ app = typer.Typer(
 
 # One module per verb group, in the order `orch --help` lists them. Each keeps its heavy
 # imports inside its commands, so `orch --help` stays fast.
-for _group in (run, data, sweep, schedule, jobs, cluster, compress, translate, rollout, report):
+for _group in (
+    run,
+    new,
+    data,
+    sweep,
+    schedule,
+    jobs,
+    cluster,
+    compress,
+    translate,
+    rollout,
+    report,
+):
     _group.register(app)
 
 

@@ -112,10 +112,12 @@ def describe(plan: RunPlan) -> dict[str, Any]:
     with the callbacks and helper actors a launch adds."""
     objs = ray_objects(plan)
     out = {name: _shown(obj) for name, obj in objs.items()}
+    from orchestrator import workloads
+
+    found = workloads.resolve(plan.workload)
     out["TorchTrainer"] = {
-        "train_loop": f"jobs.{plan.workload}.train_loop"
-        if "." not in plan.workload
-        else f"{plan.workload}.train_loop",
+        "train_loop": f"orchestrator.worker.entry.train_loop -> {found.module_name}.train_loop",
+        "workload": found.origin,
         "train_loop_config": "the plan's worker config (WorkerConfig)",
         "PlacementGroupCleaner": "kept on a cluster and in sweep trials; not in an embedded Ray",
     }
@@ -207,9 +209,11 @@ def run(life) -> tuple[dict[str, Any], str]:
     dataset_config = (
         mod.ray_data_config(config) if datasets and hasattr(mod, "ray_data_config") else None
     )
+    from orchestrator.worker.entry import train_loop as worker_entry  # imports the workload
+
     fit = trainer(
         plan,
-        mod.train_loop,
+        worker_entry,
         # In its own embedded Ray the driver outlives the controller (module docstring).
         keep_cleaner=not runtime.embedded(life.address),
         datasets=datasets,

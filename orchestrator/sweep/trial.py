@@ -121,15 +121,16 @@ def _run_train_trial(p, trial_id: str) -> None:
 
     from orchestrator.launch import ray_train
     from orchestrator.runtime import default_train_polling
-    from orchestrator.spec import dump_yaml, import_workload
+    from orchestrator.spec import dump_yaml
 
-    mod = import_workload(p.workload)
     rundir.write_text(p.run_dir, rundir.SPEC_FILE, dump_yaml(p.resolved_spec))
     queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
     default_train_polling()  # a trial on a cluster started without it: each report waits a poll
+    from orchestrator.worker.entry import train_loop
+
     trainer = ray_train.trainer(
         p,
-        mod.train_loop,
+        train_loop,
         # Tune stops a trial by killing its actor, and the controller with it: the cleaner
         # frees the placement group (orchestrator/launch/ray_train.py).
         keep_cleaner=True,

@@ -19,6 +19,8 @@ The package, by concern:
     deepspeed_config.py the DeepSpeed config from the spec (and your JSON)
     faults.py           ORCH_FAULTS: injected failures and stragglers
     standalone.py       a workload run alone: `python jobs/mnist_mlp.py --epochs 2`
+    entry.py            what each Ray Train worker runs: imports the workload, calls train_loop
+    script.py           `workload: script`: a torchrun-style script run unchanged
 
 Nothing here imports torch at import time.
 """

@@ -26,9 +26,17 @@ class WorkerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    workload: str = Field("", description="The workload module (mnist_mlp, ...).")
+    workload: str = Field("", description="The spec's workload (mnist_mlp, mypkg.mytrain, ...).")
+    workload_path: str | None = Field(
+        None, description="Where the workers find it (a sys.path entry; orchestrator/workloads.py)."
+    )
     run_name: str = ""
     run_id: str = Field("", description="The launch this config belongs to (ledger run_id).")
+    launch_dir: str | None = Field(
+        None,
+        description="The folder `orch run` started in, as the workers see it "
+        "(orchestrator/workloads.py: worker_path); a script workload runs there.",
+    )
     run_dir: str | None = Field(
         None, description="Where rank 0 writes metrics.jsonl; None: nowhere."
     )

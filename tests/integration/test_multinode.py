@@ -440,3 +440,61 @@ def test_bad_storage_is_refused_before_ray_and_before_any_row(cluster, case, tmp
     assert "storage_path" in out.stderr and "To fix" in out.stderr, out.stderr
     assert "Ray" not in out.stdout and time.monotonic() - t0 < 60  # Ray never started
     assert len(_keys(cluster, "runs/_ledger/")) == before
+
+
+def test_your_module_runs_from_your_folder_via_ray_job_submit_and_orch_submit(cluster, tmp_path):
+    """A workload module of your own project, shipped with --working-dir (docs/
+    your_workload.md): the workers import it from their own copy of the folder."""
+    import shutil
+
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    shutil.copy(ROOT / "jobs" / "mnist_mlp.py", tmp_path / "mypkg" / "mytrain.py")
+    spec = (ROOT / "jobs" / "mnist_mlp.yaml").read_text()
+    (tmp_path / "my.yaml").write_text(
+        spec.replace("workload: mnist_mlp", "workload: mypkg.mytrain")
+    )
+    env = _env(cluster)
+    ray = str(Path(sys.executable).parent / "ray")
+    out = subprocess.run(
+        [
+            ray,
+            "job",
+            "submit",
+            "--working-dir",
+            ".",
+            "--",
+            "orch",
+            "run",
+            "my.yaml",
+            "name=mine-ray",
+            "train.epochs=1",
+            f"storage_path={BUCKET}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    out = subprocess.run(
+        [
+            *ORCH,
+            "submit",
+            "my.yaml",
+            "name=mine-orch",
+            "train.epochs=1",
+            f"storage_path={BUCKET}",
+            "--follow",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    for name in ("mine-ray", "mine-orch"):
+        s = _summary(cluster, name)
+        assert s["status"] == "SUCCEEDED" and len({w["node_id"] for w in s["workers"]}) == 2
