@@ -135,6 +135,7 @@ class LocalCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(self.dir / "auth_token"),
             "RAY_API_SERVER_ADDRESS": self.dashboard_url,
+            "ORCH_QUEUE_ADDRESS": self.gcs_address,  # orch queue / orch submit --queue
             **self.s3_env(),
         }
 

@@ -80,6 +80,19 @@ class DeepSpeedSpec(Strict):
         return self
 
 
+class QueueSpec(Strict):
+    """How `orch submit --queue` orders this job (flags of the same names override these)."""
+
+    name: str = Field("default", min_length=1, description="The queue (orch queue create NAME).")
+    priority: int = Field(0, ge=0, le=10**6, description="Higher starts first; may preempt lower.")
+    preemptible: bool = Field(
+        True, description="May be stopped for a higher-priority job (it resumes later)."
+    )
+    retries: int = Field(
+        0, ge=0, le=1000, description="Times a failed job is run again under the same id."
+    )
+
+
 class JobSpec(Strict):
     """A training job. Every key is described in `orch schema`."""
 
@@ -100,6 +113,7 @@ class JobSpec(Strict):
     schedule: dict[str, Any] | None = None
     compress: dict[str, Any] | None = None
     tracking: dict[str, Any] | None = None
+    queue: QueueSpec = Field(default_factory=QueueSpec)
 
     @field_validator("name")
     @classmethod
@@ -121,8 +135,11 @@ class JobSpec(Strict):
         return self.model_dump(mode="json")
 
     def spec_hash(self) -> str:
-        """Hash of the resolved spec, stable across key order."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """Hash of the resolved spec, stable across key order. The queue section says how the
+        job is scheduled, not what it computes: left out."""
+        d = self.to_dict()
+        d.pop("queue", None)
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

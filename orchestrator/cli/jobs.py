@@ -60,11 +60,35 @@ def register(app) -> None:
         follow: bool = typer.Option(
             False, "--follow", "-f", help="Then stream the logs to the end."
         ),
+        queue: str | None = typer.Option(
+            None,
+            "--queue",
+            help="Through the cluster's queue (orch queue): it starts when all its workers fit, "
+            "in priority order. Also the spec's queue.name; default: straight to the Jobs API.",
+        ),
+        priority: int | None = typer.Option(
+            None, "--priority", help="Queue priority >= 0, higher first (spec: queue.priority)."
+        ),
+        preemptible: bool | None = typer.Option(
+            None,
+            "--preemptible/--no-preemptible",
+            help="May a higher-priority job stop it (it resumes later)? (spec: queue.preemptible)",
+        ),
+        retries: int | None = typer.Option(
+            None, "--retries", help="Run a failed job again up to N times (spec: queue.retries)."
+        ),
+        ray_address: str | None = typer.Option(
+            None, "--ray-address", help="With --queue: the cluster's GCS address (see orch queue)."
+        ),
+        hold: bool = typer.Option(
+            False, "--hold", help="With --queue: queued but held until `orch queue release ID`."
+        ),
     ) -> None:
-        """Submit `orch run SPEC` to a Ray cluster through the Jobs API.
+        """Submit `orch run SPEC` to a Ray cluster through the Jobs API, or into its queue.
 
         The spec is validated here first. Same --submission-id and same spec: the existing job
-        (nothing submitted); same id, other spec: refused.
+        (nothing submitted); same id, other spec: refused. With --queue (or a queue: section in
+        the spec), the job waits in the cluster's queue until it fits (orch queue shows why).
         """
         import logging
 
@@ -78,6 +102,31 @@ def register(app) -> None:
             "ray.dashboard.modules.dashboard_sdk",
         ):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        queued = hold or any(x is not None for x in (queue, priority, preemptible, retries))
+        if not queued:
+            try:
+                from orchestrator.spec import load_spec
+
+                queued = "queue" in load_spec(spec, overrides or []).model_fields_set
+            except OrchestratorError as exc:
+                fail(exc)
+        if queued:
+            _submit_queued(
+                spec,
+                overrides or [],
+                working_dir,
+                exclude or [],
+                max_upload_mb,
+                queue,
+                priority,
+                preemptible,
+                retries,
+                submission_id,
+                name,
+                ray_address,
+                hold,
+            )
+            return
         try:
             sub = submit(
                 spec,
@@ -113,6 +162,36 @@ def register(app) -> None:
         )
         if follow:
             _logs(sub.submission_id, address, True)
+
+    def _submit_queued(*args) -> None:
+        from orchestrator.cli.queue import submit_queued
+
+        try:
+            out = submit_queued(*args)
+        except OrchestratorError as exc:
+            fail(exc)
+        job = out["job"]
+        if out["reused"]:
+            console.print(
+                f"job [bold]{job['id']}[/bold] is already in the queue with this spec "
+                f"({job['state']}); not submitting again",
+                highlight=False,
+                soft_wrap=True,
+            )
+        else:
+            console.print(
+                ("held" if job["state"] == "HELD" else "queued")
+                + f" [bold]{job['id']}[/bold] in '{job['queue']}' at priority "
+                f"{job['priority']}: {job['workers']} worker(s) x "
+                + ", ".join(f"{k} {v:g}" for k, v in job["per_worker"].items()),
+                highlight=False,
+                soft_wrap=True,
+            )
+        console.print(
+            f"  orch queue        (position, and why it waits)\n  orch logs {job['id']} --follow",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def _logs(job: str, address: str | None, follow: bool) -> None:
         import logging

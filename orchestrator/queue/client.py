@@ -1,0 +1,207 @@
+"""The client side of the queue: connect to the cluster, find (or start) the queue actor,
+and turn a spec into a queued job (its working dir packed once, here, and kept by the queue
+until the job has ended, so a job that waits for hours still finds its code).
+
+The client reaches the queue through Ray itself (ray.init to the cluster's GCS address, or
+ray://HEAD:10001 through Ray Client): ORCH_QUEUE_ADDRESS, else a RAY_ADDRESS that is not the
+Jobs API's http:// address, else `auto` (a head started on this machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.queue.service import ACTOR_NAME, NAMESPACE, QueueActor
+
+ADDRESS_ENV = "ORCH_QUEUE_ADDRESS"
+
+
+class QueueInputError(OrchestratorError):
+    """Bad input to the queue: unknown queue, negative priority, a job that can never fit."""
+
+    exit_code = 2
+
+
+class QueueUnreachableError(OrchestratorError):
+    exit_code = 1
+
+
+def ray_address(address: str | None = None) -> str:
+    if address:
+        return address
+    if os.environ.get(ADDRESS_ENV):
+        return os.environ[ADDRESS_ENV]
+    ra = os.environ.get("RAY_ADDRESS", "")
+    if ra and not ra.startswith(("http://", "https://")):
+        return ra
+    return "auto"
+
+
+def connect(address: str | None = None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    addr = ray_address(address)
+    saved = os.environ.pop("RAY_ADDRESS", None)  # an http:// one would confuse ray.init
+    try:
+        ray.init(
+            address=addr,
+            namespace=NAMESPACE,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+            configure_logging=False,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise QueueUnreachableError(
+            f"cannot reach the Ray cluster at {addr} for the queue: {exc}. Set "
+            f"{ADDRESS_ENV}=HOST:GCS_PORT (or ray://HOST:10001 through a tunnel), or run this "
+            "on the head"
+        ) from None
+    finally:
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved
+
+
+def handle(create: bool = True, state_dir: str | None = None):
+    """The queue actor, started on the head on first use."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    try:
+        return ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+    except ValueError:
+        if not create:
+            raise QueueUnreachableError(
+                "no queue on this cluster yet (orch submit --queue starts it)"
+            ) from None
+    head = next(
+        (
+            n["NodeID"]
+            for n in ray.nodes()
+            if n.get("Alive") and "node:__internal_head__" in n["Resources"]
+        ),
+        None,
+    )
+    opts: dict[str, Any] = {
+        "name": ACTOR_NAME,
+        "namespace": NAMESPACE,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_task_retries": -1,
+        "max_concurrency": 16,
+        "num_cpus": 0,
+    }
+    if head:
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(head, soft=False)
+    actor = ray.remote(QueueActor).options(**opts).remote(state_dir)
+    ray.get(actor.info.remote())  # up (its errors surface here)
+    return actor
+
+
+def call(actor, method: str, *args: Any, **kwargs: Any) -> Any:
+    import ray
+
+    status, value = ray.get(actor.call.remote(method, *args, **kwargs))
+    if status == "error":
+        raise QueueInputError(value)
+    return value
+
+
+def pack_working_dir(working_dir: Path, excludes: list[str]) -> tuple[str, bytes]:
+    """Ray's package of working_dir (its URI names the content), as Ray would upload it."""
+    from ray._private.runtime_env.packaging import create_package, get_uri_for_directory
+
+    uri = get_uri_for_directory(str(working_dir), include_gitignore=True, excludes=excludes)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "pkg.zip"
+        create_package(
+            str(working_dir), target, include_gitignore=True, excludes=excludes, logger=None
+        )
+        return uri, target.read_bytes()
+
+
+def queued_job(
+    spec_path: str,
+    overrides: list[str],
+    working_dir: str,
+    excludes: list[str],
+    max_upload_mb: float,
+    queue: str | None,
+    priority: int | None,
+    preemptible: bool | None,
+    retries: int | None,
+    submission_id: str | None,
+    run_name: str | None,
+) -> tuple[dict[str, Any], Path, list[str]]:
+    """The job row for a spec (validated here), its working dir and the excludes."""
+    from orchestrator.cluster.jobs import (
+        DEFAULT_EXCLUDES,
+        META_PREFIX,
+        JobsApiError,
+        _check_spec_uploaded,
+        build_entrypoint,
+        check_upload,
+        fingerprint,
+    )
+    from orchestrator.spec import load_spec
+
+    if priority is not None and priority < 0:
+        raise QueueInputError(f"--priority {priority}: expected a whole number >= 0")
+    if retries is not None and retries < 0:
+        raise QueueInputError(f"--retries {retries}: expected a whole number >= 0")
+    spec = load_spec(spec_path, overrides)
+    qs = spec.queue
+    wd = Path(working_dir).resolve()
+    if not wd.is_dir():
+        raise JobsApiError(f"--working-dir {working_dir}: not a directory")
+    try:
+        spec_rel = Path(spec_path).resolve().relative_to(wd).as_posix()
+    except ValueError:
+        raise JobsApiError(
+            f"{spec_path} is outside the working_dir {wd}: the cluster only sees "
+            "what is uploaded; move the spec under it or pass --working-dir"
+        ) from None
+    all_excludes = DEFAULT_EXCLUDES + list(excludes)
+    _check_spec_uploaded(wd, spec_rel, all_excludes)
+    check_upload(wd, all_excludes, max_upload_mb)
+    sid = submission_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
+    name = run_name or sid  # every queued job its own run: rerun after preemption resumes it
+    res = spec.resources
+    per_worker = {"CPU": res.cpus_per_worker}
+    if res.gpus_per_worker > 0:
+        per_worker["GPU"] = res.gpus_per_worker
+    fp = fingerprint(spec.spec_hash(), name)
+    job = {
+        "id": sid,
+        "queue": queue or qs.name,
+        "priority": qs.priority if priority is None else priority,
+        "preemptible": qs.preemptible if preemptible is None else preemptible,
+        "retries": qs.retries if retries is None else retries,
+        "workers": res.workers,
+        "per_worker": per_worker,
+        "entrypoint": build_entrypoint(spec_rel, overrides, name),
+        "runtime_env": {
+            "excludes": all_excludes,
+            "env_vars": {"PYTHONUNBUFFERED": "1"},
+        },
+        "metadata": {
+            f"{META_PREFIX}spec": spec_rel,
+            f"{META_PREFIX}spec_hash": spec.spec_hash(),
+            f"{META_PREFIX}fingerprint": fp,
+            f"{META_PREFIX}workload": spec.workload,
+            f"{META_PREFIX}run_name": name,
+        },
+        "fingerprint": fp,
+        "spec": spec_rel,
+        "run_name": name,
+        "storage_path": spec.storage_path,
+    }
+    return job, wd, all_excludes
