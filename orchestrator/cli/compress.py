@@ -29,7 +29,7 @@ def register(app) -> None:
         finetune_steps: int = typer.Option(0, "--finetune-steps", help="Steps after pruning."),
         finetune_lr: float = typer.Option(1e-4, "--finetune-lr"),
         export: list[str] | None = typer.Option(
-            None, "--export", help="onnx|torchscript (repeat)."
+            None, "--export", help="onnx|pt2 (repeat; torchscript: an old name for pt2)."
         ),
         layers: list[str] | None = typer.Option(
             None, "--layers", help="Module-name globs to touch."
@@ -47,7 +47,7 @@ def register(app) -> None:
         and record ledger rows linked to the source run.
 
             orch compress runs/mnist-mlp --prune 0.9 --finetune-steps 300 --quantize int8
-            orch compress runs/mnist-mlp --low-rank 0.5 --export onnx --export torchscript
+            orch compress runs/mnist-mlp --low-rank 0.5 --export onnx --export pt2
         """
 
         formats = [f.strip() for item in (export or []) for f in item.split(",") if f.strip()]

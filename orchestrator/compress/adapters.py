@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.compress.spec import CompressError
+from orchestrator.compress.spec import CompressInputError
 
 
 @dataclass
@@ -267,7 +267,7 @@ def adapter_for_workload(workload: str, module, config: dict[str, Any], model=No
     base = BUILTIN_ADAPTERS[workload](config, model) if workload in BUILTIN_ADAPTERS else None
     hooks = {h: getattr(module, h, None) for h in HOOKS}
     if hooks["example_inputs"] is None and base is None:
-        raise CompressError(
+        raise CompressInputError(
             f"workload '{workload}' defines no example_inputs(config, batch_size): compress needs "
             "it for latency and export. Add it to the workload module (see docs/compression.md)"
         )

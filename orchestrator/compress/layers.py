@@ -30,3 +30,41 @@ class LowRankLinear(nn.Sequential):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, rank={self.rank}, out_features={self.out_features}"
+
+
+def _exported_int8_from_pt2(blob: bytes) -> ExportedInt8:
+    import io
+
+    import torch
+
+    return ExportedInt8(torch.export.load(io.BytesIO(blob)))
+
+
+class ExportedInt8(nn.Module):
+    """A static int8 model (torchao PT2E: quantize/dequantize ops around float conv/linear) as
+    a module. `program` is its torch.export ExportedProgram (what model.pt2 holds); `graph` (the
+    GraphModule convert_pt2e returned, or the program's module once loaded back) runs it eagerly
+    with reference numerics, slowly; torch.compile of this module with inductor's freezing on
+    runs it with int8 kernels. Pickles as a .pt2 archive, so torch.save(model) / torch.load
+    work."""
+
+    def __init__(self, program, graph=None):
+        super().__init__()
+        from torchao.quantization.pt2e import allow_exported_model_train_eval
+
+        self.program = program
+        self.graph = allow_exported_model_train_eval(
+            graph if graph is not None else program.module()
+        )
+
+    def forward(self, *args):
+        return self.graph(*args)
+
+    def __reduce__(self):
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.export.save(self.program, buf)
+        return (_exported_int8_from_pt2, (buf.getvalue(),))

@@ -7,7 +7,7 @@
 Stages, each optional, each measured after it runs: low-rank, prune, fine-tune, int8, then
 exports. Output: `<run_dir>/compress_<timestamp>/` (or spec.out) with model.pt (the whole
 module, torch.load with weights_only=False), report.json, report.md, and model.onnx /
-model.int8.onnx / model.torchscript.pt when exported. Ledger rows (records.py): kind=compress
+model.int8.onnx / model.pt2 when exported. Ledger rows (records.py): kind=compress
 (parent_run = the source run) and kind=export (parent_run = the compress row).
 """
 
@@ -38,7 +38,8 @@ from orchestrator.compress.report import (
     print_report,
     row_line,
 )
-from orchestrator.compress.spec import CompressError, CompressSpec, parse_spec
+from orchestrator.compress.spec import CompressSpec, parse_spec
+from orchestrator.errors import CheckpointError
 
 
 def compress_model(
@@ -113,9 +114,13 @@ def compress_model(
                     "task metric not measured: the static int8 graph has only the "
                     "wrapped forward, not the model's own API"
                 )
-            rows.append(measure(f"int8 {mode}", q, qadapter, reps, notes, time.perf_counter() - t0))
         else:
-            rows.append(measure(f"int8 {mode}", q, adapter, reps, notes, time.perf_counter() - t0))
+            qadapter = adapter
+        rows.append(
+            measure(
+                f"int8 {mode}", q, qadapter, reps, notes, time.perf_counter() - t0, compiled=True
+            )
+        )
         log(row_line(rows[-1]))
         model = q
 
@@ -207,7 +212,7 @@ def run_after_training(
     cspec = parse_spec(section)
     source = summary.get("checkpoint") or summary.get("run_dir")
     if not source:
-        raise CompressError("compress: the run left no checkpoint to compress")
+        raise CheckpointError("compress: the run left no checkpoint to compress")
     say = (lambda m: console.print(m, highlight=False, markup=False)) if console else None
     if console:
         console.print(f"[bold]compress[/bold] {source}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator.compress.lowrank import is_low_rank
 from orchestrator.compress.selection import left_as_is, selected, tied_weights
-from orchestrator.compress.spec import CompressError
+from orchestrator.compress.spec import CompressInputError
 
 
 def _prunable_types():
@@ -58,7 +58,7 @@ def prune_model(
     if tied_names:
         notes.append(f"left as is, weight tied to another module: {', '.join(tied_names)}")
     if not chosen:
-        raise CompressError("prune: no Linear/Conv layer matched compress.layers/exclude")
+        raise CompressInputError("prune: no Linear/Conv layer matched compress.layers/exclude")
     pruned: list[tuple[Any, str]] = []
     if not structured:
         params = [(m, "weight") for _n, m in chosen]

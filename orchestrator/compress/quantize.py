@@ -1,81 +1,134 @@
-"""int8 quantization through torch.ao.quantization (PyTorch's own API).
+"""int8 quantization through torchao (PyTorch's quantization library; torch 2.14 deprecates the
+eager and FX quantization APIs that torch itself shipped).
 
     quantize_int8(model, adapter, mode="auto", calibration_batches=8) -> (model, notes, mode)
 
-`quantize_dynamic_int8`: weights int8, activations quantized on the fly, for Linear, LSTM, GRU
-and their cells (eager `quantize_dynamic`). `quantize_static_int8`: FX graph mode
-(`prepare_fx`, calibration batches, `convert_fx`; conv+bn+relu fused) over the adapter's
-wrapped module. `auto` picks static for a model with convolutions and a calibration set,
-dynamic otherwise, and falls back to dynamic (saying why) when FX cannot trace the model.
+`quantize_dynamic_int8`: torchao's `quantize_` with `Int8DynamicActivationInt8WeightConfig` on
+every chosen nn.Linear: weights int8 per output channel, activations quantized per token on the
+fly (the weight becomes a torchao `Int8Tensor`; the module stays an nn.Linear).
+`quantize_static_int8`: the PT2E flow over the adapter's wrapped module: `torch.export`, then
+torchao's `prepare_pt2e` with the `X86InductorQuantizer` (conv+bn folded, conv/linear int8 per
+channel, activations int8 per tensor), calibration batches, `convert_pt2e`; the result is an
+`orchestrator.compress.layers.ExportedInt8` holding the torch.export program.
+`auto` picks static for a model with convolutions and a calibration set, dynamic otherwise, and
+falls back to dynamic (saying why) when the model cannot be exported or quantized that way.
+
+Both run fast through torch.compile (inductor with freezing turns the int8 patterns into
+oneDNN/x86 int8 kernels); run eagerly they compute the same numbers slowly. `measure` times int8
+stages compiled (`fast_module`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import warnings
 from collections import Counter
 from typing import Any
 
 from orchestrator.compress.adapters import Adapter
 from orchestrator.compress.measure import linear_weight_bytes
-from orchestrator.compress.selection import leaf_param_modules, left_as_is, selected, tied_weights
-from orchestrator.compress.spec import CompressError
+from orchestrator.compress.selection import left_as_is, selected, tied_weights
+from orchestrator.compress.spec import CompressError, CompressInputError
 
 
 def quantization_api() -> str:
-    return "torch.ao.quantization (PyTorch's eager dynamic + FX graph mode static)"
+    try:
+        from importlib.metadata import version
+
+        ver = f" {version('torchao')}"
+    except Exception:  # noqa: BLE001 - a version string is a nicety
+        ver = ""
+    return (
+        f"torchao{ver} (quantize_ Int8DynamicActivationInt8WeightConfig; PT2E "
+        "prepare_pt2e/convert_pt2e with X86InductorQuantizer); int8 latency via torch.compile"
+    )
 
 
 @contextlib.contextmanager
 def _quiet_quant():
-    # torch 2.14 marks torch.ao.quantization deprecated in favour of torchao (not installed here);
-    # it still works and is PyTorch's own API, so its warnings stay out of the report.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        yield
+    """torchao and torch.export are chatty (pytree registration notices, export hints); the
+    report keeps its own notes."""
+    loggers = [logging.getLogger(n) for n in ("torch.utils._pytree", "torch.export", "torchao")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", category=UserWarning)
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)
+
+
+def import_torchao():
+    """torchao, or a CompressError naming the extra to install."""
+    try:
+        with _quiet_quant():
+            import torchao
+    except ImportError as exc:
+        raise CompressInputError(
+            "int8 quantization needs torchao: pip install 'orchestrator[compress]' "
+            f"(or pip install torchao) ({exc})"
+        ) from exc
+    return torchao
 
 
 def _dynamic_types():
     import torch.nn as nn
 
-    return (nn.Linear, nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell, nn.RNNCell)
+    return (nn.Linear,)
 
 
 def quantize_dynamic_int8(model, layers: list[str] = (), exclude: list[str] = ()):
-    """Dynamic int8 (weights int8, activations quantized on the fly) of Linear/LSTM/GRU."""
+    """Dynamic int8 (weights int8 per channel, activations quantized per token on the fly) of
+    every chosen nn.Linear of a copy of `model`, through torchao's quantize_. Returns (the
+    quantized copy, notes)."""
     import torch
-    from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+    import_torchao()
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
 
     names = {
-        n: default_dynamic_qconfig
+        n
         for n, m in model.named_modules()
         if type(m) in _dynamic_types() and selected(n, list(layers), list(exclude))
     }
     if not names:
-        return model, ["dynamic int8: no Linear/LSTM/GRU layer to quantize"] + left_as_is(
+        return model, ["dynamic int8: no Linear layer to quantize"] + left_as_is(
             model, _dynamic_types()
         )
     before = linear_weight_bytes(model)
     counts = Counter(type(model.get_submodule(n)).__name__ for n in names)
     skip_ids = {id(m) for n, m in model.named_modules() if n in names}
     left = left_as_is(model, _dynamic_types(), skip=skip_ids)
+    tied = tied_weights(model)
+    shared = [n for n in sorted(names) if id(model.get_submodule(n)) in tied]
+    model = copy.deepcopy(model)
     with _quiet_quant():
-        q = quantize_dynamic(model, qconfig_spec=names, dtype=torch.qint8)
-    after = linear_weight_bytes(q)
+        quantize_(
+            model,
+            Int8DynamicActivationInt8WeightConfig(set_inductor_config=False),
+            filter_fn=lambda m, fqn: fqn in names,
+        )
+    for m in model.modules():
+        # torchao sets a per-instance extra_repr (a functools.partial) that pickle cannot
+        # save; the class's own extra_repr stays, so torch.save(model) works
+        m.__dict__.pop("extra_repr", None)
+    after = linear_weight_bytes(model)
     notes = [
-        f"dynamic int8 ({torch.backends.quantized.engine} engine) of "
-        + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+        f"dynamic int8 (torchao Int8DynamicActivationInt8WeightConfig, {torch.get_num_threads()} "
+        "threads) of " + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
     ]
     if before and after:
         notes.append(
             f"Linear weights {before / 1e6:.3f} MB -> {after / 1e6:.3f} MB "
             f"({before / after:.2f}x smaller)"
         )
-    tied = tied_weights(model)
-    shared = [n for n in names if id(model.get_submodule(n)) in tied]
     if shared:
         notes.append(
             f"{', '.join(shared)}: weight tied to another module (e.g. an embedding); "
@@ -86,50 +139,90 @@ def quantize_dynamic_int8(model, layers: list[str] = (), exclude: list[str] = ()
     ]
     if unselected:
         notes.append(f"excluded by layers/exclude: {', '.join(unselected)}")
-    return q, notes + left
+    return model, notes + left
+
+
+def batch_dynamic_shapes(example: tuple) -> tuple:
+    """torch.export dynamic_shapes: the batch dimension of every input is dynamic."""
+    import torch
+
+    batch = torch.export.Dim("batch")
+    return tuple({0: batch} for _ in example)
+
+
+def _drop_unused_attrs(gm) -> list[str]:
+    """convert_pt2e folds each weight into an int8 copy (_frozen_paramN) but leaves the float
+    original registered; remove every parameter/buffer no graph node reads."""
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    dropped = []
+    for name, _t in list(gm.named_parameters()) + list(gm.named_buffers()):
+        if name in used:
+            continue
+        owner_name, _, attr = name.rpartition(".")
+        owner = gm.get_submodule(owner_name) if owner_name else gm
+        delattr(owner, attr)
+        dropped.append(name)
+    return dropped
+
+
+def _capture(module, example: tuple, dyn: tuple):
+    """torch.export for PT2E, strict (TorchDynamo) first: the X86InductorQuantizer finds its
+    conv+add+relu patterns by source module, and non-strict export merges the calls of a
+    module used twice (torchvision ResNet's one ReLU per block), which the quantizer rejects
+    ("Input partition has more than one output node"). Non-strict if dynamo cannot trace."""
+    import torch
+
+    try:
+        return torch.export.export(module, example, dynamic_shapes=dyn, strict=True)
+    except Exception:  # noqa: BLE001 - e.g. code dynamo cannot trace: non-strict next
+        return torch.export.export(module, example, dynamic_shapes=dyn, strict=False)
 
 
 def quantize_static_int8(model, adapter: Adapter, num_batches: int):
-    """Static int8 through FX graph mode: observe activations on calibration batches, then
-    convert (conv/linear/bn fused; ops without int8 kernels stay float between dequant/quant)."""
+    """Static int8 through PT2E: torch.export the adapter's wrapped module, prepare_pt2e with
+    the X86InductorQuantizer, calibrate on `num_batches` batches, convert_pt2e, export again.
+    Returns (ExportedInt8, notes)."""
     import torch
-    import torch.nn as nn
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    engine = torch.backends.quantized.engine
-    wrapped = adapter.module(model)
+    import_torchao()
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer as xiq
+
+    from orchestrator.compress.layers import ExportedInt8
+
+    wrapped = adapter.module(model).eval()
+    example = adapter.example_inputs(2)
+    dyn = batch_dynamic_shapes(example)
     with _quiet_quant():
-        prepared = prepare_fx(
-            copy.deepcopy(wrapped).eval(),
-            get_default_qconfig_mapping(engine),
-            adapter.example_inputs(2),
+        captured = _capture(copy.deepcopy(wrapped), example, dyn)
+        quantizer = xiq.X86InductorQuantizer().set_global(
+            xiq.get_default_x86_inductor_quantization_config()
         )
+        prepared = prepare_pt2e(captured.module(), quantizer)
         batches = adapter.calibration_batches(num_batches)
-        with torch.inference_mode():
+        with torch.no_grad():
             for inputs in batches:
                 prepared(*inputs)
-        q = convert_fx(prepared)
-    before = Counter(type(m).__name__ for _n, m in leaf_param_modules(wrapped))
-    after = Counter(
+        converted = convert_pt2e(prepared)
+        _drop_unused_attrs(converted)
+        program = torch.export.export(converted, example, dynamic_shapes=dyn)
+    q = ExportedInt8(program, converted)
+    int8 = Counter()
+    for _name, t in q.named_buffers():
+        if t.dtype == torch.int8:
+            int8[{4: "Conv2d", 2: "Linear", 3: "Conv1d", 5: "Conv3d"}.get(t.dim(), "other")] += 1
+    before = Counter(
         type(m).__name__
-        for _n, m in q.named_modules()
-        if type(m).__module__.startswith(
-            ("torch.ao.nn.quantized", "torch.ao.nn.intrinsic.quantized")
-        )
-        and type(m).__name__ != "LinearPackedParams"
+        for m in wrapped.modules()
+        if any(p.dim() > 1 for p in m.parameters(recurse=False))
     )
     notes = [
-        f"static int8 (FX graph mode, {engine} engine, {len(batches)} calibration batches): "
-        + ", ".join(f"{k} x{v}" for k, v in sorted(after.items()))
+        f"static int8 (PT2E, X86InductorQuantizer, {len(batches)} calibration batches): int8 "
+        "weights of " + ", ".join(f"{k} x{v}" for k, v in sorted(int8.items()))
     ]
-    float_left = Counter(
-        type(m).__name__
-        for _n, m in leaf_param_modules(q)
-        if isinstance(m, (nn.Linear, nn.Conv2d, nn.Embedding, nn.LayerNorm))
-    )
+    float_left = [n for n, p in q.named_parameters() if p.dim() > 1]
     if float_left:
-        notes.append("left float: " + ", ".join(f"{k} x{v}" for k, v in sorted(float_left.items())))
+        notes.append(f"left float: {', '.join(float_left)}")
     notes.append(
         "float layers before: " + ", ".join(f"{k} x{v}" for k, v in sorted(before.items()))
     )
@@ -145,7 +238,8 @@ def quantize_int8(
     exclude: list[str] = (),
 ) -> tuple[Any, list[str], str]:
     """Returns (quantized model, notes, mode used). A static result is already wrapped
-    (a GraphModule over adapter.module(model)); the adapter is told so by the caller."""
+    (an ExportedInt8 over adapter.module(model)); the adapter is told so by the caller.
+    `model` itself is left as it is."""
     import torch.nn as nn
 
     has_conv = any(isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)) for m in model.modules())
@@ -157,7 +251,7 @@ def quantize_int8(
             "calibration_batches(config, num_batches))"
         )
         if mode == "static":
-            raise CompressError(msg)
+            raise CompressInputError(msg)
         notes.append(msg + "; using dynamic int8, so conv layers stay float")
         want_static = False
     if want_static:
@@ -166,15 +260,15 @@ def quantize_int8(
         try:
             q, more = quantize_static_int8(model, adapter, calibration_batches)
             return q, notes + more, "static"
-        except Exception as exc:  # noqa: BLE001 - FX cannot trace every model; say so, go on
+        except CompressError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not every model exports; say so, go on
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             if mode == "static":
                 raise CompressError(
-                    f"static int8 failed (FX graph mode could not trace or "
-                    f"convert this model): {str(exc).splitlines()[0]}"
+                    f"static int8 failed (torch.export / PT2E could not capture or "
+                    f"convert this model): {first}"
                 ) from exc
-            notes.append(
-                f"static int8 not possible (FX: {str(exc).splitlines()[0][:200]}); "
-                "using dynamic int8"
-            )
+            notes.append(f"static int8 not possible (PT2E: {first[:200]}); using dynamic int8")
     q, more = quantize_dynamic_int8(model, layers, exclude)
     return q, notes + more, "dynamic"

@@ -15,13 +15,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExitCode, OrchestratorError
 
 
 class CompressError(OrchestratorError):
     """A compression stage cannot run as asked (missing hook, bad checkpoint, failed export)."""
 
-    exit_code = 5
+    exit_code = ExitCode.FAILED
+
+
+class CompressInputError(CompressError):
+    """Compression asked for something the model or workload cannot give (no matching layer,
+    no calibration set or example inputs): fix the spec or the workload."""
+
+    exit_code = ExitCode.BAD_INPUT
 
 
 class CompressSpec(BaseModel):
@@ -50,8 +57,10 @@ class CompressSpec(BaseModel):
         "auto", description="auto: static for conv nets with a calibration set, else dynamic."
     )
     calibration_batches: int = Field(8, ge=1, le=10_000, description="Batches for static int8.")
-    export: list[Literal["onnx", "torchscript"]] = Field(
-        default_factory=list, description="Export formats, checked against the PyTorch model."
+    export: list[Literal["onnx", "pt2", "torchscript"]] = Field(
+        default_factory=list,
+        description="Export formats, checked against the PyTorch model: onnx (torch.onnx, "
+        "dynamo), pt2 (torch.export); torchscript is an old name that now writes pt2.",
     )
     onnx_atol: float = Field(1e-4, gt=0, description="Largest ONNX-vs-PyTorch difference allowed.")
     layers: list[str] = Field(

@@ -90,7 +90,7 @@ def test_low_rank_half_rank_fewer_params_within_two_points(mnist_run):
 def test_onnx_matches_pytorch_within_1e4_and_ledger_links(mnist_run):
     import onnxruntime as ort
 
-    res, cid = _compress(mnist_run, "onnx", export=["onnx", "torchscript"])
+    res, cid = _compress(mnist_run, "onnx", export=["onnx", "pt2"])
     onnx = next(e for e in res.exports if e["format"] == "onnx")
     assert onnx["ok"] and onnx["max_abs_diff"] <= 1e-4
     # check it again here, on the whole test set
@@ -101,8 +101,10 @@ def test_onnx_matches_pytorch_within_1e4_and_ledger_links(mnist_run):
     with torch.no_grad():
         want = loaded.model(x).numpy()
     assert abs(got - want).max() <= 1e-4
-    ts = torch.jit.load(next(e["path"] for e in res.exports if e["format"] == "torchscript"))
-    assert torch.allclose(ts(x), loaded.model(x), atol=1e-5)
+    pt2 = next(e for e in res.exports if e["format"] == "pt2")
+    assert pt2["ok"] and pt2["path"].endswith("model.pt2")
+    program = torch.export.load(pt2["path"])
+    assert torch.allclose(program.module()(x), loaded.model(x), atol=1e-5)
     rows = {r["run_id"]: r for r in ledger.read_events(mnist_run.parent).to_pylist()}
     assert rows[cid]["kind"] == "compress" and rows[cid]["parent_run"] == "mnist-mlp"
     exports = [r for r in rows.values() if r["parent_run"] == cid]
@@ -184,7 +186,7 @@ def test_pipeline_rows_and_report_files(tmp_path):
         prune=0.8,
         finetune_steps=5,
         quantize="int8",
-        export=["onnx", "torchscript"],
+        export=["onnx", "torchscript"],  # torchscript: the old name, now writes pt2
         latency_repeats=1,
     )
     res = compress_model(m, ad, spec, tmp_path / "out")
@@ -200,8 +202,15 @@ def test_pipeline_rows_and_report_files(tmp_path):
     assert pr.nonzero <= 0.25 * pr.params and ft.nonzero == pr.nonzero  # zeros survive training
     assert all(r.latency_b1_ms and r.latency_b64_ms and "accuracy" in r.metrics for r in res.rows)
     formats = {e["format"]: e for e in res.exports}
-    assert set(formats) == {"onnx", "onnx-int8", "torchscript"}
+    assert set(formats) == {"onnx", "onnx-int8", "pt2"}
     assert formats["onnx"]["max_abs_diff"] < 1e-4 and formats["onnx"]["ok"]
+    assert formats["onnx"]["exporter"] == "dynamo"
+    assert formats["pt2"]["ok"] and "TorchScript is deprecated" in formats["pt2"]["note"]
+    # the int8 deploy artifact: torch.export.load runs it without orchestrator's classes
+    x = torch.randn(3, 20)
+    program = torch.export.load(formats["pt2"]["path"])
+    assert torch.allclose(program.module()(x), res.model(x), atol=1e-4)
+    assert any("torch.compile" in n for n in q.notes) and q.latency_b64_ms is not None
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [s["stage"] for s in report["stages"]] == [r.stage for r in res.rows]
     assert "| stage |" in (tmp_path / "out" / "report.md").read_text()
