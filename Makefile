@@ -1,4 +1,6 @@
-# make demo   install into .venv (only when pyproject.toml changed) and train the MNIST MLP on local Ray
+# make install  install the package with every extra and the dev tools (.[all,dev]) into .venv,
+#               only when pyproject.toml changed; `pip install .` alone is the lean core
+# make demo   install, then train the MNIST MLP on local Ray
 # make test   install and run the whole CPU test suite (unit + integration on real local Ray)
 # make lint   ruff check + format check (.ci/run runs it before the tests)
 # make cluster-up / cluster-down   a 3-node Ray cluster + an S3 server on 127.0.0.1 (cluster/local_cluster.py)
@@ -20,7 +22,7 @@ WARM    := import torch, torchvision, ray.train.torch, ray.tune, ray.data, ray.r
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-compile -e '.[all,dev]'
 	$(RUN) $(BIN)/python -c "$(WARM)"
 	touch $(STAMP)
 

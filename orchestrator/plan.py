@@ -221,7 +221,15 @@ def plan(
         notes.append("strategy auto -> ddp (no memory table for this plan)")
     ds_config = None
     if strategy == "deepspeed":
+        from orchestrator import extras
         from orchestrator.worker import deepspeed_config
+
+        missing = extras.not_installed("deepspeed")
+        if missing:  # `strategy: auto` resolved to it (an explicit one fails validation)
+            why = f"{spec.strategy} (resolved to deepspeed)" if spec.strategy != strategy else ""
+            raise SpecError(
+                [FieldError("strategy", extras.message("deepspeed", why or "deepspeed", missing))]
+            )
 
         ds_config = deepspeed_config.build(spec)
 

@@ -342,12 +342,17 @@ def _expected(msg: str) -> str:
 
 
 def validate_spec(
-    data: dict[str, Any], source: str | None = None, search: list[str] | None = None
+    data: dict[str, Any],
+    source: str | None = None,
+    search: list[str] | None = None,
+    check_extras: bool = True,
 ) -> JobSpec:
     """Validate a spec dict, the workload's `train:` arguments included. Raises SpecError.
 
     The workload is looked for in `search`, else the folder of `source` (the spec file), and
-    the current folder (orchestrator/workloads.py)."""
+    the current folder (orchestrator/workloads.py). `check_extras`: also require the optional
+    dependencies the spec needs to be installed here (orchestrator/extras.py); off where the
+    spec runs elsewhere (orch submit: the cluster's `orch run` checks them there)."""
     if search is None and source:
         search = [str(Path(source).expanduser().resolve().parent)]
     errors: list[FieldError] = []
@@ -359,16 +364,22 @@ def validate_spec(
 
     workload = data.get("workload") if isinstance(data, dict) else None
     if isinstance(workload, str) and workload:
-        errors.extend(_workload_errors(workload, data, search))
+        errors.extend(_workload_errors(workload, data, search, check_extras))
 
     if isinstance(data, dict):
         errors.extend(_section_errors(data))
+        if check_extras:  # what the spec's fields need (the workload's own: above)
+            from orchestrator import extras
+
+            errors.extend(extras.spec_errors(data))
 
     if errors:
         raise SpecError(errors, source)
     assert spec is not None
     # Store the workload's resolved arguments (defaults filled in) so the run dir shows them.
     mod = import_workload(spec.workload)
+    if not check_extras and _missing_extras(spec.workload, mod):
+        return spec  # its Args may need them; where it runs, its own validation fills them in
     args_cls = getattr(mod, "Args", None)
     if args_cls is not None:
         spec.train = args_cls.model_validate(spec.train).model_dump(mode="json")
@@ -412,8 +423,18 @@ def _section_errors(data: dict[str, Any]) -> list[FieldError]:
     return errors
 
 
+def _missing_extras(workload: str, mod) -> list[FieldError]:
+    """The extras (pip install 'orchestrator[...]') the workload declares and that are missing."""
+    from orchestrator import extras
+
+    return extras.workload_errors(workload, mod)
+
+
 def _workload_errors(
-    workload: str, data: dict[str, Any], search: list[str] | None = None
+    workload: str,
+    data: dict[str, Any],
+    search: list[str] | None = None,
+    check_extras: bool = True,
 ) -> list[FieldError]:
     from orchestrator import workloads
 
@@ -439,6 +460,9 @@ def _workload_errors(
                 _show(workload),
             )
         ]
+    missing = _missing_extras(workload, mod)
+    if missing:  # its train:/data: models may need them (cartpole_dqn checks its env)
+        return missing if check_extras else []
     errors: list[FieldError] = []
     for section, attr in (("train", "Args"), ("data", "DataArgs")):
         cls = getattr(mod, attr, None)
@@ -461,12 +485,14 @@ def _too_deep(source: str | None) -> SpecError:
     )
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+def load_spec(
+    path: str | Path, overrides: list[str] | None = None, check_extras: bool = True
+) -> JobSpec:
     """Read, override and validate a spec file. Raises SpecError listing every problem."""
     data = read_yaml(path)
     try:
         data = apply_overrides(data, overrides or [])
-        return validate_spec(data, source=str(path))
+        return validate_spec(data, source=str(path), check_extras=check_extras)
     except RecursionError:
         raise _too_deep(str(path)) from None
 

@@ -13,7 +13,9 @@ the folder, and the workers get it through `WorkerConfig.workload_path`
 path under the driver's working dir on a cluster is kept relative to it: every node unpacks
 the same `--working-dir`, so the same relative path names the same file there.
 
-An error names every place that was tried.
+An error names every place that was tried. A workload that imports a module which is not
+installed is named with the line that installs it (`pip install 'orchestrator[rl]'` for a module
+of an extra, orchestrator/extras.py), never an ImportError traceback.
 """
 
 from __future__ import annotations
@@ -78,6 +80,17 @@ def _import_from(module_name: str, entry: Path) -> object:
     return importlib.import_module(module_name)
 
 
+def _missing_dependency(name: str, exc: ModuleNotFoundError, tried: list[str]) -> WorkloadNotFound:
+    """The workload was found but imports a module that is not installed here."""
+    from orchestrator import extras
+
+    if not exc.name:
+        return WorkloadNotFound(name, tried, f"workload {name!r}: {exc}")
+    return WorkloadNotFound(
+        name, tried, extras.missing_module_message(exc.name, f"workload {name!r}")
+    )
+
+
 def resolve(name: str, search: list[str | os.PathLike | None] | None = None) -> Resolved:
     """Import workload `name`, looking in `search` (the spec's folder) and the current folder.
     Raises WorkloadNotFound naming every place tried."""
@@ -94,7 +107,12 @@ def resolve(name: str, search: list[str | os.PathLike | None] | None = None) -> 
             f = (d / name).resolve()
             tried.append(str(f))
             if f.is_file() and f.suffix == ".py":
-                mod = _import_from(f.stem, f.parent)
+                try:
+                    mod = _import_from(f.stem, f.parent)
+                except ModuleNotFoundError as exc:
+                    if exc.name == f.stem:
+                        raise
+                    raise _missing_dependency(name, exc, tried) from None
                 if Path(getattr(mod, "__file__", "") or "").resolve() != f:
                     raise WorkloadNotFound(
                         name,
@@ -112,13 +130,18 @@ def resolve(name: str, search: list[str | os.PathLike | None] | None = None) -> 
                 found = Resolved(f"{BUILTIN_PACKAGE}.{name}", None, "built in")
             except ModuleNotFoundError as exc:
                 if exc.name not in (f"{BUILTIN_PACKAGE}.{name}", BUILTIN_PACKAGE):
-                    raise  # the workload itself imports something missing
+                    raise _missing_dependency(name, exc, tried) from None
         rel = Path(*name.split("."))
         for d in dirs if found is None else []:
             for cand in (d / rel.with_suffix(".py"), d / rel / "__init__.py"):
                 tried.append(str(cand))
                 if cand.is_file():
-                    _import_from(name, d)
+                    try:
+                        _import_from(name, d)
+                    except ModuleNotFoundError as exc:
+                        if exc.name is not None and name.startswith(exc.name):
+                            raise
+                        raise _missing_dependency(name, exc, tried) from None
                     found = Resolved(name, str(d), str(cand))
                     break
             if found:
@@ -130,7 +153,7 @@ def resolve(name: str, search: list[str | os.PathLike | None] | None = None) -> 
                 found = Resolved(name, None, "installed")
             except ModuleNotFoundError as exc:
                 if exc.name is None or not name.startswith(exc.name):
-                    raise
+                    raise _missing_dependency(name, exc, tried) from None
     if found is None:
         raise WorkloadNotFound(name, tried)
     _RESOLVED[name] = found
