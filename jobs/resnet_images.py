@@ -368,10 +368,12 @@ def train_loop(config: dict) -> dict:
         model = model.to(memory_format=torch.channels_last)
     model, _opt, _sched = sess.prepare(model, args, max(1, total_steps // args.grad_accum))
     fwd = torch.compile(model) if args.compile else model
+    sess.set_progress(total_steps, metrics=("loss", "accuracy"))
     state = sess.restore() or {}
     step = int(state.get("step", 0))
     start_epoch = int(state.get("epochs_done", 0))
-    acc = float(state.get("accuracy", 0.0))
+    # None until the first evaluation: rows leave it out (orch run shows `-`), no 0.0 point.
+    acc = state.get("accuracy")
     loss_value = float("nan")
     bad_epoch = int(state.get("bad_samples", 0))
     last_ckpt = step
@@ -472,7 +474,8 @@ def main(argv: list[str] | None = None) -> None:
     from orchestrator.worker.standalone import run_alone
 
     result = run_alone(sys.modules[__name__], argv)
-    print(f"validation accuracy: {result['accuracy']:.4f}")
+    acc = result.get("accuracy")
+    print(f"validation accuracy: {'-' if acc is None else f'{acc:.4f}'}")
 
 
 if __name__ == "__main__":

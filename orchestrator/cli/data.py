@@ -15,6 +15,7 @@ import json
 import typer
 
 from orchestrator.cli.console import console, fail
+from orchestrator.errors import ExitCode
 
 
 def register(app: typer.Typer) -> None:
@@ -188,7 +189,7 @@ def register(app: typer.Typer) -> None:
         if grid:
             console.print(f"wrote {grid}", soft_wrap=True)
         if verify and info["bad"]:
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.DATA)
 
     @data_app.command("preview")
     def preview_cmd(

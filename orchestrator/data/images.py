@@ -29,7 +29,7 @@ from pathlib import Path
 
 from orchestrator.data.args import ImageDataArgs
 from orchestrator.data.augment import Augmenter
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExitCode, OrchestratorError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
 
@@ -37,7 +37,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".
 class DataError(OrchestratorError):
     """Data that cannot be used: names the file or folder and what was expected."""
 
-    exit_code = 5
+    exit_code = ExitCode.DATA
 
 
 class BadImageError(DataError):
@@ -157,8 +157,11 @@ def warn_bad(path: str, reason: str) -> None:
 class ImageFolderDataset:
     """Map-style dataset over `samples`. Keys are (position, epoch) pairs from ShardSampler.
 
-    Each item: {"image": float32 CHW, "label", "index", "weight" (0 for a skipped bad file),
-    "bad" (1 for a skipped bad file)}.
+    The DataLoader asks for a whole batch at once (`__getitems__`): each image is decoded,
+    then the batch is augmented in one go (Augmenter.batch, each image with its own draw), and
+    the result is already the batch dict `collate` passes on: "image" float32 (N, 3, s, s),
+    "label", "index", "weight" (0 for a skipped bad file), "bad" (1 for a skipped bad file).
+    `ds[key]` gives one item, the same numbers as in any batch, with "image" float32 CHW numpy.
     """
 
     def __init__(self, samples: list[Sample], data: ImageDataArgs, train: bool, seed: int = 0):
@@ -168,26 +171,45 @@ class ImageFolderDataset:
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, key):
+    def _base(self, s: Sample):
+        """(uint8 HWC at base_size, bad): a skipped bad file is a blank image, named."""
         import numpy as np
 
-        pos, epoch = key if isinstance(key, tuple) else (key, 0)
-        s = self.samples[pos]
         try:
-            base = base_array(decode_image(s.file), self.data.base_size)
-            bad = 0
+            return base_array(decode_image(s.file), self.data.base_size), 0
         except BadImageError as exc:
             if self.data.on_bad == "fail":
                 raise
             warn_bad(s.file, exc.reason)
-            base = np.zeros((self.data.base_size, self.data.base_size, 3), np.uint8)
-            bad = 1
+            return np.zeros((self.data.base_size, self.data.base_size, 3), np.uint8), 1
+
+    def __getitems__(self, keys) -> dict:
+        import numpy as np
+        import torch
+
+        keys = [k if isinstance(k, tuple) else (k, 0) for k in keys]
+        samples = [self.samples[pos] for pos, _ in keys]
+        decoded = [self._base(s) for s in samples]
+        b = self.data.base_size
+        bases = np.stack([d[0] for d in decoded]) if decoded else np.zeros((0, b, b, 3), np.uint8)
+        indices = [s.index for s in samples]
+        bad = [d[1] for d in decoded]
         return {
-            "image": self.augment(base, s.index, epoch),
-            "label": s.label,
-            "index": s.index,
-            "weight": 0.0 if bad else 1.0,
-            "bad": bad,
+            "image": self.augment.batch(bases, indices, [e for _, e in keys]),
+            "label": torch.tensor([s.label for s in samples], dtype=torch.int64),
+            "index": torch.tensor(indices, dtype=torch.int64),
+            "weight": torch.tensor([0.0 if x else 1.0 for x in bad], dtype=torch.float32),
+            "bad": torch.tensor(bad, dtype=torch.int64),
+        }
+
+    def __getitem__(self, key):
+        one = self.__getitems__([key])
+        return {
+            "image": one["image"][0].numpy(),
+            "label": int(one["label"][0]),
+            "index": int(one["index"][0]),
+            "weight": float(one["weight"][0]),
+            "bad": int(one["bad"][0]),
         }
 
 
@@ -222,10 +244,14 @@ class ShardSampler:
         return len(range(self.rank, self.n, self.world))
 
 
-def collate(items: list[dict]) -> dict:
+def collate(items) -> dict:
+    """DataLoader collate_fn: a batch from `ImageFolderDataset.__getitems__` (already a dict)
+    passes through; a list of single items (`ds[key]`, e.g. from a custom fetch) is stacked."""
     import numpy as np
     import torch
 
+    if isinstance(items, dict):
+        return items
     return {
         "image": torch.from_numpy(np.stack([it["image"] for it in items])),
         "label": torch.tensor([it["label"] for it in items], dtype=torch.int64),

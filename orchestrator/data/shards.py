@@ -393,13 +393,9 @@ def augment_collate(augmenter: Augmenter, epoch: int):
         import numpy as np
         import torch
 
-        n = len(batch["index"])
-        imgs = [augmenter(batch["image"][i], int(batch["index"][i]), epoch) for i in range(n)]
-        size = augmenter.size
+        index = np.asarray(batch["index"], np.int64)
         return {
-            "image": torch.from_numpy(
-                np.stack(imgs) if imgs else np.zeros((0, 3, size, size), np.float32)
-            ),
+            "image": augmenter.batch(batch["image"], index.tolist(), epoch),  # the whole batch
             "label": torch.from_numpy(np.asarray(batch["label"], np.int64)),
             "index": torch.from_numpy(np.asarray(batch["index"], np.int64)),
             "weight": torch.from_numpy(np.asarray(batch["weight"], np.float32)),

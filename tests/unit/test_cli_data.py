@@ -37,7 +37,7 @@ def test_cli_data_commands(shapes, folder_with_bad, tmp_path):
     assert res.exit_code == 0, res.output
     assert "square" in res.output and (tmp_path / "g.png").stat().st_size > 100
     res = r.invoke(app, ["data", "inspect", str(folder_with_bad), "--verify"])
-    assert res.exit_code == 1 and "square_00002.png" in res.output
+    assert res.exit_code == 5 and "square_00002.png" in res.output
     res = r.invoke(app, ["data", "inspect", str(tmp_path / "nowhere")])
     assert res.exit_code == 5 and "nowhere" in res.output
     spec = tmp_path / "s.yaml"
