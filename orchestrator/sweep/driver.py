@@ -10,8 +10,11 @@ objects of orchestrator/sweep/tune.py; Tune callbacks on the driver write one le
 trial event (kind="trial", sweep_id=...) and print a live table of trials. At the end:
 summarize() picks the best trial (by its last reported metric) and plots the metric per trial.
 
+Trials are named after their sweep, `<sweep_id>-<n>-<hash>` (orchestrator/sweep/tune.py's
+TrialNamer): the ledger's run_name, Tune's trial folder and the Train run's folder.
+
 Sweep directory `<storage_path>/<sweep_id>/`: Tune's experiment state and trial folders,
-`trials/<trial_id>/` (each trial's Train run: metrics.jsonl, checkpoint_NNNNNN/),
+`trials/<trial name>/` (each trial's Train run: metrics.jsonl, checkpoint_NNNNNN/),
 `sweep.json` (what ran), `best.json` (best config, metric, checkpoint) and `metric.png`.
 """
 
@@ -28,13 +31,14 @@ from orchestrator.sweep.spec import (
     BEST_FILE,
     PLOT_FILE,
     SWEEP_FILE,
-    SweepError,
+    SweepExistsError,
+    SweepNotFoundError,
     SweepSpec,
     trial_base,
     validate_sweep,
 )
 from orchestrator.sweep.trial import TrialContext, ledger_trial_rows, run_trial
-from orchestrator.sweep.tune import param_space, trial_resources, tune_config
+from orchestrator.sweep.tune import param_space, seed_points, trial_resources, tune_config
 
 
 def _where(checkpoint) -> str:
@@ -65,6 +69,7 @@ def _callback_classes():
 
             extra = {
                 "trial_id": trial.trial_id,
+                "trial_name": str(trial),
                 "config": _trial_values(trial, self.keys),
                 **kw.pop("extra", {}),
             }
@@ -188,7 +193,7 @@ def trials_table(trials, keys, metric, stopped=()):
         if status == "TERMINATED" and tr.trial_id in stopped:
             status = "STOPPED EARLY"
         t.add_row(
-            tr.trial_id,
+            str(tr),
             status,
             *(_fmt(tr.config.get(k)) for k in keys),
             _fmt(r.get("training_iteration")),
@@ -244,13 +249,13 @@ def run_sweep(
     if resume:
         sweep_id = sweep_id or find_resumable(storage, spec.name)
         if not sweep_id:
-            raise SweepError(
+            raise SweepNotFoundError(
                 f"no interrupted sweep of '{spec.name}' under {storage} to resume "
                 "(run orch sweep SPEC without --resume to start one)"
             )
         meta = rundir.read_json(rundir.join(storage, sweep_id), SWEEP_FILE)
         if not meta:
-            raise SweepError(
+            raise SweepNotFoundError(
                 f"{rundir.join(storage, sweep_id)} is not a sweep directory (no {SWEEP_FILE})"
             )
         from orchestrator.spec import validate_spec
@@ -259,11 +264,13 @@ def run_sweep(
         points_to_evaluate = meta.get("points_to_evaluate")
         schedule_id = meta.get("schedule_id", schedule_id)
     sw = validate_sweep(spec)
+    if not resume:  # what the searcher is seeded with: each once, within num_samples
+        points_to_evaluate = seed_points(sw, points_to_evaluate)
     sweep_id = sweep_id or new_sweep_id(spec)
     sweep_dir = rundir.join(storage, sweep_id)  # a local path or a URI
     if not resume:
         if rundir.exists(sweep_dir):
-            raise SweepError(
+            raise SweepExistsError(
                 f"sweep {sweep_id} exists already in {storage}; use --resume to "
                 "continue it or choose another --name"
             )
@@ -339,7 +346,7 @@ def run_sweep(
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(sw),
-                tune_config=tune_config(sw, points_to_evaluate),
+                tune_config=tune_config(sw, points_to_evaluate, sweep_id),
                 run_config=tune.RunConfig(
                     name=sweep_id,
                     storage_path=storage,
@@ -436,9 +443,11 @@ def summarize(sweep_dir: str, sw: SweepSpec, grid) -> dict[str, Any]:
     for res in grid:
         m = res.metrics or {}
         tid = m.get("trial_id") or (Path(res.path).name if res.path else "?")
+        name = Path(res.path).name if res.path else tid  # Tune's trial folder: the trial's name
         cfg = {k: (res.config or {}).get(k) for k in sw.search_space}
         row = {
             "trial_id": tid,
+            "trial": name,
             "config": cfg,
             sw.metric: m.get(sw.metric),
             "reports": m.get("training_iteration"),
@@ -449,15 +458,15 @@ def summarize(sweep_dir: str, sw: SweepSpec, grid) -> dict[str, Any]:
         out["trials"].append(row)
         df = res.metrics_dataframe
         if df is not None and sw.metric in getattr(df, "columns", []):
-            histories[tid] = df
+            histories[name] = df
         v = m.get(sw.metric)
         if v is None or res.error or (isinstance(v, float) and math.isnan(v)):
             continue
         better = best is None or (v > best[0] if sw.mode == "max" else v < best[0])
         if better:
-            best = (v, tid, cfg, res)
+            best = (v, tid, name, cfg, res)
     if best is not None:
-        v, tid, cfg, res = best
+        v, tid, name, cfg, res = best
         ckpt = (
             _where(res.checkpoint)
             if res.checkpoint is not None
@@ -465,7 +474,8 @@ def summarize(sweep_dir: str, sw: SweepSpec, grid) -> dict[str, Any]:
         )
         out.update(
             best_metric=v,
-            best_trial=tid,
+            best_trial=name,
+            best_trial_id=tid,
             best_config=cfg,
             best_checkpoint=ckpt,
             best_train_run_dir=(res.metrics or {}).get("train_run_dir"),
@@ -476,7 +486,7 @@ def summarize(sweep_dir: str, sw: SweepSpec, grid) -> dict[str, Any]:
                 histories,
                 sw.metric,
                 rundir.join(sweep_dir, PLOT_FILE),
-                {r["trial_id"] for r in out["trials"] if not r["finished"]},
+                {r["trial"] for r in out["trials"] if not r["finished"]},
             )
         )
     return out

@@ -28,8 +28,12 @@ is continued with `orch sweep --resume` (Tuner.restore), not started again.
 
 Sweeps with memory: each fire's sweep id is `<schedule>-<fire time>`; its searcher gets
 `points_to_evaluate` = the best configs of the previous successful sweeps of the same
-schedule (from the ledger), and its best trial becomes the `champion` (a ledger row,
-kind="champion") only if it beats the current champion on the sweep's metric.
+schedule (from the ledger), each run once within num_samples, the other samples left to the
+search algorithm (orchestrator/sweep/tune.py's seed_points); its best trial becomes the
+`champion` (a ledger row, kind="champion") only if it beats the current champion on the
+sweep's metric. A spec's `sweep.seed` seeds each fire's searcher differently
+(`fire_seed(seed, sweep_id)`, recorded in the fire's sweep.json): with the one seed every fire
+drew the same configs again, the previous champion among them.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExitCode, OrchestratorError
 
 DEFAULT_DB = "runs/_schedules.db"
 MAX_ATTEMPTS = 3  # a fire whose process dies is continued at most this many times
@@ -59,7 +63,19 @@ MAX_ATTEMPTS = 3  # a fire whose process dies is continued at most this many tim
 class ScheduleError(OrchestratorError):
     """A schedule cannot be added, found or run."""
 
-    exit_code = 6
+    exit_code = ExitCode.FAILED
+
+
+class ScheduleNotFoundError(ScheduleError):
+    """No schedule (or fire) of that id."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class ScheduleExistsError(ScheduleError):
+    """A schedule of that id exists already."""
+
+    exit_code = ExitCode.CONFLICT
 
 
 def _valid_cron(expr: str) -> str:
@@ -242,7 +258,7 @@ class Store:
     def add(self, s: Schedule) -> None:
         with self._tx() as db:
             if db.execute("SELECT 1 FROM schedules WHERE id=?", (s.id,)).fetchone():
-                raise ScheduleError(
+                raise ScheduleExistsError(
                     f"schedule '{s.id}' exists already; remove it first "
                     f"(orch schedule remove {s.id}) or choose another --name"
                 )
@@ -268,13 +284,17 @@ class Store:
         with self._tx() as db:
             cur = db.execute("DELETE FROM schedules WHERE id=?", (schedule_id,))
             if cur.rowcount == 0:
-                raise ScheduleError(f"no schedule '{schedule_id}' (orch schedule list shows them)")
+                raise ScheduleNotFoundError(
+                    f"no schedule '{schedule_id}' (orch schedule list shows them)"
+                )
 
     def get(self, schedule_id: str) -> Schedule:
         with closing(self._connect()) as db:
             row = db.execute("SELECT * FROM schedules WHERE id=?", (schedule_id,)).fetchone()
         if row is None:
-            raise ScheduleError(f"no schedule '{schedule_id}' (orch schedule list shows them)")
+            raise ScheduleNotFoundError(
+                f"no schedule '{schedule_id}' (orch schedule list shows them)"
+            )
         return _schedule(row)
 
     def schedules(self) -> list[Schedule]:
@@ -300,7 +320,7 @@ class Store:
         with closing(self._connect()) as db:
             row = db.execute("SELECT * FROM fires WHERE id=?", (fire_id,)).fetchone()
         if row is None:
-            raise ScheduleError(f"no fire {fire_id}")
+            raise ScheduleNotFoundError(f"no fire {fire_id}")
         return Fire(**dict(row))
 
     def claim_due(self, schedule_id: str, now: float) -> list[Fire]:
@@ -366,7 +386,9 @@ class Store:
         """A fire outside the cron times (orch schedule run-now)."""
         with self._tx() as db:
             if not db.execute("SELECT 1 FROM schedules WHERE id=?", (schedule_id,)).fetchone():
-                raise ScheduleError(f"no schedule '{schedule_id}' (orch schedule list shows them)")
+                raise ScheduleNotFoundError(
+                    f"no schedule '{schedule_id}' (orch schedule list shows them)"
+                )
             t = now
             while db.execute(
                 "SELECT 1 FROM fires WHERE schedule_id=? AND fire_time=?", (schedule_id, t)
@@ -650,6 +672,14 @@ def warm_start_points(
     return points[:k]
 
 
+def fire_seed(seed: int, sweep_id: str) -> int:
+    """The searcher seed of one fire: reproducible per fire (a resumed fire reuses its sweep.json),
+    different between fires, so each explores configs the previous fires did not."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"{seed}/{sweep_id}".encode()).digest()[:4], "big")
+
+
 def current_champion(storage: str, name: str) -> dict[str, Any] | None:
     from orchestrator import ledger
 
@@ -696,6 +726,7 @@ def maybe_promote(storage: str, name: str, summary: dict[str, Any], workload: st
         extra={
             "config": summary.get("best_config"),
             "trial": summary.get("best_trial"),
+            "trial_id": summary.get("best_trial_id", ""),
             "previous": old,
             "previous_sweep": champ["sweep_id"] if champ else "",
             "mode": mode,
@@ -719,8 +750,9 @@ def run_fire(
 ) -> dict[str, Any] | None:
     """Run (or continue) one fire's sweep in this process and record how it ended."""
     from orchestrator.rundir import resolve_storage
-    from orchestrator.spec import load_spec
+    from orchestrator.spec import load_spec, validate_spec
     from orchestrator.sweep.spec import validate_sweep
+    from orchestrator.sweep.tune import seed_points
 
     clock = clock or SystemClock()
     f = store.start_attempt(fire_id, pid or os.getpid(), clock.now())
@@ -734,12 +766,30 @@ def run_fire(
         storage = resolve_storage(spec.storage_path)
         if sweep_fn is None:
             from orchestrator.sweep.driver import run_sweep as sweep_fn
-        resume = _sweep_started(storage, f.sweep_id)
-        points = (
-            [] if resume else warm_start_points(storage, s.id, list(sw.search_space), s.warm_start)
-        )
-        if points:
-            log(f"warm start of {f.sweep_id} from {len(points)} previous best config(s): {points}")
+        resume = _sweep_started(storage, f.sweep_id)  # resumed: its sweep.json has it all
+        points: list[dict[str, Any]] = []
+        if not resume:
+            if sw.seed is not None:
+                seed = fire_seed(sw.seed, f.sweep_id)
+                spec = validate_spec({**spec.to_dict(), "sweep": {**spec.sweep, "seed": seed}})
+                log(f"searcher seed of {f.sweep_id}: {seed} (from sweep.seed {sw.seed})")
+            found = warm_start_points(storage, s.id, list(sw.search_space), s.warm_start)
+            points = seed_points(sw, found)
+            if points:
+                log(
+                    f"warm start of {f.sweep_id}: {len(points)} previous best config(s), each "
+                    f"run once, and {sw.num_samples - len(points)} sample(s) of the "
+                    f"{sw.algorithm} search: {points}"
+                )
+            if len(points) < len(found):
+                why = (
+                    "a grid sweep runs every config of its grid anyway"
+                    if sw.algorithm == "grid"
+                    else f"at most num_samples - 1 = {sw.num_samples - 1} are seeded, and only "
+                    "configs inside the current search space"
+                )
+                left = len(found) - len(points)
+                log(f"warm start: {left} previous best config(s) left out: {why}")
         summary = sweep_fn(
             spec,
             resume=resume,

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from orchestrator.errors import FieldError, OrchestratorError, SpecError
+from orchestrator.errors import ExitCode, FieldError, OrchestratorError, SpecError
 
 SWEEP_FILE = "sweep.json"
 BEST_FILE = "best.json"
@@ -45,7 +45,19 @@ FIXED_KEYS = ("name", "workload", "storage_path", "sweep", "schedule", "resource
 class SweepError(OrchestratorError):
     """A sweep cannot start or resume (nothing to resume, a trial failed, ...)."""
 
-    exit_code = 5
+    exit_code = ExitCode.FAILED
+
+
+class SweepNotFoundError(SweepError):
+    """No sweep to resume, or not a sweep directory."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class SweepExistsError(SweepError):
+    """A sweep of that id exists already."""
+
+    exit_code = ExitCode.CONFLICT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +144,18 @@ class Dim(_Strict):
             if self.kind in ("choice", "grid", "randint")
             else (math.sqrt(a[0] * a[1]) if self.kind == "loguniform" else (a[0] + a[1]) / 2)
         )
+
+    def contains(self, value: Any) -> bool:
+        """Whether `value` lies in this dimension (a warm-start point from an earlier sweep
+        may not, once the space has changed)."""
+        kind, a = self.kind, self.args
+        if kind in ("choice", "grid"):
+            return value in list(a)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if kind == "randint":
+            return float(value).is_integer() and a[0] <= value < a[1]
+        return a[0] <= value <= a[1]
 
     def to_tune(self, as_grid: bool = False):
         from ray import tune

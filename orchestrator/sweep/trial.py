@@ -70,15 +70,15 @@ def ledger_trial_rows(storage: str, sweep_id: str, trial_id: str) -> list[dict[s
     ]
 
 
-def _attempt_name(trials_dir: str, trial_id: str, restoring: bool) -> str:
-    """trial_id for a trial's first Train run; trial_id-rN when it continues from a Tune
-    checkpoint (after --resume or a PBT exploit) in a fresh Train run."""
+def _attempt_name(trials_dir: str, name: str, restoring: bool) -> str:
+    """The trial's name (`<sweep_id>-<n>-<hash>`) for its first Train run; name-rN when it
+    continues from a Tune checkpoint (after --resume or a PBT exploit) in a fresh Train run."""
     if not restoring:
-        return trial_id
+        return name
     n = 1
-    while rundir.exists(rundir.join(trials_dir, f"{trial_id}-r{n}")):
+    while rundir.exists(rundir.join(trials_dir, f"{name}-r{n}")):
         n += 1
-    return f"{trial_id}-r{n}"
+    return f"{name}-r{n}"
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -104,18 +104,35 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     tune_ckpt = tune.get_checkpoint()
     trials_dir = rundir.join(ctx.sweep_dir, TRIALS_DIR)
-    run_name = _attempt_name(trials_dir, trial_id, tune_ckpt is not None)
+    # trials/<trial name>/: the name Tune gave the trial (the sweep's, orchestrator/sweep/tune.py)
+    name = tctx.get_trial_name() or trial_id
+    run_name = _attempt_name(trials_dir, name, tune_ckpt is not None)
     spec = validate_spec(trial_spec_dict(ctx.base, config, sw, trials_dir, run_name))
     # A Tune checkpoint (local or shared storage: the Train workers read it) to continue from.
     resume = rundir.uri_of(tune_ckpt.filesystem, tune_ckpt.path) if tune_ckpt is not None else None
     p = plan(spec, trial=True, resume_from=resume)
     if p.kind == "rllib":
-        _run_rllib_trial(p)
+        _run_rllib_trial(p, sw.metric)
     else:
-        _run_train_trial(p, trial_id)
+        _run_train_trial(p, trial_id, sw.metric)
 
 
-def _run_train_trial(p, trial_id: str) -> None:
+def for_tune(row: dict[str, Any], metric: str, checkpoint: bool = False) -> dict[str, Any] | None:
+    """A row as Tune gets it, or None when it is not reported. Tune requires the sweep's
+    metric in every report (TuneController and PBT raise without it), but a workload leaves
+    out a metric it has not measured yet (accuracy before the first evaluation) rather than
+    report a 0.0 that never happened. Such a row is not reported, unless it carries a
+    checkpoint Tune must register (restore, PBT): then the metric is NaN, which ASHA never
+    stops on and PBT leaves out of its quantiles. A final row is reported as it is, so a
+    metric the workload never reports still fails loudly."""
+    if metric in row or row.get("finished") == 1:
+        return row
+    if not checkpoint:
+        return None
+    return {**row, metric: float("nan")}
+
+
+def _run_train_trial(p, trial_id: str, metric: str) -> None:
     from ray import tune
     from ray.util.queue import Empty, Queue
 
@@ -153,7 +170,9 @@ def _run_train_trial(p, trial_id: str) -> None:
             if not thread.is_alive() and queue.empty():
                 break
             continue
-        row = {**row, "train_run_dir": p.run_dir}
+        row = for_tune({**row, "train_run_dir": p.run_dir}, metric, checkpoint=path is not None)
+        if row is None:
+            continue
         if path is not None:
             row["checkpoint_path"] = path
             tune.report(row, checkpoint=tune.Checkpoint(path))
@@ -167,7 +186,7 @@ def _run_train_trial(p, trial_id: str) -> None:
         raise result.error
 
 
-def _run_rllib_trial(p) -> None:
+def _run_rllib_trial(p, metric: str) -> None:
     """RLlib workloads: the workload's own train_loop (it builds the Algorithm in this trial
     actor and calls train()), with each iteration reported to Tune (its checkpoint too)."""
     from ray import tune
@@ -181,6 +200,9 @@ def _run_rllib_trial(p) -> None:
         row = {k: v for k, v in row.items() if v is not None}
         row["train_run_dir"] = p.run_dir
         path = row.pop("checkpoint", None)
+        row = for_tune(row, metric, checkpoint=bool(path))
+        if row is None:
+            return
         if path:
             row["checkpoint_path"] = path
             tune.report(row, checkpoint=tune.Checkpoint(path))

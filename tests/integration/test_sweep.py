@@ -49,10 +49,18 @@ def trial_rows(storage, sweep_id):
     ]
 
 
+def _name(row) -> str:
+    """The trial's name (<sweep_id>-<n>-<hash>): its trials/<name>/ Train runs."""
+    extra = json.loads(row["extra"])
+    assert row["run_name"] == extra["trial_name"]
+    return extra["trial_name"]
+
+
 def terminal_by_trial(rows):
+    """Terminal rows per trial, by the trial's name."""
     out: dict[str, list[dict]] = {}
     for r in rows:
-        tid = json.loads(r["extra"])["trial_id"]
+        tid = _name(r)
         out.setdefault(tid, [])
         if r["status"] in ("SUCCEEDED", "STOPPED", "FAILED"):
             out[tid].append(r)
@@ -91,7 +99,11 @@ def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
     # A poor rate (1e-6 or 1e-7, loss still ~2.3) is among them; the best trial ran to the end.
     # (Asynchronous ASHA may also stop 1e-3 when 3e-3 reached the rung first with a lower loss.)
     assert any(t["config"]["train.lr"] <= 1e-6 for t in early)
-    assert summary["best_trial"] in {t["trial_id"] for t in full}
+    assert summary["best_trial"] in {t["trial"] for t in full}
+    assert summary["best_trial_id"] in {t["trial_id"] for t in full}
+    # Trials carry the sweep's name: Tune's folders and the Train runs' trials/<name>/.
+    assert all(t["trial"].startswith("lr-asha-") for t in trials)
+    assert all((tmp_runs / "lr-asha" / "trials" / t["trial"]).is_dir() for t in trials)
     # Every trial is one ledger row chain tied to the sweep, ending once.
     ends = terminal_by_trial(trial_rows(tmp_runs, "lr-asha"))
     assert len(ends) == 4 and all(len(v) == 1 for v in ends.values())
@@ -104,11 +116,11 @@ def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
     assert json.loads(sweep_rows[-1]["extra"])["best_config"] == summary["best_config"]
 
 
-def _latest_checkpoint_step(trials_dir, trial_id) -> int:
+def _latest_checkpoint_step(trials_dir, name) -> int:
     """Step of the trial's newest checkpoint directory (its Train runs included), 0 if none."""
     steps = [
         int(p.name.rsplit("_", 1)[1])
-        for p in trials_dir.glob(f"{trial_id}*/checkpoint_*")
+        for p in trials_dir.glob(f"{name}*/checkpoint_*")
         if p.name.rsplit("_", 1)[1].isdigit()
     ]
     return max(steps, default=0)
@@ -215,10 +227,10 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
     assert all(len(v) == 1 and v[0]["status"] == "SUCCEEDED" for v in ends.values()), ends
     # Trials that had finished before the kill got no new rows (not run again).
     after = [r for r in rows if r["event_id"] not in rows_before]
-    rerun = {json.loads(r["extra"])["trial_id"] for r in after} & killed_at["done"]
+    rerun = {_name(r) for r in after} & killed_at["done"]
     assert not rerun, f"finished trials ran again: {rerun}"
     # Unfinished trials continued: no step was trained from scratch twice. Each trial's
-    # Train runs (trial_id, trial_id-r1, ...) log step 10 exactly once between them.
+    # Train runs (name, name-r1, ...) log step 10 exactly once between them.
     for tid in ends:
         steps = []
         for mf in (storage / sweep_id / "trials").glob(f"{tid}*/metrics.jsonl"):
@@ -229,9 +241,7 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
         assert max(steps) == 80
     for tid in killed_at["running"]:
         starts = [
-            json.loads(r["extra"])
-            for r in rows
-            if r["status"] == "RUNNING" and json.loads(r["extra"])["trial_id"] == tid
+            json.loads(r["extra"]) for r in rows if r["status"] == "RUNNING" and _name(r) == tid
         ]
         assert [s["attempt"] for s in starts] == [1, 2]
     sweep_rows = [r for r in ledger.read_events(storage).to_pylist() if r["kind"] == "sweep"]
@@ -355,3 +365,70 @@ def test_rllib_sweep(ray_local, tmp_runs):
     assert summary["status"] == "SUCCEEDED", summary.get("error")
     assert len(summary["trials"]) == 2 and all(t["finished"] for t in summary["trials"])
     assert summary["best_checkpoint"]
+
+
+WARM = """
+name: warm
+workload: mnist_mlp
+storage_path: {storage}
+resources: {{workers: 1, cpus_per_worker: 1}}
+train: {{epochs: 1, max_steps: 20, batch_size: 32, hidden: [32], log_every: 10}}
+checkpoint: {{every_steps: 20, keep: 1}}
+sweep:
+  metric: loss
+  mode: min
+  num_samples: 2
+  max_concurrent: 2
+  algorithm: random
+  seed: 0
+  search_space:
+    train.lr: {{loguniform: [1.0e-4, 3.0e-3]}}
+schedule:
+  cron: "0 3 * * *"
+  warm_start: 2
+"""
+
+
+@pytest.mark.timeout(1800)
+def test_warm_started_fire_runs_the_champion_once_and_explores(ray_local, tmp_path):
+    """Two fires of a 2-sample scheduled sweep (issue 23): the second runs the first's best
+    config once and one config of its searcher's own, not the champion twice; trials are
+    named after their sweep in the ledger, the trial folders and orch report."""
+    from orchestrator import report
+    from orchestrator.sweep.schedule import Store, add_schedule, run_fire
+
+    storage = tmp_path / "runs"
+    spec_path = tmp_path / "warm.yaml"
+    spec_path.write_text(WARM.format(storage=storage))
+    db = str(tmp_path / "s.db")
+    t0 = 1_735_700_000.0
+    s = add_schedule(db, str(spec_path), [], now=t0)
+    store = Store(db)
+    log: list[str] = []
+    summaries = []
+    for day in range(2):
+        fire = store.claim_now(s.id, t0 + 86400 * day)
+        summaries.append(run_fire(store, fire.id, pid=os.getpid(), log=log.append))
+        assert store.fire(fire.id).status == "succeeded", store.fire(fire.id).reason
+    first, second = summaries
+    assert first["status"] == second["status"] == "SUCCEEDED", (first, second)
+    first_cfgs = [t["config"] for t in first["trials"]]
+    second_cfgs = [t["config"] for t in second["trials"]]
+    champion = first["best_config"]
+    print(f"fire 1: {first_cfgs}, champion {champion}; fire 2: {second_cfgs}")
+    assert len(first_cfgs) == len(second_cfgs) == 2
+    assert second_cfgs.count(champion) == 1, (champion, second_cfgs)
+    new = [c for c in second_cfgs if c != champion]
+    assert new[0] not in first_cfgs, (first_cfgs, second_cfgs)
+    assert any("warm start of" in line and "each run once" in line for line in log), log
+    # Names: <sweep_id>-<n>-<hash> in the ledger, Tune's folders, trials/<name>/, the report.
+    sid = second["sweep_id"]
+    rows = trial_rows(storage, sid)
+    names = {r["run_name"] for r in rows}
+    assert len(names) == 2 and all(n.startswith(f"{sid}-") for n in names), names
+    assert names == {t["trial"] for t in second["trials"]}
+    for n in names:
+        assert (storage / sid / n).is_dir() and (storage / sid / "trials" / n).is_dir()
+    page = report.report(sid, storage).read_text()
+    assert all(n in page for n in names)
+    assert "run_trial_" not in page

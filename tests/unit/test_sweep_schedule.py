@@ -19,6 +19,7 @@ from orchestrator.sweep.schedule import (
     Store,
     add_schedule,
     current_champion,
+    fire_seed,
     fire_times,
     maybe_promote,
     next_fire,
@@ -272,7 +273,7 @@ train: {{epochs: 1, max_steps: 5}}
 sweep:
   metric: accuracy
   mode: max
-  num_samples: 2
+  num_samples: 3
   search_space:
     train.lr: {{loguniform: [1.0e-4, 1.0e-1]}}
     train.batch_size: {{choice: [32, 64]}}
@@ -290,7 +291,14 @@ class FakeSweeps:
         self.storage, self.results, self.calls = storage, list(results), []
 
     def __call__(self, spec, *, resume, sweep_id, address, points_to_evaluate, schedule_id):
-        self.calls.append({"sweep_id": sweep_id, "resume": resume, "points": points_to_evaluate})
+        self.calls.append(
+            {
+                "sweep_id": sweep_id,
+                "resume": resume,
+                "points": points_to_evaluate,
+                "seed": spec.sweep.get("seed"),
+            }
+        )
         cfg, acc = self.results.pop(0)
         ledger.record(
             self.storage,
@@ -361,6 +369,64 @@ def test_warm_start_and_champion_across_fires(tmp_path):
     champ = current_champion(str(storage), "mem")
     assert champ["metrics"]["accuracy"] == 0.95 and champ["extra"]["previous"] == 0.90
     assert champ["sweep_id"] == "mem-20250103-030000"
+
+
+def _three_fires(tmp_path, overrides):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    storage = tmp_path / "runs"
+    spec_path = tmp_path / "mem.yaml"
+    spec_path.write_text(SPEC.format(storage=storage))
+    add_schedule(str(tmp_path / "s.db"), str(spec_path), overrides, now=ts("2025-01-01 00:00"))
+    store = Store(tmp_path / "s.db")
+    clock = FakeClock(ts("2025-01-01 00:00"))
+    runner = FakeRunner()
+    sch = Scheduler(store, runner, clock, log=lambda *_: None)
+    sweeps = FakeSweeps(
+        storage,
+        [
+            ({"train.lr": 0.003, "train.batch_size": 64}, 0.90),
+            ({"train.lr": 0.05, "train.batch_size": 32}, 0.80),
+            ({"train.lr": 0.002, "train.batch_size": 32}, 0.95),
+        ],
+    )
+    log: list[str] = []
+    for day in ("01", "02", "03"):
+        clock.t = ts(f"2025-01-{day} 03:00")
+        fire = sch.tick()[0]
+        run_fire(store, fire.id, sweep_fn=sweeps, clock=clock, pid=1, log=log.append)
+        runner.running.discard(fire.id)
+    return sweeps.calls, log
+
+
+def test_each_fire_seeds_its_searcher_differently(tmp_path):
+    """One sweep.seed for every fire made each fire draw the same configs (the previous
+    champion among them): each fire's searcher seed is derived from it and the sweep id."""
+    calls, log = _three_fires(tmp_path, ["sweep.seed=7"])
+    seeds = [c["seed"] for c in calls]
+    assert seeds == [fire_seed(7, c["sweep_id"]) for c in calls]
+    assert len(set(seeds)) == 3
+    assert any(f"searcher seed of {calls[0]['sweep_id']}: {seeds[0]}" in line for line in log)
+    # Without a sweep.seed the searchers draw fresh entropy: nothing to derive.
+    calls, _ = _three_fires(tmp_path / "unseeded", [])
+    assert [c["seed"] for c in calls] == [None, None, None]
+
+
+def test_warm_start_leaves_samples_to_the_searcher(tmp_path):
+    # warm_start: 2, but a 2-sample sweep seeds one config: the other sample explores.
+    calls, log = _three_fires(tmp_path, ["sweep.num_samples=2"])
+    assert [len(c["points"]) for c in calls] == [0, 1, 1]
+    assert calls[2]["points"] == [{"train.lr": 0.003, "train.batch_size": 64}]  # best first
+    assert any("1 previous best config(s) left out" in line for line in log)
+    # A grid sweep runs its whole grid (the previous best among it): no seeds.
+    calls, log = _three_fires(
+        tmp_path / "grid",
+        [
+            "sweep.algorithm=grid",
+            "sweep.search_space.train.lr={grid: [0.003, 0.05, 0.002]}",
+        ],
+    )
+    assert [c["points"] for c in calls] == [[], [], []]
+    assert any("a grid sweep runs every config of its grid anyway" in line for line in log)
 
 
 def test_warm_start_ignores_other_schedules_and_changed_spaces(tmp_path):
