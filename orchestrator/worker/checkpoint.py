@@ -177,12 +177,39 @@ def _offered(sess):
 
         ckpt = ray.train.get_checkpoint()
         if ckpt is not None:
+            newer = _newer_in_storage(sess, rundir.basename(ckpt.path))
+            if newer is not None:
+                return contextlib.nullcontext(newer)
             if sess.run_dir and rundir.is_uri(sess.run_dir):
                 # Checked and read where it is stored: Ray's own download would not show a
                 # half-uploaded checkpoint's neighbours to fall back to.
                 return contextlib.nullcontext(rundir.join(sess.run_dir, rundir.basename(ckpt.path)))
             return ckpt.as_directory()
     return contextlib.nullcontext(sess.config.get("resume_from") or None)
+
+
+def _newer_in_storage(sess, offered_name: str) -> str | None:
+    """A complete checkpoint in the run directory newer than the one Ray offers, or None.
+
+    Ray's controller registers a checkpoint only when it next polls the worker that reported
+    it; a node lost after the upload finished but before that poll leaves Ray offering the
+    checkpoint before. The run directory is the record: what is complete there was written
+    by this run. Rank 0 looks and every rank takes its answer, so all load the same one.
+    """
+    found = None
+    if sess.is_main and sess.run_dir:
+        try:
+            newest = rundir.latest_complete(sess.run_dir)
+        except Exception:  # noqa: BLE001 - storage unreadable now: Ray's choice stands
+            newest = None
+        if newest is not None and rundir.basename(newest) > offered_name:
+            found = newest
+            print(
+                f"[orch] Ray offered {offered_name}; resuming from the newer complete "
+                f"{rundir.basename(newest)} in the run directory",
+                flush=True,
+            )
+    return sess.all_gather_object(found)[0]
 
 
 def _newest_complete(sess, d: str) -> str:
@@ -314,8 +341,9 @@ def _load_deepspeed(sess, d: Path, state: dict) -> None:
 
 
 def plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Tensors and numpy scalars as Python numbers."""
-    return {k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items()}
+    """Tensors and numpy scalars as Python numbers; a metric given as None (not measured
+    yet, e.g. accuracy before the first evaluation) is left out, never written as a value."""
+    return {k: (v.item() if hasattr(v, "item") else v) for k, v in metrics.items() if v is not None}
 
 
 def _walk(root: str) -> list[str]:
