@@ -6,27 +6,19 @@
 2. queue operations per second: enqueue (held jobs, so nothing starts), list, cancel, from one
    client connected to the queue actor; and the SQLite store alone, in-process.
 
-    python bench/queue.py --rounds 3 --ops 200
+    python bench/queue_latency.py --rounds 3 --ops 200
 """
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import statistics
+import subprocess
 import sys
-
-# This file's name shadows the standard library's `queue` (urllib3 and Ray import it) when run
-# as a script: drop bench/ from the import path first.
-sys.path[:] = [
-    p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))
-]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "cluster"))
