@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from orchestrator import rundir
 
 KIND = "rllib"  # orch run launches it through orchestrator/launch/rllib.py, not Ray Train
+EXTRAS = ("rl",)  # RLlib + gymnasium: pip install 'orchestrator[rl]' (orchestrator/extras.py)
 # Changing these changes the network, so a checkpoint cannot be resumed with them changed.
 SHAPE_KEYS = ("env", "hiddens", "head_hiddens", "activation", "dueling")
 

@@ -181,9 +181,11 @@ def train_loop(config: dict) -> dict:
         total_steps = min(total_steps, args.max_steps)
 
     model, _opt, _sched = sess.prepare(build_model(args), args, total_steps // args.grad_accum)
+    sess.set_progress(total_steps, metrics=("loss", "accuracy"))
     state = sess.restore() or {}
     step = int(state.get("step", 0))
-    acc = float(state.get("accuracy", 0.0))
+    # None until the first evaluation: rows leave it out (orch run shows `-`), no 0.0 point.
+    acc = state.get("accuracy")
     loss_value = float("nan")
 
     while step < total_steps:
@@ -227,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     from orchestrator.worker.standalone import run_alone
 
     result = run_alone(sys.modules[__name__], argv)
-    print(f"test accuracy: {result['accuracy']:.4f}")
+    acc = result.get("accuracy")
+    print(f"test accuracy: {'-' if acc is None else f'{acc:.4f}'}")
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator import rundir, worker
 from orchestrator.worker import OptimArgs
 
+EXTRAS = ("nlp",)  # transformers, sacreBLEU, num2words: pip install 'orchestrator[nlp]'
 SHAPE_KEYS = (
     "pretrained",
     "d_model",
@@ -464,6 +465,8 @@ def train_loop(config: dict) -> dict:
         build_model(args), args, max(1, total_steps // args.grad_accum)
     )
     saved = model_state(sess.unwrap(model), args, tokenizer_dir)
+    scored = ("val_chrf", "val_exact_match") if args.val_samples else ()
+    sess.set_progress(total_steps, metrics=("loss", "val_loss", *scored))
     state = sess.restore() or {}
     step = int(state.get("step", 0))
     val = {k: state[k] for k in ("val_loss", "val_exact_match", "val_chrf") if k in state}

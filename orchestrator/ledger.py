@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from orchestrator import rundir
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExitCode, OrchestratorError
 
 LEDGER_DIR = "_ledger"
 
@@ -262,6 +262,8 @@ def reconcile_orphans(storage_path: str | Path, run_name: str) -> tuple[list[str
 
 class RunInProgressError(OrchestratorError):
     """Another live driver on this host is running the same run name."""
+
+    exit_code = ExitCode.CONFLICT
 
 
 def claim_run_name(storage_path: str | Path, run_name: str) -> list[str]:

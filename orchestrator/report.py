@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import rundir
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExitCode, OrchestratorError
 
 REPORT_DIR = "report"
 # Keys of a metrics row that are bookkeeping or counters rather than curves.
@@ -79,13 +79,13 @@ SYSTEM_PLOTS = ("system/cpu_rss_mb", "system/gpu_mem_mb")
 class RunNotFoundError(OrchestratorError):
     """A RUN argument names neither a run directory nor a run/sweep in the ledger."""
 
-    exit_code = 6
+    exit_code = ExitCode.NOT_FOUND
 
 
 class ReportOptionError(OrchestratorError):
     """A command-line option of orch report/compare/runs has a value it cannot use."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,10 +371,13 @@ def _is_perf(key: str) -> bool:
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """The points of one metric: a row without it (not measured yet: accuracy before the
+    first evaluation), or with None, NaN or an infinity, has no point, so a curve never
+    starts from a value that was not measured."""
     xs, ys = [], []
     for i, r in enumerate(rows):
         v = r.get(key)
-        if not _is_number(v) or (isinstance(v, float) and math.isnan(v)):
+        if not _is_number(v) or not math.isfinite(v):
             continue
         step = r.get("step")
         xs.append(float(step) if _is_number(step) else float(i))
@@ -485,7 +488,11 @@ def plot_throughput(rows: list[dict[str, Any]], system: list[dict[str, Any]]) ->
 def plot_final(
     labels: list[str], values: list[float | None], metric: str, best: int | None
 ) -> bytes | None:
-    pairs = [(lbl, v) for lbl, v in zip(labels, values, strict=False) if _is_number(v)]
+    pairs = [
+        (lbl, v)
+        for lbl, v in zip(labels, values, strict=False)
+        if _is_number(v) and math.isfinite(v)
+    ]
     if not pairs:
         return None
     plt = _plt()
@@ -860,9 +867,10 @@ def _sweep_meta(sweep_dir: Path, sweep_row: dict[str, Any] | None) -> dict[str, 
 def _trial_dir(row: dict[str, Any], sweep_dir: Path) -> Path | None:
     if row.get("run_dir") and Path(row["run_dir"]).is_dir():
         return Path(row["run_dir"])
-    tid = _json(row.get("extra")).get("trial_id")
-    if tid and (sweep_dir / "trials" / tid).is_dir():
-        return sweep_dir / "trials" / tid
+    extra = _json(row.get("extra"))
+    for name in (extra.get("trial_name"), extra.get("trial_id")):  # trials/<name>/ since issue 23
+        if name and (sweep_dir / "trials" / name).is_dir():
+            return sweep_dir / "trials" / name
     return None
 
 
@@ -975,7 +983,8 @@ def write_sweep_report(target: Target, out_dir: Path | None = None) -> Path:
 
 
 def _trial_label(row: dict[str, Any], run: Run | None) -> str:
-    tid = _json(row.get("extra")).get("trial_id")
+    extra = _json(row.get("extra"))
+    tid = extra.get("trial_name") or extra.get("trial_id")  # <sweep_id>-<n>-<hash>, or older ids
     return str(tid or row.get("run_name") or (run.name if run else "?"))
 
 

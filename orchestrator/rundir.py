@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import CheckpointError, OrchestratorError
+from orchestrator.errors import CheckpointError, ExitCode, OrchestratorError
 
 COMPLETE_MARKER = "_COMPLETE"
 METRICS_FILE = "metrics.jsonl"
@@ -51,7 +51,7 @@ RETRY_ENV = "ORCH_STORAGE_RETRY_S"
 class StorageError(OrchestratorError):
     """The storage path cannot be reached, or refuses what orch asks of it."""
 
-    exit_code = 2
+    exit_code = ExitCode.UNREACHABLE
 
 
 # -- local path or URI -----------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from orchestrator.errors import InsufficientResourcesError, OrchestratorError
+from orchestrator.errors import ExitCode, InsufficientResourcesError, OrchestratorError
 from orchestrator.rundir import is_uri
 
 
@@ -249,7 +249,7 @@ def check_fits(
 class SharedStorageError(OrchestratorError):
     """A run that spans nodes was given a storage_path that only one node can see."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 SHARED_FSTYPES = {

@@ -18,13 +18,13 @@ import keyword
 import re
 from pathlib import Path
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExitCode, OrchestratorError
 
 
 class ScaffoldError(OrchestratorError):
     """`orch new` cannot write the skeleton (a bad name, files in the way)."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 WORKLOAD = '''"""{name}: a training workload made by `orch new {name}`. Replace model and data.
@@ -119,9 +119,10 @@ def train_loop(config: dict) -> dict:
     total_steps = args.epochs * steps_per_epoch
 
     model, _opt, _sched = sess.prepare(build_model(args), args, total_steps // args.grad_accum)
+    sess.set_progress(total_steps, metrics=("loss", "accuracy"))  # orch run: step/total, ETA
     state = sess.restore() or {{}}  # a rerun (or a restarted worker) continues from here
     step = int(state.get("step", 0))
-    acc = float(state.get("accuracy", 0.0))
+    acc = state.get("accuracy")  # None until the first evaluation: left out of the rows
     loss_value = float("nan")
     while step < total_steps:
         epoch, skip = divmod(step, steps_per_epoch)

@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import rundir
-from orchestrator.errors import CheckpointError, OrchestratorError
+from orchestrator.errors import CheckpointError, ExitCode, OrchestratorError
 
 
 class TranslateInputError(OrchestratorError):
     """No text to translate, or an unreadable --file."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
 
 
 @dataclass

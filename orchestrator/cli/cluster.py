@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, err_console, fail
+from orchestrator.cli.output import Format, emit, format_option
 from orchestrator.cluster.config import (
     CLUSTER_DIR,
     check_file,
@@ -16,6 +17,8 @@ from orchestrator.cluster.config import (
     node_types,
 )
 from orchestrator.errors import SpecError
+
+POOL_KEYS = ["node_type", "role", "resources", "min_workers", "max_workers"]
 
 
 def register(app) -> None:
@@ -57,21 +60,43 @@ def register(app) -> None:
             raise typer.Exit(2)
 
     @cluster_app.command("pools")
-    def pools_cmd(file: str = typer.Argument(..., help="A `ray up` cluster YAML.")) -> None:
-        """List the node types of a `ray up` config: resources and min-max workers."""
+    def pools_cmd(
+        file: str = typer.Argument(..., help="A `ray up` cluster YAML."),
+        fmt: Format = format_option(),
+    ) -> None:
+        """List the node types of a `ray up` config: resources and min-max workers.
+
+        json and csv: node_type, role, resources, min_workers, max_workers (head: null)."""
 
         try:
             types = node_types(file)
         except SpecError as exc:
             fail(exc)
-        table = Table(title=f"node types in {file}")
-        for col in ("node type", "role", "resources", "workers"):
-            table.add_column(col)
-        for nt in types.values():
-            res = ", ".join(f"{k}={v:g}" for k, v in nt.resources.items())
-            role = "head" if nt.is_head else ("GPU pool" if nt.gpus else "CPU pool")
-            span = "-" if nt.is_head else f"{nt.min_workers}-{nt.max_workers}"
-            table.add_row(nt.name, role, res, span)
-        console.print(table)
+
+        def role(nt) -> str:
+            return "head" if nt.is_head else ("GPU pool" if nt.gpus else "CPU pool")
+
+        records = [
+            {
+                "node_type": nt.name,
+                "role": role(nt),
+                "resources": dict(nt.resources),
+                "min_workers": None if nt.is_head else nt.min_workers,
+                "max_workers": None if nt.is_head else nt.max_workers,
+            }
+            for nt in types.values()
+        ]
+
+        def table() -> Table:
+            t = Table(title=f"node types in {file}")
+            for col in ("node type", "role", "resources", "workers"):
+                t.add_column(col)
+            for nt in types.values():
+                res = ", ".join(f"{k}={v:g}" for k, v in nt.resources.items())
+                span = "-" if nt.is_head else f"{nt.min_workers}-{nt.max_workers}"
+                t.add_row(nt.name, role(nt), res, span)
+            return t
+
+        emit(fmt, records, table, keys=POOL_KEYS)
 
     app.add_typer(cluster_app, name="cluster")

@@ -11,6 +11,7 @@ from typing import NoReturn
 import typer
 from rich import get_console
 from rich.console import Console
+from rich.markup import escape
 
 from orchestrator.errors import OrchestratorError, SpecError
 
@@ -24,5 +25,8 @@ def fail(exc: OrchestratorError) -> NoReturn:
     if isinstance(exc, SpecError):
         err_console.print(str(exc), highlight=False, markup=False, soft_wrap=True)
     else:
-        err_console.print(f"[bold red]error[/bold red]: {exc}", highlight=False, soft_wrap=True)
+        # escape: a message's own brackets (pip install 'orchestrator[rl]', x[0]) are not markup
+        err_console.print(
+            f"[bold red]error[/bold red]: {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
     raise typer.Exit(getattr(exc, "exit_code", 1))

@@ -9,19 +9,36 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
+from orchestrator.cli.output import Format, emit, format_option, json_alias_option, resolve
 from orchestrator.cluster.jobs import (
     DEFAULT_ADDRESS,
     DEFAULT_MAX_UPLOAD_MB,
+    JobsInputError,
+    entrypoint_options,
     follow_logs,
     get_info,
     info_dict,
     make_client,
     normalise_address,
+    parse_json_option,
     stop,
     submit,
     translate_errors,
 )
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, exit_for_status
+
+JOB_KEYS = [
+    "submission_id",
+    "status",
+    "entrypoint",
+    "message",
+    "start_time",
+    "end_time",
+    "driver_exit_code",
+    "spec",
+    "spec_hash",
+    "metadata",
+]
 
 
 def register(app) -> None:
@@ -83,6 +100,36 @@ def register(app) -> None:
         hold: bool = typer.Option(
             False, "--hold", help="With --queue: queued but held until `orch queue release ID`."
         ),
+        runtime_env_json: str | None = typer.Option(
+            None,
+            "--runtime-env-json",
+            help="JSON-serialized runtime_env dictionary (as `ray job submit`), merged with "
+            "orch's: working_dir is --working-dir's (not allowed in the JSON); excludes are "
+            "added to orch's and --exclude; env_vars are added to orch's PYTHONUNBUFFERED=1 "
+            "(yours win); pip, conda, py_modules, ... pass through.",
+        ),
+        entrypoint_num_cpus: float | None = typer.Option(
+            None,
+            "--entrypoint-num-cpus",
+            help="CPUs to reserve for the entrypoint (the `orch run` driver), separately from "
+            "the training workers it starts (Ray's default: 0).",
+        ),
+        entrypoint_num_gpus: float | None = typer.Option(
+            None,
+            "--entrypoint-num-gpus",
+            help="GPUs to reserve for the entrypoint, separately from its workers (default 0).",
+        ),
+        entrypoint_memory: int | None = typer.Option(
+            None,
+            "--entrypoint-memory",
+            help="Memory (bytes) to reserve for the entrypoint, separately from its workers.",
+        ),
+        entrypoint_resources: str | None = typer.Option(
+            None,
+            "--entrypoint-resources",
+            help="JSON object of custom resources to reserve for the entrypoint, e.g. "
+            "'{\"head\": 0.01}' to pin the driver to a node that has that resource.",
+        ),
     ) -> None:
         """Submit `orch run SPEC` to a Ray cluster through the Jobs API, or into its queue.
 
@@ -102,14 +149,35 @@ def register(app) -> None:
             "ray.dashboard.modules.dashboard_sdk",
         ):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        try:
+            user_env = parse_json_option("--runtime-env-json", runtime_env_json)
+            entry = entrypoint_options(
+                entrypoint_num_cpus,
+                entrypoint_num_gpus,
+                entrypoint_memory,
+                parse_json_option("--entrypoint-resources", entrypoint_resources),
+            )
+        except OrchestratorError as exc:
+            fail(exc)
         queued = hold or any(x is not None for x in (queue, priority, preemptible, retries))
         if not queued:
             try:
                 from orchestrator.spec import load_spec
 
-                queued = "queue" in load_spec(spec, overrides or []).model_fields_set
+                # The extras the spec needs are checked where it runs (the cluster's orch run).
+                spec_ = load_spec(spec, overrides or [], check_extras=False)
+                queued = "queue" in spec_.model_fields_set
             except OrchestratorError as exc:
                 fail(exc)
+        if queued and (user_env or entry):
+            given = ["--runtime-env-json"] if user_env else []
+            given += ["--" + k.replace("_", "-") for k in entry]
+            fail(
+                JobsInputError(
+                    f"{', '.join(given)}: not with the queue (--queue, a queue: section): the "
+                    "queue starts its jobs with its own settings; submit without the queue"
+                )
+            )
         if queued:
             _submit_queued(
                 spec,
@@ -137,6 +205,8 @@ def register(app) -> None:
                 name,
                 exclude or [],
                 max_upload_mb,
+                runtime_env=user_env,
+                entrypoint=entry,
             )
         except OrchestratorError as exc:
             fail(exc)
@@ -209,7 +279,7 @@ def register(app) -> None:
                     f"job {job}: [{colour}]{status}[/{colour}]", highlight=False, soft_wrap=True
                 )
                 if status != "SUCCEEDED":
-                    raise typer.Exit(1)
+                    raise typer.Exit(exit_for_status(status))
                 return
             sent = bool(client._headers.get("Authorization"))
             get_info(client, addr, job, sent)
@@ -289,9 +359,15 @@ def register(app) -> None:
     @app.command("list")
     def list_cmd(
         address: str | None = address_opt,
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        fmt: Format = format_option(),
+        as_json: bool = json_alias_option(),
     ) -> None:
-        """List the cluster's jobs, oldest first."""
+        """List the cluster's jobs, oldest first.
+
+        json and csv: submission_id, status, entrypoint, message, start_time, end_time,
+        driver_exit_code, spec, spec_hash, metadata (csv: metadata as JSON).
+        """
+        fmt = resolve(fmt, as_json)
         addr = normalise_address(address)
         try:
             client = make_client(addr)
@@ -300,25 +376,25 @@ def register(app) -> None:
         except OrchestratorError as exc:
             fail(exc)
         jobs.sort(key=lambda d: d["start_time"] or "")
-        if as_json:
-            print(json.dumps(jobs, indent=2, default=str))
-            return
-        if not jobs:
-            console.print(f"no jobs on {addr}")
-            return
-        table = Table(title=f"jobs on {addr}")
-        # The entrypoint only where there is room (orch status JOB shows it whole).
-        cols = ["submission id", "status", "spec", "start", "end"]
-        cols += ["entrypoint"] if console.width >= 140 else []
-        for col in cols:
-            table.add_column(col, no_wrap=col in ("submission id", "status"), overflow="fold")
-        for d in jobs:
-            row = [
-                d["submission_id"] or "-",
-                d["status"],
-                d["spec"] or "-",
-                d["start_time"],
-                d["end_time"],
-            ]
-            table.add_row(*row, *([d["entrypoint"]] if len(cols) > 5 else []))
-        console.print(table)
+
+        def table() -> Table:
+            t = Table(title=f"jobs on {addr}")
+            # On a terminal, the entrypoint only where there is room (orch status JOB shows
+            # it whole); in a pipe or a log, every column.
+            cols = ["submission id", "status", "spec", "start", "end"]
+            wide = not console.is_terminal or console.width >= 140
+            cols += ["entrypoint"] if wide else []
+            for col in cols:
+                t.add_column(col, no_wrap=col in ("submission id", "status"), overflow="fold")
+            for d in jobs:
+                row = [
+                    d["submission_id"] or "-",
+                    d["status"],
+                    d["spec"] or "-",
+                    d["start_time"],
+                    d["end_time"],
+                ]
+                t.add_row(*row, *([d["entrypoint"]] if wide else []))
+            return t
+
+        emit(fmt, jobs, table, keys=JOB_KEYS, empty=f"no jobs on {addr}")

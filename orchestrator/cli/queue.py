@@ -13,6 +13,14 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
+from orchestrator.cli.output import (
+    Format,
+    emit,
+    format_option,
+    json_alias_option,
+    print_table,
+    resolve,
+)
 from orchestrator.errors import OrchestratorError
 
 ADDRESS_HELP = (
@@ -114,13 +122,15 @@ def register(app) -> None:
         ctx: typer.Context,
         address: str | None = address_option(),
         all_jobs: bool = typer.Option(False, "--all", help="Ended jobs too."),
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        fmt: Format = format_option(),
+        as_json: bool = json_alias_option(),
     ) -> None:
         """The queue: waiting jobs in the order they will start, with why each waits, then the
-        running ones."""
+        running ones. json and csv hold every field of each job (csv: nested ones as JSON)."""
         if ctx.invoked_subcommand is not None:
             ctx.obj = {"address": address}
             return
+        fmt = resolve(fmt, as_json)
         jobs = _call(address, "jobs", all_jobs)
         waiting = sorted(
             (j for j in jobs if j["state"] in ("QUEUED", "HELD")),
@@ -128,8 +138,8 @@ def register(app) -> None:
         )
         running = [j for j in jobs if j["state"] not in ("QUEUED", "HELD")]
         rows = waiting + running
-        if as_json:
-            print(json.dumps(rows, indent=2, default=str))
+        if fmt is not Format.table:
+            emit(fmt, rows, None)
             return
         if not rows:
             console.print("the queue is empty" + ("" if all_jobs else " (--all: ended jobs too)"))
@@ -156,7 +166,7 @@ def register(app) -> None:
                 _ago(j["started_at"] if state not in ("QUEUED", "HELD") else j["submitted_at"]),
                 "; ".join([x for x in [note] if x] + extra),
             )
-        _print_unfolded(table)
+        print_table(table)
 
     def _addr(ctx: typer.Context) -> str | None:
         return (ctx.obj or {}).get("address")
@@ -273,25 +283,28 @@ def register(app) -> None:
 
     @q.command("queues")
     def queues_cmd(
-        ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="Print JSON.")
+        ctx: typer.Context,
+        fmt: Format = format_option(),
+        as_json: bool = json_alias_option(),
     ) -> None:
-        """The queues, their quotas and what they use now."""
+        """The queues, their quotas and what they use now (json/csv: every field)."""
         rows = _call(_addr(ctx), "queues")
-        if as_json:
-            print(json.dumps(rows, indent=2))
-            return
-        table = Table(title="queues")
-        for col in ("queue", "CPUs", "GPUs", "GPU-hours (24 h)", "keep ended"):
-            table.add_column(col)
-        for r in rows:
-            table.add_row(
-                r["name"],
-                _of(r["cpus_in_use"], r["cpus"]),
-                _of(r["gpus_in_use"], r["gpus"]),
-                _of(r["gpu_hours_24h"], r["gpu_hours_per_day"], "{:.2f}"),
-                f"{r['ttl_s'] / 86400:g}d" if r["ttl_s"] >= 86400 else f"{r['ttl_s']:g}s",
-            )
-        console.print(table)
+
+        def table() -> Table:
+            t = Table(title="queues")
+            for col in ("queue", "CPUs", "GPUs", "GPU-hours (24 h)", "keep ended"):
+                t.add_column(col)
+            for r in rows:
+                t.add_row(
+                    r["name"],
+                    _of(r["cpus_in_use"], r["cpus"]),
+                    _of(r["gpus_in_use"], r["gpus"]),
+                    _of(r["gpu_hours_24h"], r["gpu_hours_per_day"], "{:.2f}"),
+                    f"{r['ttl_s'] / 86400:g}d" if r["ttl_s"] >= 86400 else f"{r['ttl_s']:g}s",
+                )
+            return t
+
+        emit(resolve(fmt, as_json), rows, table)
 
     @q.command("info")
     def info_cmd(ctx: typer.Context) -> None:
@@ -300,20 +313,6 @@ def register(app) -> None:
 
         actor = _service(_addr(ctx), create=True)
         print(json.dumps(ray.get(actor.info.remote()), indent=2))
-
-
-def _print_unfolded(table: Table) -> None:
-    """On a terminal, as wide as the terminal; in a pipe or a log, one line per row (rich would
-    fold every cell into 80 columns)."""
-    if console.is_terminal:
-        console.print(table)
-        return
-    width = console.width
-    console.width = 1000
-    try:
-        console.print(table)
-    finally:
-        console.width = width
 
 
 def _input_error(text: str) -> OrchestratorError:

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
+from orchestrator.cli.output import print_table
 from orchestrator.errors import OrchestratorError
 from orchestrator.report import (
     ReportOptionError,
@@ -112,7 +113,7 @@ def register(app) -> None:
         table.add_section()
         for k, vals in cmp["metrics"].items():
             table.add_row(f"[bold]{k}[/bold]", *["-" if v is None else _fmt(v) for v in vals])
-        console.print(table)
+        print_table(table)
         console.print(
             f"curves: {cmp['plot']}" if png else "curves: no common metrics to plot",
             highlight=False,

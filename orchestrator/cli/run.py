@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
-from orchestrator.errors import OrchestratorError, SpecError
+from orchestrator.cli.output import Format, emit, format_option, print_table
+from orchestrator.errors import OrchestratorError, SpecError, exit_for_status
 
 OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. train.lr=3e-4 resources.workers=2")
 
@@ -126,7 +127,7 @@ def register(app: typer.Typer) -> None:
             fail(exc)
         print_summary(summary)
         if summary["status"] != "SUCCEEDED":
-            raise typer.Exit(1)
+            raise typer.Exit(exit_for_status(summary["status"]))
 
     @app.command()
     def runs(
@@ -158,11 +159,16 @@ def register(app: typer.Typer) -> None:
             False, "--asc", help="With --sort: lowest first (e.g. loss)."
         ),
         limit: int | None = typer.Option(None, "--limit", min=1, help="Show at most N rows."),
+        fmt: Format = format_option(),
     ) -> None:
         """List runs from the ledger (one Parquet file per run event), filtered and sorted.
 
         orch runs --workload mnist_mlp --status succeeded --since 2d --sort accuracy
         orch runs --sweep mnist-mlp-sweep-20250101-030000 --sort loss --asc
+        orch runs --format json | jq '.[] | select(.status == "FAILED") | .run_name'
+
+        json and csv carry every ledger column (times in ISO 8601 UTC; in json, metrics and
+        extra as objects).
         """
         from orchestrator import ledger
         from orchestrator.report import select_runs
@@ -173,7 +179,13 @@ def register(app: typer.Typer) -> None:
             else ledger.latest_by_run(storage_path)
         )
         if not rows:
-            console.print(f"no runs recorded under {storage_path}/{ledger.LEDGER_DIR}")
+            emit(
+                fmt,
+                [],
+                None,
+                keys=ledger.SCHEMA.names,
+                empty=f"no runs recorded under {storage_path}/{ledger.LEDGER_DIR}",
+            )
             return
         try:
             rows = select_runs(
@@ -189,6 +201,10 @@ def register(app: typer.Typer) -> None:
             )
         except OrchestratorError as exc:
             fail(exc)
+        if fmt is not Format.table:
+            records = [_ledger_record(r, parse_json=fmt is Format.json) for r in rows]
+            emit(fmt, records, None, keys=ledger.SCHEMA.names)
+            return
         if not rows:
             console.print(f"no runs under {storage_path} match the filters")
             return
@@ -222,7 +238,20 @@ def register(app: typer.Typer) -> None:
                 shown,
                 os.path.basename(r["latest_checkpoint"] or "") or "-",
             )
-        console.print(table)
+        print_table(table)
+
+
+def _ledger_record(row: dict[str, Any], parse_json: bool) -> dict[str, Any]:
+    """A ledger row for --format json/csv: every column, times in ISO 8601; with parse_json,
+    the JSON columns (metrics, extra) as objects."""
+    out = dict(row)
+    for k in ("metrics", "extra"):
+        if parse_json and isinstance(out.get(k), str):
+            try:
+                out[k] = json.loads(out[k] or "{}")
+            except json.JSONDecodeError:
+                pass
+    return out
 
 
 def print_summary(summary: dict[str, Any]) -> None:

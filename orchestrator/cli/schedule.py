@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import datetime, timezone
 
 import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
+from orchestrator.cli.output import Format, emit, format_option
 from orchestrator.cli.sweep import print_sweep_summary
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExitCode, OrchestratorError, exit_for_status
 from orchestrator.sweep.schedule import (
     DEFAULT_DB,
     Scheduler,
@@ -83,33 +85,64 @@ def register(app) -> None:
         )
 
     @sched.command("list")
-    def list_cmd(db: str = _db_option()) -> None:
-        """Schedules with their next fire and latest fires."""
+    def list_cmd(db: str = _db_option(), fmt: Format = format_option()) -> None:
+        """Schedules with their next fire and latest fires.
+
+        json and csv: id, spec, overrides, cron, next_fire, missed, concurrency, warm_start,
+        promote, address, created, last_fires (the latest 3: fire_time, status, sweep_id);
+        times in ISO 8601 UTC.
+        """
 
         store = Store(db)
-        t = Table(title=f"schedules in {db}")
-        for col in (
-            "schedule",
-            "cron (UTC)",
-            "next fire",
-            "missed",
-            "concurrency",
-            "last fires",
-            "spec",
-        ):
-            t.add_column(col)
-        for s in store.schedules():
-            last = store.fires(s.id)[-3:]
-            t.add_row(
-                s.id,
-                s.cron,
-                iso(s.next_fire),
-                s.missed,
-                s.concurrency,
-                "\n".join(f"{iso(f.fire_time)} {f.status}" for f in last) or "-",
-                " ".join([s.spec_path, *s.overrides]),
-            )
-        console.print(t)
+        pairs = [(s, store.fires(s.id)[-3:]) for s in store.schedules()]
+        records = [
+            {
+                "id": s.id,
+                "spec": s.spec_path,
+                "overrides": list(s.overrides),
+                "cron": s.cron,
+                "next_fire": _utc(s.next_fire),
+                "missed": s.missed,
+                "concurrency": s.concurrency,
+                "warm_start": s.warm_start,
+                "promote": bool(s.promote),
+                "address": s.address,
+                "created": _utc(s.created),
+                "last_fires": [
+                    {"fire_time": _utc(f.fire_time), "status": f.status, "sweep_id": f.sweep_id}
+                    for f in last
+                ],
+            }
+            for s, last in pairs
+        ]
+
+        def table() -> Table:
+            t = Table(title=f"schedules in {db}")
+            for col in (
+                "schedule",
+                "cron (UTC)",
+                "next fire",
+                "missed",
+                "concurrency",
+                "last fires",
+                "spec",
+            ):
+                t.add_column(col)
+            # One line a schedule in a pipe or a log; stacked fires on a terminal.
+            sep = "\n" if console.is_terminal else "; "
+            for s, last in pairs:
+                t.add_row(
+                    s.id,
+                    s.cron,
+                    iso(s.next_fire),
+                    s.missed,
+                    s.concurrency,
+                    sep.join(f"{iso(f.fire_time)} {f.status}" for f in last) or "-",
+                    " ".join([s.spec_path, *s.overrides]),
+                )
+            return t
+
+        emit(fmt, records, table, keys=SCHEDULE_KEYS)
 
     @sched.command("remove")
     def remove_cmd(
@@ -145,7 +178,7 @@ def register(app) -> None:
             s = store.get(name)
             runner = SubprocessRunner(db)
             if not Scheduler(store, runner, log=console.print)._apply_concurrency(s, f):
-                raise typer.Exit(1)
+                raise typer.Exit(ExitCode.CONFLICT)  # concurrency: forbid, one still running
             _fire_here(store, f.id)
 
     @sched.command("fire", hidden=True)
@@ -180,6 +213,29 @@ def register(app) -> None:
             console.print("scheduler stopped; running fires continue in their own processes")
 
 
+SCHEDULE_KEYS = [
+    "id",
+    "spec",
+    "overrides",
+    "cron",
+    "next_fire",
+    "missed",
+    "concurrency",
+    "warm_start",
+    "promote",
+    "address",
+    "created",
+    "last_fires",
+]
+
+
+def _utc(t: float | None) -> str | None:
+    """Seconds since the epoch -> ISO 8601 in UTC, for json and csv."""
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+
+
 def _fire_here(store: Store, fire_id: int) -> None:
 
     try:
@@ -195,4 +251,4 @@ def _fire_here(store: Store, fire_id: int) -> None:
             f"({summary['metric']}={summary['best_metric']})"
         )
     if summary.get("status") != "SUCCEEDED":
-        raise typer.Exit(1)
+        raise typer.Exit(exit_for_status(summary.get("status") or "FAILED"))

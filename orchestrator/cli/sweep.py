@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import OrchestratorError, exit_for_status
 from orchestrator.sweep.driver import run_sweep
 from orchestrator.sweep.spec import validate_sweep
 
@@ -77,4 +77,4 @@ def register(app) -> None:
             fail(exc)
         print_sweep_summary(summary, console)
         if summary["status"] != "SUCCEEDED":
-            raise typer.Exit(1)
+            raise typer.Exit(exit_for_status(summary["status"]))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.rundir import is_uri
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
@@ -58,27 +58,44 @@ META_PREFIX = "orch_"
 
 
 class JobsApiError(OrchestratorError):
-    """The Jobs API refused or failed a request (unreachable head, unknown job, ...)."""
+    """The Jobs API refused or failed a request. The subclasses say why, each with its exit
+    code (orchestrator/errors.py)."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
+
+
+class JobsInputError(JobsApiError):
+    """Bad input to submit: an option, the address, the working dir or where the spec lies."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
+class ClusterUnreachableError(JobsApiError):
+    """No Jobs API answers at the address."""
+
+    exit_code = ExitCode.UNREACHABLE
+
+
+class JobNotFoundError(JobsApiError):
+    """No job of that submission id on the cluster."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 class ClusterAuthError(JobsApiError):
     """The cluster wants its token, or refused the one we sent."""
 
-    exit_code = 5
+    exit_code = ExitCode.AUTH
 
 
 class SubmissionConflictError(JobsApiError):
     """A submission id already names a job with another spec."""
 
-    exit_code = 6
+    exit_code = ExitCode.CONFLICT
 
 
-class UploadTooLargeError(JobsApiError):
+class UploadTooLargeError(JobsInputError):
     """The working_dir to upload is over the limit."""
-
-    exit_code = 7
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +188,7 @@ def normalise_address(address: str | None) -> str:
         or DEFAULT_ADDRESS
     ).strip()
     if address.startswith("ray://"):
-        raise JobsApiError(
+        raise JobsInputError(
             f"--address {address}: the Jobs API is the dashboard's HTTP address, "
             "e.g. http://127.0.0.1:8265 (not the ray:// client address)"
         )
@@ -188,7 +205,7 @@ def translate_errors(
     try:
         yield
     except ConnectionError as exc:
-        raise JobsApiError(
+        raise ClusterUnreachableError(
             f"cannot reach the Ray Jobs API at {address}: is the head up, and the "
             "tunnel open (`ray dashboard cluster/gpu.yaml` or `kubectl port-forward "
             f"svc/HEAD-svc 8265:8265`)? ({exc})"
@@ -196,7 +213,7 @@ def translate_errors(
     except RuntimeError as exc:
         text = str(exc)
         if job and ("does not exist" in text or "404" in text):
-            raise JobsApiError(f"no job '{job}' on {address} (see `orch list`)") from None
+            raise JobNotFoundError(f"no job '{job}' on {address} (see `orch list`)") from None
         raise JobsApiError(f"Jobs API at {address}: {text}") from None
     except OrchestratorError:
         raise
@@ -313,10 +330,93 @@ class Submission:
     upload_mb: float = 0.0
 
 
-def fingerprint(spec_hash: str, run_name: str | None) -> str:
-    """What makes two submissions 'the same job': the resolved spec and the run name."""
-    blob = json.dumps({"spec_hash": spec_hash, "run_name": run_name or ""}, sort_keys=True)
+def fingerprint(spec_hash: str, run_name: str | None, options: dict | None = None) -> str:
+    """What makes two submissions 'the same job': the resolved spec and the run name, and the
+    Jobs API options (runtime_env, entrypoint resources) where any were given."""
+    what: dict[str, Any] = {"spec_hash": spec_hash, "run_name": run_name or ""}
+    if options:
+        what["options"] = options
+    blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_json_option(option: str, text: str | None) -> dict[str, Any] | None:
+    """A JSON object given on the command line (Ray's --runtime-env-json,
+    --entrypoint-resources), or JobsInputError (exit 2) naming the option."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JobsInputError(f"{option} {text!r}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise JobsInputError(
+            f"{option} {text!r}: expected a JSON object, e.g. "
+            + ('\'{"env_vars": {"K": "V"}}\'' if "runtime" in option else "'{\"TPU\": 1}'")
+        )
+    return value
+
+
+def entrypoint_options(
+    num_cpus: float | None = None,
+    num_gpus: float | None = None,
+    memory: int | None = None,
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The entrypoint_* arguments of JobSubmissionClient.submit_job that were given, checked
+    as Ray checks them (numbers >= 0; resources: names to numbers)."""
+    out: dict[str, Any] = {}
+    for name, value in (
+        ("entrypoint_num_cpus", num_cpus),
+        ("entrypoint_num_gpus", num_gpus),
+        ("entrypoint_memory", memory),
+    ):
+        if value is None:
+            continue
+        if value < 0:
+            raise JobsInputError(f"--{name.replace('_', '-')} {value:g}: expected a number >= 0")
+        out[name] = value
+    if resources is not None:
+        for k, v in resources.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise JobsInputError(
+                    f"--entrypoint-resources: {k!r} must be a number >= 0 (given {v!r})"
+                )
+        out["entrypoint_resources"] = {k: float(v) for k, v in resources.items()}
+    return out
+
+
+def merge_runtime_env(
+    user: dict[str, Any] | None,
+    working_dir: str,
+    excludes: list[str],
+    env_vars: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The job's runtime_env: the user's --runtime-env-json as the base (pip, conda,
+    py_modules, ... pass through), then what orch builds. working_dir is --working-dir's
+    alone (orch checks the spec lies in it and sizes the upload); excludes are orch's plus the
+    user's; env_vars: orch's PYTHONUNBUFFERED=1, then the user's JSON, then `env_vars`."""
+    env = dict(user or {})
+    if "working_dir" in env:
+        raise JobsInputError(
+            "--runtime-env-json: working_dir is set by --working-dir (orch checks that the spec "
+            "lies in it and sizes the upload); drop it from the JSON"
+        )
+    user_excludes = env.pop("excludes", None) or []
+    if not isinstance(user_excludes, list) or not all(isinstance(x, str) for x in user_excludes):
+        raise JobsInputError("--runtime-env-json: excludes must be a list of strings")
+    user_vars = env.pop("env_vars", None) or {}
+    if not isinstance(user_vars, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in user_vars.items()
+    ):
+        raise JobsInputError(
+            "--runtime-env-json: env_vars must map names to strings, e.g. "
+            '{"env_vars": {"NCCL_DEBUG": "INFO"}}'
+        )
+    env["working_dir"] = working_dir
+    env["excludes"] = list(excludes) + [x for x in user_excludes if x not in excludes]
+    env["env_vars"] = {"PYTHONUNBUFFERED": "1", **user_vars, **(env_vars or {})}
+    return env
 
 
 def build_entrypoint(
@@ -339,32 +439,44 @@ def submit(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     env_vars: dict[str, str] | None = None,
     client=None,
+    runtime_env: dict[str, Any] | None = None,
+    entrypoint: dict[str, Any] | None = None,
 ) -> Submission:
     """Validate the spec here, then submit `orch run SPEC OVERRIDES` with working_dir uploaded.
 
-    With a submission id: the same id and the same resolved spec (and run name) return the
-    existing job; the same id with another spec raises SubmissionConflictError.
+    runtime_env: the user's runtime_env (--runtime-env-json), merged with orch's by
+    merge_runtime_env. entrypoint: entrypoint_num_cpus / _num_gpus / _memory / _resources for
+    submit_job (see entrypoint_options).
+
+    With a submission id: the same id and the same resolved spec (and run name, and options)
+    return the existing job; the same id with another spec raises SubmissionConflictError.
     """
     from orchestrator.spec import load_spec
 
     overrides = list(overrides or [])
-    spec = load_spec(spec_path, overrides)  # every spec error here, before anything is uploaded
+    # Every spec error here, before anything is uploaded; the extras it needs are checked by
+    # the job's own `orch run` on the cluster, which is where they must be installed.
+    spec = load_spec(spec_path, overrides, check_extras=False)
     wd = Path(working_dir).resolve()
     if not wd.is_dir():
-        raise JobsApiError(f"--working-dir {working_dir}: not a directory")
+        raise JobsInputError(f"--working-dir {working_dir}: not a directory")
     spec_abs = Path(spec_path).resolve()
     try:
         spec_rel = spec_abs.relative_to(wd).as_posix()
     except ValueError:
-        raise JobsApiError(
+        raise JobsInputError(
             f"{spec_path} is outside the working_dir {wd}: the cluster only sees "
             "what is uploaded; move the spec under it or pass --working-dir"
         ) from None
     all_excludes = DEFAULT_EXCLUDES + list(excludes or [])
+    job_env = merge_runtime_env(runtime_env, str(wd), all_excludes, env_vars)
+    all_excludes = job_env["excludes"]
     _check_spec_uploaded(wd, spec_rel, all_excludes)
+    entrypoint_kw = dict(entrypoint or {})
+    options = {k: v for k, v in (("runtime_env", runtime_env), *entrypoint_kw.items()) if v}
 
-    fp = fingerprint(spec.spec_hash(), run_name)
-    entrypoint = build_entrypoint(spec_rel, overrides, run_name)
+    fp = fingerprint(spec.spec_hash(), run_name, options)
+    command = build_entrypoint(spec_rel, overrides, run_name)
     address = normalise_address(address)
     client = client or make_client(address)
     sent_token = "Authorization" in getattr(client, "_headers", {})
@@ -381,21 +493,17 @@ def submit(
         f"{META_PREFIX}workload": spec.workload,
         f"{META_PREFIX}run_name": run_name or spec.name,
     }
-    runtime_env = {
-        "working_dir": str(wd),
-        "excludes": all_excludes,
-        "env_vars": {"PYTHONUNBUFFERED": "1", **(env_vars or {})},
-    }
     sid = submission_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
     try:
         job_id = _submit_retrying(
             client,
             address,
             sent_token,
-            entrypoint=entrypoint,
-            runtime_env=runtime_env,
+            entrypoint=command,
+            runtime_env=job_env,
             submission_id=sid,
             metadata=metadata,
+            **entrypoint_kw,
         )
     except JobsApiError as exc:
         # Two submits with one id at once: the loser finds the winner's job here.
@@ -404,7 +512,7 @@ def submit(
             if found is not None:
                 return found
         raise
-    return Submission(job_id, False, "PENDING", entrypoint, size.total_bytes / 2**20)
+    return Submission(job_id, False, "PENDING", command, size.total_bytes / 2**20)
 
 
 def _submit_retrying(
@@ -429,7 +537,7 @@ def _check_spec_uploaded(wd: Path, spec_rel: str, excludes: list[str]) -> None:
     for i in range(1, len(parts) + 1):
         sub = "/".join(parts[:i]) + ("/" if i < len(parts) else "")
         if spec.match_file(sub):
-            raise JobsApiError(
+            raise JobsInputError(
                 f"{spec_rel} lies in an excluded path ({sub.rstrip('/')}): "
                 "it would not be uploaded; move the spec elsewhere"
             )
@@ -458,8 +566,8 @@ def get_info(client, address: str, job: str, sent_token: bool = False, missing_o
     try:
         with translate_errors(address, sent_token, job=job):
             return client.get_job_info(job)
-    except JobsApiError as exc:
-        if missing_ok and f"no job '{job}'" in str(exc):
+    except JobNotFoundError:
+        if missing_ok:
             return None
         raise
 

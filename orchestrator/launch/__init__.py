@@ -7,7 +7,7 @@
     ray_train.py    Ray Train: ScalingConfig, RunConfig, ... from the plan; the TorchTrainer
     torch_backend.py  process groups without torch in the Train controller
     rllib.py        RLlib workloads: the Algorithm in the driver, EnvRunners from the plan
-    progress.py     progress lines from metrics.jsonl
+    progress.py     progress from metrics.jsonl: a bar on a terminal, one line per row elsewhere
 
 Nothing is imported at package import: Ray Train's controller unpickles
 `orchestrator.launch.torch_backend`, and importing this package must cost it nothing.
@@ -48,7 +48,7 @@ def launch(plan, console=None, address: str | None = None, sweep_id: str = "") -
             console=console,
             address=address,
             sweep_id=sweep_id,
-            line=progress.rllib_line,
+            line=progress.rllib_format(plan),
             ray=rllib.describe(plan),
             extra={"algorithm": "DQN", "num_env_runners": runners.num_env_runners},
         )

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import OrchestratorError
+from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.queue.service import ACTOR_NAME, NAMESPACE, QueueActor
 
 ADDRESS_ENV = "ORCH_QUEUE_ADDRESS"
@@ -25,11 +25,36 @@ ADDRESS_ENV = "ORCH_QUEUE_ADDRESS"
 class QueueInputError(OrchestratorError):
     """Bad input to the queue: unknown queue, negative priority, a job that can never fit."""
 
-    exit_code = 2
+    exit_code = ExitCode.BAD_INPUT
+
+
+class QueueNotFoundError(QueueInputError):
+    """No such job or queue."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class QueueResourcesError(QueueInputError):
+    """A job that the cluster can never hold."""
+
+    exit_code = ExitCode.RESOURCES
+
+
+class QueueConflictError(QueueInputError):
+    """A submission id that already names another queued job."""
+
+    exit_code = ExitCode.CONFLICT
 
 
 class QueueUnreachableError(OrchestratorError):
-    exit_code = 1
+    exit_code = ExitCode.UNREACHABLE
+
+
+_QUEUE_ERRORS: dict[int | None, type[QueueInputError]] = {
+    ExitCode.NOT_FOUND: QueueNotFoundError,
+    ExitCode.RESOURCES: QueueResourcesError,
+    ExitCode.CONFLICT: QueueConflictError,
+}
 
 
 def ray_address(address: str | None = None) -> str:
@@ -109,9 +134,10 @@ def handle(create: bool = True, state_dir: str | None = None):
 def call(actor, method: str, *args: Any, **kwargs: Any) -> Any:
     import ray
 
-    status, value = ray.get(actor.call.remote(method, *args, **kwargs))
+    status, value, *code = ray.get(actor.call.remote(method, *args, **kwargs))
     if status == "error":
-        raise QueueInputError(value)
+        # (status, text, exit code); a queue actor started by an older orch sends no code.
+        raise _QUEUE_ERRORS.get(code[0] if code else None, QueueInputError)(value)
     return value
 
 
@@ -145,7 +171,7 @@ def queued_job(
     from orchestrator.cluster.jobs import (
         DEFAULT_EXCLUDES,
         META_PREFIX,
-        JobsApiError,
+        JobsInputError,
         _check_spec_uploaded,
         build_entrypoint,
         check_upload,
@@ -157,15 +183,15 @@ def queued_job(
         raise QueueInputError(f"--priority {priority}: expected a whole number >= 0")
     if retries is not None and retries < 0:
         raise QueueInputError(f"--retries {retries}: expected a whole number >= 0")
-    spec = load_spec(spec_path, overrides)
+    spec = load_spec(spec_path, overrides, check_extras=False)  # extras: checked on the cluster
     qs = spec.queue
     wd = Path(working_dir).resolve()
     if not wd.is_dir():
-        raise JobsApiError(f"--working-dir {working_dir}: not a directory")
+        raise JobsInputError(f"--working-dir {working_dir}: not a directory")
     try:
         spec_rel = Path(spec_path).resolve().relative_to(wd).as_posix()
     except ValueError:
-        raise JobsApiError(
+        raise JobsInputError(
             f"{spec_path} is outside the working_dir {wd}: the cluster only sees "
             "what is uploaded; move the spec under it or pass --working-dir"
         ) from None

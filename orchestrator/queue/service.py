@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator import rundir
+from orchestrator.errors import ExitCode
 from orchestrator.queue import policy
 from orchestrator.queue.store import ACTIVE, TERMINAL, QueueError, Store
 
@@ -84,7 +85,8 @@ class Service:
         if problem:
             raise QueueError(
                 f"{problem}. Lower resources.workers / cpus_per_worker / gpus_per_worker, or "
-                "add nodes"
+                "add nodes",
+                ExitCode.RESOURCES,
             )
         existing = self.store.get(job["id"])
         if existing is None and pkg_uri and pkg_bytes is not None:
@@ -101,14 +103,15 @@ class Service:
             raise QueueError(
                 f"submission id '{job['id']}' already names a queued job ({row['state']}) with "
                 f"spec {row['spec']}; this one has other settings. Use another --submission-id, "
-                "or leave it out."
+                "or leave it out.",
+                ExitCode.CONFLICT,
             )
         return {"job": row, "reused": not new}
 
     def _active(self, job_id: str) -> dict[str, Any]:
         row = self.store.get(job_id)
         if row is None:
-            raise QueueError(f"no job '{job_id}' in the queue (see orch queue)")
+            raise QueueError(f"no job '{job_id}' in the queue (see orch queue)", ExitCode.NOT_FOUND)
         return row
 
     def cancel(self, job_id: str) -> str:
@@ -575,7 +578,7 @@ class QueueActor:
             fn = getattr(self.service, method)
             return ("ok", fn(*args, **kwargs))
         except QueueError as exc:
-            return ("error", str(exc))
+            return ("error", str(exc), exc.code)
 
     def info(self) -> dict[str, Any]:
         return {

@@ -22,6 +22,8 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
+from orchestrator.errors import ExitCode
+
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "CANCELLED")
 ACTIVE = ("QUEUED", "HELD", "STARTING", "RUNNING", "PREEMPTING", "CANCELLING", "RESTARTING")
 DEFAULT_QUEUE = "default"
@@ -86,7 +88,12 @@ JSON_COLS = ("per_worker", "placement", "runtime_env", "metadata")
 
 
 class QueueError(Exception):
-    """Bad input to the queue (unknown queue or job, a job that can never fit, ...)."""
+    """Bad input to the queue (unknown queue or job, a job that can never fit, ...). `code`
+    is the exit code it means (orchestrator.errors.ExitCode); clients get it with the text."""
+
+    def __init__(self, text: str, code: int = 2):
+        super().__init__(text)
+        self.code = int(code)
 
 
 def _row(r: sqlite3.Row | None) -> dict[str, Any] | None:
@@ -181,7 +188,7 @@ class Store:
             if name == DEFAULT_QUEUE:
                 raise QueueError("the default queue cannot be deleted")
             if not db.execute("SELECT 1 FROM queues WHERE name=?", (name,)).fetchone():
-                raise QueueError(f"no queue '{name}'")
+                raise QueueError(f"no queue '{name}'", ExitCode.NOT_FOUND)
             busy = db.execute(
                 f"SELECT COUNT(*) FROM jobs WHERE queue=? AND state IN ({_q(ACTIVE)})",
                 (name, *ACTIVE),

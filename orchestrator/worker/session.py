@@ -2,12 +2,13 @@
 
     sess = worker.setup(config)                   # inside Ray Train, or alone (world size 1)
     model, opt, sched = sess.prepare(build_model(args), args, total_steps)
+    sess.set_progress(total_steps, metrics=("loss", "accuracy"))  # for orch run's progress
     start = sess.restore()                        # {"step": ..} from the latest checkpoint, or None
     for x, y in loader:
         with sess.autocast():
             loss = F.cross_entropy(model(x), y)
         sess.backward(loss)                       # accumulation, clipping, optimizer + LR step
-        sess.log({"loss": loss.item()}, step)
+        sess.log({"loss": loss.item(), "accuracy": acc}, step)  # None (not measured): left out
         if sess.should_checkpoint(step): sess.save_checkpoint(step, {"loss": ..})
     sess.finish({"accuracy": acc}, step)
 
@@ -26,6 +27,7 @@ import json
 import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +87,7 @@ class Session:
     _last_log_time: float = field(default_factory=time.perf_counter)
     _last_log_step: int = 0
     _writer: Any = None  # rundir.MetricsWriter of a URI run dir (rank 0)
+    progress: dict[str, Any] = field(default_factory=dict)  # set_progress(): for the driver
 
     # -- device and precision ------------------------------------------------------------
 
@@ -263,8 +266,19 @@ class Session:
         """Throughput counts from `step` (a resumed run)."""
         self._last_log_step = step
 
+    def set_progress(self, total_steps: int | None = None, metrics: Sequence[str] = ()) -> None:
+        """Tell the driver how many steps the run takes and which metrics its rows carry:
+        `orch run` then shows step/total, rate and ETA, and `-` for an expected metric not
+        measured yet (accuracy before the first evaluation). Call it before restore(): the
+        record of this start of the worker group carries it. Optional."""
+        self.progress = {
+            **({"total_steps": int(total_steps)} if total_steps else {}),
+            **({"metrics": [str(m) for m in metrics]} if metrics else {}),
+        }
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
         """Record metrics for `step` (no checkpoint). Every worker calls this; rank 0 writes.
+        A metric given as None (not measured yet) is left out of the row and the report.
 
         Rank 0 writes the run directory's metrics itself, never through ray.train.report: a
         Ray Train report is a barrier whose result queue the controller drains every couple of
@@ -340,7 +354,7 @@ class Session:
             rundir.record_attempt(
                 self.run_dir,
                 self.config["run_id"],
-                {"resumed_from_step": resumed_step, "workers": everyone},
+                {"resumed_from_step": resumed_step, "workers": everyone, **self.progress},
             )
 
     # -- checkpoints ---------------------------------------------------------------------

@@ -127,7 +127,7 @@ def test_submit_small_job_follow_to_succeeded_and_resubmit(head, project):
     # Same id, another spec: refused, naming the id.
     other = [a if a != "train.max_steps=20" else "train.max_steps=30" for a in args]
     res = orch(other, env, cwd=project["dir"])
-    assert res.exit_code == 6, res.output
+    assert res.exit_code == 7, res.output  # ExitCode.CONFLICT
     assert f"submission id '{sid}' already names a job" in res.output
 
 
@@ -179,7 +179,7 @@ def test_plain_ray_job_submit_long_job_then_stop_twice_and_list(head, project):
     assert res.exit_code == 0, res.output
     assert "already ended (STOPPED)" in res.output
 
-    res = orch(["list", "--json", "--address", head.dashboard_url], env)
+    res = orch(["list", "--format", "json", "--address", head.dashboard_url], env)
     assert res.exit_code == 0, res.output
     jobs = {j["submission_id"]: j for j in json.loads(res.output)}
     assert jobs[sid]["status"] == "STOPPED"
@@ -211,7 +211,7 @@ def test_clients_without_the_token_are_refused(head, project):
         ["list", "--address", head.dashboard_url],
         {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "wrong", "RAY_AUTH_TOKEN_PATH": ""},
     )
-    assert res.exit_code == 5, res.output
+    assert res.exit_code == jobs.ClusterAuthError.exit_code == 8, res.output
     assert "refused our token" in res.output
     # And with the token, orch gets in (the submit in the first test did too).
     res = orch(["list", "--address", head.dashboard_url], _cli_env(head, project))

@@ -436,7 +436,7 @@ def test_bad_storage_is_refused_before_ray_and_before_any_row(cluster, case, tmp
         text=True,
         timeout=120,
     )
-    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.returncode == 9, out.stdout[-2000:] + out.stderr[-2000:]  # StorageError
     assert "storage_path" in out.stderr and "To fix" in out.stderr, out.stderr
     assert "Ray" not in out.stdout and time.monotonic() - t0 < 60  # Ray never started
     assert len(_keys(cluster, "runs/_ledger/")) == before

@@ -73,7 +73,8 @@ def submit(cluster, jid: str, *extra: str, hold: bool = True) -> None:
 
 
 def table(cluster) -> dict[str, dict]:
-    return {j["id"]: j for j in json.loads(orch(cluster, "queue", "--all", "--json").stdout)}
+    out = orch(cluster, "queue", "--all", "--format", "json").stdout
+    return {j["id"]: j for j in json.loads(out)}
 
 
 def wait_for(cluster, pred, what: str, timeout_s: float = 400, every: float = 1.0) -> dict:
@@ -277,7 +278,7 @@ def test_preempted_job_resumes_with_the_metrics_of_an_uninterrupted_run(cluster)
     assert ours["urgent"].start_time < ours["victim"].start_time  # victim's 2nd attempt after
 
 
-def test_bad_input_exit_2_before_anything_is_queued(cluster):
+def test_bad_input_exits_before_anything_is_queued(cluster):
     before = set(table(cluster))
     spec = ["submit", "jobs/mnist_mlp.yaml", f"storage_path={BUCKET}"]
     out = orch(cluster, *spec, "--queue", "nope", check=False)
@@ -285,7 +286,7 @@ def test_bad_input_exit_2_before_anything_is_queued(cluster):
     out = orch(cluster, *spec, "--priority", "-1", check=False)
     assert out.returncode == 2 and "--priority -1: expected a whole number >= 0" in out.stderr
     out = orch(cluster, *spec, "resources.workers=3", "--queue", "default", check=False)
-    assert out.returncode == 2
+    assert out.returncode == 4  # can never fit (ExitCode.RESOURCES)
     assert "3 x {CPU: 1} can never run here: the whole cluster has 2 CPU" in out.stderr
     out = orch(cluster, *spec, "queue.priority=-3", check=False)
     assert out.returncode == 2 and "queue.priority" in out.stderr

@@ -150,14 +150,20 @@ class FakeClient:
             raise RuntimeError(f"Request failed with status code 404: Job {job_id} does not exist.")
         return self.jobs[job_id]
 
-    def submit_job(self, *, entrypoint, runtime_env, submission_id, metadata):
+    def submit_job(self, *, entrypoint, runtime_env, submission_id, metadata, **options):
         if submission_id in self.jobs:
             raise RuntimeError(
                 "Request failed with status code 400: "
                 f"Job with submission_id {submission_id} already exists."
             )
+        assert set(options) <= {
+            "entrypoint_num_cpus",
+            "entrypoint_num_gpus",
+            "entrypoint_memory",
+            "entrypoint_resources",
+        }, options  # JobSubmissionClient.submit_job's own names
         self.submitted.append(
-            dict(entrypoint=entrypoint, runtime_env=runtime_env, metadata=metadata)
+            dict(entrypoint=entrypoint, runtime_env=runtime_env, metadata=metadata, **options)
         )
         self.jobs[submission_id] = SimpleNamespace(
             metadata=metadata, entrypoint=entrypoint, status=SimpleNamespace(value="PENDING")
@@ -211,6 +217,79 @@ def test_submit_checks_spec_and_paths_before_uploading(tmp_path):
             str(d / "jobs" / "small.yaml"), [], working_dir=str(d), client=client, max_upload_mb=1
         )
     assert client.submitted == []
+
+
+def test_jobs_api_options_reach_the_submission(tmp_path):
+    d = _project(tmp_path)
+    client = FakeClient()
+    spec = str(d / "jobs" / "small.yaml")
+    user_env = jobs.parse_json_option(
+        "--runtime-env-json",
+        '{"env_vars": {"NCCL_DEBUG": "INFO", "PYTHONUNBUFFERED": "0"}, "pip": ["einops"], '
+        '"excludes": ["/ckpts"]}',
+    )
+    entry = jobs.entrypoint_options(
+        1.5, 0, 2**30, jobs.parse_json_option("--entrypoint-resources", '{"head": 1}')
+    )
+    kw = dict(address="http://h:8265", working_dir=str(d), client=client)
+    jobs.submit(spec, [], submission_id="opt-1", runtime_env=user_env, entrypoint=entry, **kw)
+    sent = client.submitted[0]
+    env = sent["runtime_env"]
+    assert env["working_dir"] == str(d.resolve()) and env["pip"] == ["einops"]
+    assert {"/.venv", "/runs", "/ckpts"} <= set(env["excludes"])
+    assert env["env_vars"] == {"PYTHONUNBUFFERED": "0", "NCCL_DEBUG": "INFO"}  # the user's win
+    assert sent["entrypoint_num_cpus"] == 1.5 and sent["entrypoint_num_gpus"] == 0
+    assert sent["entrypoint_memory"] == 2**30
+    assert sent["entrypoint_resources"] == {"head": 1.0}
+    # The options are part of what makes the job: again with the same ones, the same job...
+    again = jobs.submit(
+        spec, [], submission_id="opt-1", runtime_env=user_env, entrypoint=entry, **kw
+    )
+    assert again.reused and len(client.submitted) == 1
+    # ... with others, refused.
+    with pytest.raises(jobs.SubmissionConflictError):
+        jobs.submit(spec, [], submission_id="opt-1", **kw)
+    # Without options: no entrypoint_* sent (Ray's defaults), orch's env as before.
+    jobs.submit(spec, [], **kw)
+    plain = client.submitted[1]
+    assert not any(k.startswith("entrypoint_") for k in plain)
+    assert plain["runtime_env"]["env_vars"] == {"PYTHONUNBUFFERED": "1"}
+
+
+def test_jobs_api_options_are_checked(tmp_path):
+    for text in ("{bad", "[1]", '"x"'):
+        with pytest.raises(jobs.JobsInputError, match="--runtime-env-json") as exc:
+            jobs.parse_json_option("--runtime-env-json", text)
+        assert exc.value.exit_code == 2
+    with pytest.raises(jobs.JobsInputError, match="--entrypoint-resources: 'GPU'"):
+        jobs.entrypoint_options(resources={"GPU": "two"})
+    with pytest.raises(jobs.JobsInputError, match="--entrypoint-num-cpus -1"):
+        jobs.entrypoint_options(num_cpus=-1)
+    with pytest.raises(jobs.JobsInputError, match="working_dir is set by --working-dir"):
+        jobs.merge_runtime_env({"working_dir": "s3://b/x.zip"}, "/p", [])
+    with pytest.raises(jobs.JobsInputError, match="env_vars must map names to strings"):
+        jobs.merge_runtime_env({"env_vars": {"N": 1}}, "/p", [])
+    assert jobs.entrypoint_options() == {}
+
+
+def test_submit_cli_passes_the_options(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    d = _project(tmp_path)
+    client = FakeClient()
+    monkeypatch.setattr(jobs, "make_client", lambda address: client)
+    args = ["submit", str(d / "jobs" / "small.yaml"), "--working-dir", str(d)]
+    args += ["--address", "http://h:8265", "--entrypoint-num-gpus", "1"]
+    args += ["--runtime-env-json", '{"env_vars": {"A": "b"}}', "--entrypoint-resources", "{}"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    sent = client.submitted[0]
+    assert sent["entrypoint_num_gpus"] == 1.0 and sent["entrypoint_resources"] == {}
+    assert sent["runtime_env"]["env_vars"]["A"] == "b"
+    res = CliRunner().invoke(app, [*args, "--queue", "default"])
+    assert res.exit_code == 2 and "not with the queue" in res.output
 
 
 def test_stop_twice_is_harmless():

@@ -315,3 +315,32 @@ def test_curve_keys_separate_learning_curves_from_throughput():
         }
     ]
     assert report.curve_keys(rows) == ["loss", "accuracy", "lr"]
+
+
+def test_curves_skip_points_that_were_not_measured(monkeypatch):
+    """Accuracy absent before the first evaluation (or None / NaN from an older writer): no
+    point there, so the curve starts at the first measured value, not at a 0.0."""
+    rows = [
+        {"step": 10, "loss": 2.0},
+        {"step": 20, "loss": 1.5, "accuracy": None},
+        {"step": 30, "loss": 1.2, "accuracy": float("nan")},
+        {"step": 40, "loss": 1.0, "accuracy": 0.91, "checkpoint": "checkpoint_000040"},
+        {"step": 50, "loss": float("inf"), "accuracy": 0.93},
+    ]
+    assert report._series(rows, "accuracy") == ([40.0, 50.0], [0.91, 0.93])
+    assert report._series(rows, "loss") == ([10.0, 20.0, 30.0, 40.0], [2.0, 1.5, 1.2, 1.0])
+    drawn = {}
+
+    def keep(fig):
+        for ax in fig.axes:
+            if ax.get_visible():
+                drawn[ax.get_title()] = [list(line.get_xdata()) for line in ax.lines]
+        report._plt().close(fig)
+        return b"png"
+
+    monkeypatch.setattr(report, "_png", keep)
+    assert report.plot_curves([("run", rows)], report.curve_keys(rows)) == b"png"
+    assert drawn["accuracy"] == [[40.0, 50.0]] and drawn["loss"] == [[10.0, 20.0, 30.0, 40.0]]
+    # A metric that never got a point has no panel at all.
+    monkeypatch.setattr(report, "_png", lambda fig: b"none")
+    assert report.plot_curves([("run", rows[:1])], ["accuracy"]) is None
