@@ -1,6 +1,7 @@
 """Connecting to Ray: an embedded local Ray by default, a cluster when an address is given.
 
 orch run SPEC                                  # embedded single-node Ray, stopped at exit
+orch up; orch run SPEC                         # joins the local head `orch up` started
 orch run SPEC --address auto                   # a running local head (ray start --head)
 RAY_ADDRESS=ray://HEAD:10001 orch run SPEC     # a cluster
 """
@@ -53,6 +54,17 @@ def default_train_polling() -> None:
 
 _LOCAL_ADDRESS: str | None = None
 
+# An embedded Ray starts without its dashboard unless asked: the dashboard process and its
+# module subprocesses cost seconds of a 2-core machine at every `orch run` (bench/cold_start.py),
+# and nothing in an embedded run reads them (Train's state actor treats a missing state API as
+# "unknown" and goes on). `orch run --dashboard` / `orch sweep --dashboard`, or ORCH_DASHBOARD=1,
+# starts it, on 127.0.0.1. A cluster's head keeps its own dashboard (the Jobs API lives there).
+DASHBOARD_ENV = "ORCH_DASHBOARD"
+
+
+def want_dashboard() -> bool:
+    return os.environ.get(DASHBOARD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
 
 # Ports Ray takes by default for its own components (GCS, dashboard, client server, dashboard
 # agent HTTP and gRPC, metrics): an embedded Ray's GCS handed one of them collides with the
@@ -87,7 +99,11 @@ def embedded(address: str | None = None) -> bool:
 
     if ray.is_initialized():
         return _LOCAL_ADDRESS is not None
-    return not (address or os.environ.get("RAY_ADDRESS"))
+    if address or os.environ.get("RAY_ADDRESS"):
+        return False
+    from orchestrator import localhead
+
+    return localhead.find() is None
 
 
 def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> dict:
@@ -110,6 +126,26 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     if address:
         ray.init(address=address, **kwargs)
         return {"address": address, "embedded": False}
+    from orchestrator import localhead
+
+    head = localhead.find()
+    if head is not None:  # `orch up` is up: join it rather than start a Ray of our own
+        os.environ.update(localhead.client_env(head))
+        os.environ["RAY_ADDRESS"] = head["address"]  # Ray's own processes find it too
+        # Ray read RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER (in client_env) when it was imported:
+        # without its effect this driver turns 127.0.0.1 into the machine's routable address,
+        # where the loopback-only head does not listen.
+        import ray._private.ray_constants as ray_constants
+        from ray._raylet import Config
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        Config.initialize("")  # RAY_AUTH_MODE=token too, as Ray's own token set-up does
+        print(
+            f"[orch] joining the local head at {head['address']} (orch up; orch down stops it)",
+            flush=True,
+        )
+        ray.init(address=head["address"], **kwargs)
+        return {"address": head["address"], "embedded": False, "local_head": True}
     # Nothing preempts the nodes of an embedded Ray: skip Train's PreemptionWatcher, one actor
     # process per worker-group start (~0.9 s of a short launch here; docs/benchmarks.md).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
@@ -122,14 +158,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     os.environ["RAY_GCS_SERVER_PORT"] = str(port)
     os.environ["RAY_ADDRESS"] = own  # inherited by the processes ray.init starts
     try:
-        # The dashboard process serves Ray's state API; bind it to loopback only.
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            include_dashboard=True,
-            dashboard_host="127.0.0.1",
-            **kwargs,
-        )
+        dashboard = want_dashboard()
+        if dashboard:  # loopback only
+            kwargs["dashboard_host"] = "127.0.0.1"
+        ctx = ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard, **kwargs)
+        if dashboard and getattr(ctx, "dashboard_url", None):
+            print(f"[orch] Ray dashboard: http://{ctx.dashboard_url}", flush=True)
     finally:
         for k, v in saved.items():  # our own child processes (orch run ...) start clean
             if v is None:
@@ -145,11 +179,51 @@ def shutdown(info: dict | None) -> None:
 
     global _LOCAL_ADDRESS
     if info and info.get("embedded") and ray.is_initialized():
+        ours = _descendants()
         try:
             ray.shutdown()
         except KeyboardInterrupt:  # a second Ctrl-C while stopping: Ray is going anyway
             pass
         _LOCAL_ADDRESS = None
+        end_leftovers(ours)
+
+
+def _descendants() -> list:
+    """Every process this one started, directly or not (an embedded Ray's raylet, GCS, agents
+    and workers), as psutil handles; [] without psutil."""
+    try:
+        import psutil
+
+        return psutil.Process().children(recursive=True)
+    except Exception:  # noqa: BLE001 - best effort
+        return []
+
+
+def end_leftovers(procs: list, grace_s: float = 1.0) -> list[str]:
+    """After an embedded Ray's shutdown, end what it left: Ray's DashboardAgent and
+    RuntimeEnvAgent were seen living on for a minute after their raylet, in `orch run`'s
+    process group. Waits `grace_s` for them to exit by themselves, then SIGTERM, then
+    SIGKILL. Only processes this process started (collected before the shutdown) are
+    touched. Returns the names of those it had to end."""
+    if not procs:
+        return []
+    import psutil
+
+    _gone, alive = psutil.wait_procs(procs, timeout=grace_s)
+    ended = []
+    for p in alive:
+        try:
+            ended.append(p.name())
+            p.terminate()
+        except psutil.Error:
+            pass
+    _gone, alive = psutil.wait_procs(alive, timeout=2.0)
+    for p in alive:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    return ended
 
 
 def _fits_per_node(node: dict[str, float], need: dict[str, float]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A head a developer started with `orch up` (~/.orch/head.json) is never joined by the tests:
+# they look for one in a folder of their own (tests/integration/test_local_head.py starts one).
+os.environ["ORCH_HOME"] = tempfile.mkdtemp(prefix="orch-home-")
 # orch's Ray Train poll interval for the test heads and the jobs they run too, which are started
 # before any runtime.connect in this process.
 from orchestrator.runtime import default_train_polling  # noqa: E402 - after the sys.path entry
@@ -29,7 +33,18 @@ def ray_local():
     from orchestrator import runtime
 
     if not ray.is_initialized():
-        runtime.connect(num_cpus=4)
+        # With its dashboard (off by default in an embedded Ray): tests read Ray's state API
+        # (ray.util.state.list_actors) of this session's Ray. `orch run` subprocesses that
+        # tests start get the default.
+        saved = os.environ.get(runtime.DASHBOARD_ENV)
+        os.environ[runtime.DASHBOARD_ENV] = "1"
+        try:
+            runtime.connect(num_cpus=4)
+        finally:
+            if saved is None:
+                os.environ.pop(runtime.DASHBOARD_ENV)
+            else:
+                os.environ[runtime.DASHBOARD_ENV] = saved
     yield ray
     # Left running for later tests; pytest's exit ends the processes.
 

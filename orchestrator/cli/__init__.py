@@ -25,6 +25,7 @@ from orchestrator.cli import (
     cluster,
     compress,
     data,
+    head,
     jobs,
     new,
     queue,
@@ -57,6 +58,7 @@ app = typer.Typer(
 # imports inside its commands, so `orch --help` stays fast.
 for _group in (
     run,
+    head,
     new,
     data,
     sweep,

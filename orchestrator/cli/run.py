@@ -97,6 +97,13 @@ def register(app: typer.Typer) -> None:
             help="A `ray up` YAML (e.g. cluster/gpu.yaml): fail fast when no node type can "
             "hold a worker.",
         ),
+        dashboard: bool = typer.Option(
+            False,
+            "--dashboard",
+            envvar="ORCH_DASHBOARD",
+            help="Start the embedded Ray's dashboard too (on 127.0.0.1; off by default: it "
+            "costs seconds at every start). Ignored with --address.",
+        ),
     ) -> None:
         """Train a job on Ray. Rerunning the same run name resumes from its latest checkpoint.
 
@@ -121,6 +128,8 @@ def register(app: typer.Typer) -> None:
         # SIGTERM (`orch stop`, `ray job stop`, a job manager) ends the run like Ctrl-C: a STOPPED
         # row and a clean shutdown, not an abrupt exit that leaves the cleanup to Ray.
         stop_on_sigterm()
+        if dashboard:
+            os.environ["ORCH_DASHBOARD"] = "1"
         try:
             summary = launch(p, console=console, address=address)
         except OrchestratorError as exc:
@@ -267,6 +276,14 @@ def print_summary(summary: dict[str, Any]) -> None:
             continue
         table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     table.add_row("wall time", f"{summary.get('wall_time_s', 0):.1f} s")
+    startup = summary.get("startup") or {}
+    if startup.get("to_first_step_s") is not None:
+        parts = ", ".join(
+            f"{k[:-2].replace('_', ' ')} {v:.1f}"
+            for k, v in startup.items()
+            if k != "to_first_step_s"
+        )
+        table.add_row("start-up", f"{startup['to_first_step_s']:.1f} s to the first step ({parts})")
     if summary.get("resumed_from_step") is not None:
         table.add_row("resumed from step", str(summary["resumed_from_step"]))
     if summary.get("restarts"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import typer
@@ -58,6 +59,13 @@ def register(app) -> None:
             envvar="RAY_ADDRESS",
             help="Ray cluster address; default: an embedded local Ray.",
         ),
+        dashboard: bool = typer.Option(
+            False,
+            "--dashboard",
+            envvar="ORCH_DASHBOARD",
+            help="Start the embedded Ray's dashboard too (on 127.0.0.1; off by default: it "
+            "costs seconds at every start). Ignored with --address.",
+        ),
     ) -> None:
         """Run a Ray Tune sweep over the spec's `sweep:` section (see docs/sweeps.md).
 
@@ -68,6 +76,8 @@ def register(app) -> None:
         from orchestrator.spec import load_spec
 
         stop_on_sigterm()
+        if dashboard:
+            os.environ["ORCH_DASHBOARD"] = "1"
         try:
             s = load_spec(spec, overrides or [])
             if not resume:

@@ -44,6 +44,47 @@ def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _process_start() -> float:
+    from orchestrator.clock import process_start
+
+    return process_start() or time.time()
+
+
+# The phases of a run's start, in order: (name, from stamp, to stamp).
+STARTUP_PHASES = (
+    ("orch", "process", "ray_start"),  # interpreter, imports, plan, run dir, ledger row
+    ("ray", "ray_start", "ray_ready"),  # starting (embedded) or joining Ray
+    ("workers", "ray_ready", "entry"),  # Train controller, placement, worker processes
+    ("setup", "entry", "ready"),  # in the workers: imports, process group, model, data, restore
+    ("first_step", "ready", "first_row"),  # the first logged step
+)
+
+
+def startup_breakdown(
+    stamps: dict[str, float], workers: list[dict[str, Any]], first_row: float | None
+) -> dict[str, float]:
+    """Seconds per start-up phase (STARTUP_PHASES) and `to_first_step_s` in all, from the
+    driver's stamps and the first attempt's workers' (the slowest worker decides each
+    phase). Phases whose stamps are missing (an RLlib run, a joined run) are left out."""
+    t = dict(stamps)
+    entries = [w["t_entry"] for w in workers if isinstance(w.get("t_entry"), (int, float))]
+    readies = [w["t_ready"] for w in workers if isinstance(w.get("t_ready"), (int, float))]
+    if entries:
+        t["entry"] = max(entries)
+    if readies:
+        t["ready"] = max(readies)
+    if first_row is not None:
+        t["first_row"] = first_row
+    out = {
+        f"{name}_s": round(t[b] - t[a], 3)
+        for name, a, b in STARTUP_PHASES
+        if isinstance(t.get(a), (int, float)) and isinstance(t.get(b), (int, float))
+    }
+    if out and isinstance(t.get("first_row"), (int, float)) and t.get("process"):
+        out["to_first_step_s"] = round(t["first_row"] - t["process"], 3)
+    return out
+
+
 class RunLifecycle:
     def __init__(
         self,
@@ -66,6 +107,7 @@ class RunLifecycle:
             **(extra or {}),
         }
         self.result: Any = None  # the launcher's own (Ray's Result, the loop's final dict)
+        self.stamps: dict[str, float] = {"process": _process_start()}  # start-up, epoch s
         self.tail = None
         self.info: dict | None = None
 
@@ -113,6 +155,10 @@ class RunLifecycle:
         }
         if len(got) > 1 or got[-1].get("resumed_from_step") is not None:
             out["resumed_from_step"] = got[-1].get("resumed_from_step")
+        first_row = self.tail.first_row_time if self.tail is not None else None
+        startup = startup_breakdown(self.stamps, got[0].get("workers", []), first_row)
+        if startup:
+            out["startup"] = startup
         return out
 
     # -- the whole life ------------------------------------------------------------------
@@ -149,7 +195,9 @@ class RunLifecycle:
         checkpoint, error = "", ""
         outcome = None
         try:
+            self.stamps["ray_start"] = time.time()
             self.info = runtime.connect(self.address)
+            self.stamps["ray_ready"] = time.time()
             outcome = body(self)
             self.state.to(JobStatus.SUCCEEDED)
         except KeyboardInterrupt as exc:
@@ -172,6 +220,8 @@ class RunLifecycle:
             metrics, checkpoint = outcome if outcome is not None else final(self)
             metrics = clean_metrics(metrics)
             ended = time.time()
+            if self.tail is not None:
+                self.tail.join(timeout=5)  # its last poll: every row, the first one's time
             attempts = self.attempts()
             self.extra.update(attempts)
             self._record(
@@ -181,8 +231,6 @@ class RunLifecycle:
                 latest_checkpoint=checkpoint,
                 error=error,
             )
-            if self.tail is not None:
-                self.tail.join(timeout=5)
             runtime.shutdown(self.info)
 
         summary = {

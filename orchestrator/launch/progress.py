@@ -380,6 +380,7 @@ class Tail(threading.Thread):
         # A bucket is listed every 2 s at most: one LIST per poll.
         self.every = max(every, 2.0) if rundir.is_uri(run_dir) else every
         self.stop_event = threading.Event()
+        self.first_row_time: float | None = None  # the first row's own time (start-up)
 
     def run(self) -> None:
         try:
@@ -399,6 +400,8 @@ class Tail(threading.Thread):
             self.tracker.restart()
             self.view.note(f"[orch] metrics cut back to step {restarted}")
         self._attempts()
+        if rows and self.first_row_time is None and isinstance(rows[0].get("time"), (int, float)):
+            self.first_row_time = float(rows[0]["time"])
         for row in rows:
             self.tracker.add(row)
             self.view.row(row)

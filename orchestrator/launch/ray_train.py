@@ -160,23 +160,27 @@ def trainer(
 ):
     """The TorchTrainer of `plan`: ray_objects(plan), the worker config as train_loop_config,
     a PlacementGroupCleaner only if `keep_cleaner`, a DatasetManager only with `datasets`."""
-    from ray.train.torch import TorchTrainer
+    # TorchTrainer is a DataParallelTrainer whose backend config is a TorchConfig; orch's
+    # backend config stands in for that (torch_backend.py), so the trainer is built from
+    # DataParallelTrainer itself: `ray.train.torch` imports torch (~1.4 s in the driver, on
+    # the way to the first step; bench/cold_start.py), and the driver never needs it.
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
 
     objs = ray_objects(plan, callbacks)
     kwargs: dict[str, Any] = {
         "train_loop_config": config if config is not None else plan.worker.to_dict(),
         "scaling_config": objs["ScalingConfig"],
         "run_config": objs["RunConfig"],
-        "torch_config": objs["TorchConfig"],
+        "backend_config": objs["TorchConfig"],
     }
     if datasets:
         kwargs["datasets"] = datasets
         if dataset_config is not None:
             kwargs["dataset_config"] = dataset_config
     if keep_cleaner and datasets:
-        return TorchTrainer(train_fn, **kwargs)
+        return DataParallelTrainer(train_fn, **kwargs)
 
-    class OrchTorchTrainer(TorchTrainer):
+    class OrchTorchTrainer(DataParallelTrainer):
         def _create_default_callbacks(self):
             return _drop(super()._create_default_callbacks(), keep_cleaner, bool(datasets))
 

@@ -14,6 +14,12 @@ from typing import Any
 
 
 def train_loop(config: dict[str, Any]) -> Any:
+    import os
+    import time
+
+    # When this worker's train function began: the run's start-up breakdown (the summary's
+    # "startup", orch run's table) splits Ray's worker start from the workload's own set-up.
+    os.environ["ORCH_T_ENTRY"] = repr(time.time())
     from orchestrator import workloads
 
     mod = workloads.import_workload(config["workload"], config.get("workload_path"))

@@ -348,6 +348,11 @@ class Session:
             "node_id": node_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            # Start-up stamps (epoch seconds): the worker process began, its train function
+            # was entered, and now (model, data, process group and restore done).
+            "t_process": _process_start(),
+            "t_entry": _float_env("ORCH_T_ENTRY"),
+            "t_ready": time.time(),
         }
         everyone = self.all_gather_object(me)
         if self.is_main:
@@ -448,3 +453,16 @@ def distributed_sampler(dataset, sess: Session, shuffle: bool = True, drop_last:
         seed=sess.seed,
         drop_last=drop_last,
     )
+
+
+def _process_start() -> float | None:
+    from orchestrator.clock import process_start
+
+    return process_start()
+
+
+def _float_env(name: str) -> float | None:
+    try:
+        return float(os.environ[name])
+    except (KeyError, ValueError):
+        return None

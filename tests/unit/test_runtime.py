@@ -103,3 +103,27 @@ def test_the_embedded_gcs_port_is_never_one_of_rays_own(monkeypatch):
 
     monkeypatch.setattr(socket, "socket", FakeSocket)
     assert runtime.free_port() == 41234
+
+
+def test_leftovers_of_an_embedded_ray_are_ended_and_named():
+    """runtime.end_leftovers: a process that outlives the grace is ended (and named); one that
+    exits by itself in time is not touched."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from orchestrator import runtime
+
+    lingering = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    quick = subprocess.Popen([sys.executable, "-c", "pass"])
+    procs = [psutil.Process(lingering.pid), psutil.Process(quick.pid)]
+    try:
+        t0 = time.monotonic()
+        ended = runtime.end_leftovers(procs, grace_s=2.0)
+        assert not procs[0].is_running() and not procs[1].is_running()
+        assert len(ended) == 1 and ended[0].startswith("python")  # only the lingering one
+        assert 2.0 <= time.monotonic() - t0 < 10  # it had its grace, then was ended
+    finally:
+        lingering.kill()
