@@ -34,7 +34,9 @@ def spec_dict(storage: str, steps: int, lrs: list[float]) -> dict:
         "workload": "mnist_mlp",
         "resources": {"workers": 1, "cpus_per_worker": 1},
         "train": {
-            "epochs": 1,
+            # max_steps decides the length: epochs: 1 capped trials at one epoch (125 steps of
+            # batch 32), whatever --steps asked for.
+            "epochs": 1000,
             "max_steps": steps,
             "batch_size": 32,
             "hidden": [64],
@@ -81,11 +83,14 @@ def main(argv: list[str] | None = None) -> None:
         launch(plan(warm), console=quiet)
 
         t0 = time.perf_counter()
+        trained = set()
         for i, lr in enumerate(lrs):
             d = set_dotted(set_dotted(trial_base(base), "train.lr", lr), "name", f"trial{i}")
             s = launch(plan(validate_spec(d)), console=quiet)
             assert s["status"] == "SUCCEEDED", s["error"]
+            trained.add(int(s["metrics"].get("step", -1)))
         plain = time.perf_counter() - t0
+        assert trained == {ns.steps}, f"trials trained {sorted(trained)} steps, not {ns.steps}"
 
         sweep_spec = validate_spec(spec_dict(str(Path(tmp) / "sweep"), ns.steps, lrs))
         t0 = time.perf_counter()
