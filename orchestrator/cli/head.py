@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 import typer
 
 from orchestrator.cli.console import console, fail
 from orchestrator.errors import OrchestratorError
+
+
+def dashboard_option() -> Any:
+    """`--dashboard` of the commands that may start an embedded Ray (orch run, orch sweep)."""
+    return typer.Option(
+        False,
+        "--dashboard",
+        envvar="ORCH_DASHBOARD",
+        help="Start the embedded Ray's dashboard too (on 127.0.0.1; off by default: it "
+        "costs seconds at every start). Ignored with --address.",
+    )
+
+
+def want_dashboard(flag: bool) -> None:
+    """Pass --dashboard on to runtime.connect (orchestrator/runtime.py reads ORCH_DASHBOARD)."""
+    if flag:
+        os.environ["ORCH_DASHBOARD"] = "1"
 
 
 def register(app) -> None:

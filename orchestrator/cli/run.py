@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
+from orchestrator.cli.head import dashboard_option, want_dashboard
 from orchestrator.cli.output import Format, emit, format_option, print_table
 from orchestrator.errors import OrchestratorError, SpecError, exit_for_status
 
@@ -97,13 +98,7 @@ def register(app: typer.Typer) -> None:
             help="A `ray up` YAML (e.g. cluster/gpu.yaml): fail fast when no node type can "
             "hold a worker.",
         ),
-        dashboard: bool = typer.Option(
-            False,
-            "--dashboard",
-            envvar="ORCH_DASHBOARD",
-            help="Start the embedded Ray's dashboard too (on 127.0.0.1; off by default: it "
-            "costs seconds at every start). Ignored with --address.",
-        ),
+        dashboard: bool = dashboard_option(),
     ) -> None:
         """Train a job on Ray. Rerunning the same run name resumes from its latest checkpoint.
 
@@ -128,8 +123,7 @@ def register(app: typer.Typer) -> None:
         # SIGTERM (`orch stop`, `ray job stop`, a job manager) ends the run like Ctrl-C: a STOPPED
         # row and a clean shutdown, not an abrupt exit that leaves the cleanup to Ray.
         stop_on_sigterm()
-        if dashboard:
-            os.environ["ORCH_DASHBOARD"] = "1"
+        want_dashboard(dashboard)
         try:
             summary = launch(p, console=console, address=address)
         except OrchestratorError as exc:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
+from orchestrator.cli.head import dashboard_option, want_dashboard
 from orchestrator.errors import OrchestratorError, exit_for_status
 from orchestrator.sweep.driver import run_sweep
 from orchestrator.sweep.spec import validate_sweep
@@ -59,13 +59,7 @@ def register(app) -> None:
             envvar="RAY_ADDRESS",
             help="Ray cluster address; default: an embedded local Ray.",
         ),
-        dashboard: bool = typer.Option(
-            False,
-            "--dashboard",
-            envvar="ORCH_DASHBOARD",
-            help="Start the embedded Ray's dashboard too (on 127.0.0.1; off by default: it "
-            "costs seconds at every start). Ignored with --address.",
-        ),
+        dashboard: bool = dashboard_option(),
     ) -> None:
         """Run a Ray Tune sweep over the spec's `sweep:` section (see docs/sweeps.md).
 
@@ -76,8 +70,7 @@ def register(app) -> None:
         from orchestrator.spec import load_spec
 
         stop_on_sigterm()
-        if dashboard:
-            os.environ["ORCH_DASHBOARD"] = "1"
+        want_dashboard(dashboard)
         try:
             s = load_spec(spec, overrides or [])
             if not resume:
