@@ -10,8 +10,8 @@ rounds alternating so that machine noise hits every side alike:
   torchrun       torchrun --nproc_per_node 2 jobs/mnist_mlp.py --epochs 1
   orch           orch run jobs/mnist_mlp.yaml train.epochs=1   (embedded Ray, no dashboard)
   orch+dash      the same with --dashboard (the embedded Ray's dashboard, the old default)
-  orch@head      the same with --address: a local head started once (`ray start --head`),
-                 which later runs reuse, as `ray start` users do
+  orch@head      the same after `orch up` (a local head started once, which the run joins by
+                 itself), as a user iterating would
 
 "first step" is from the process start to the first logged row's own time; "run" is the whole
 process, exit included. After each process exits, processes still in its session are counted
@@ -32,11 +32,10 @@ import time
 from pathlib import Path
 
 import psutil
+from overhead import _rows_from_stdout  # bench/overhead.py, beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-from local_head import LocalHead  # noqa: E402
 
 PHASES = ("orch_s", "ray_s", "workers_s", "setup_s", "first_step_s")
 
@@ -93,14 +92,7 @@ def torchrun(env: dict[str, str]) -> dict:
         "10",
     ]
     t0, t1, out, left = _run(cmd, {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
-    rows = []
-    for line in out.splitlines():
-        line = line.strip()
-        if line.startswith("{") and '"step"' in line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
+    rows = _rows_from_stdout(out)
     first = min(r["time"] for r in rows if "time" in r)
     return {"first_step_s": first - t0, "run_s": t1 - t0, "leftovers": left}
 
@@ -126,6 +118,7 @@ def orch(env: dict[str, str], storage: str, extra: list[str]) -> dict:
         "run_s": t1 - t0,
         "leftovers": left,
         "startup": summary.get("startup", {}),
+        "joined_head": "joining the local head" in out,
     }
 
 
@@ -143,19 +136,27 @@ def main() -> None:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     sides = ["torchrun", "orch", "orch+dash"] + ([] if a.no_head else ["orch@head"])
     results: dict[str, list[dict]] = {s: [] for s in sides}
-    head = None if a.no_head else LocalHead(num_cpus=2).start()
+    # Two homes: runs of the embedded sides find no head in theirs; `orch up` starts one in
+    # the other, which the orch@head side's runs join.
+    no_head = {**env, "ORCH_HOME": tempfile.mkdtemp(prefix="orch-home-none-")}
+    with_head = {**env, "ORCH_HOME": tempfile.mkdtemp(prefix="orch-home-head-")}
+    if not a.no_head:
+        up = subprocess.run([str(BIN / "orch"), "up", "--num-cpus", "2"], env=with_head)
+        if up.returncode != 0:
+            raise SystemExit("orch up failed")
     try:
         with tempfile.TemporaryDirectory() as storage:
             for r in range(a.rounds):
                 for side in sides:
                     if side == "torchrun":
-                        got = torchrun(env)
+                        got = torchrun(no_head)
                     elif side == "orch":
-                        got = orch(env, storage, [])
+                        got = orch(no_head, storage, [])
                     elif side == "orch+dash":
-                        got = orch(env, storage, ["--dashboard"])
+                        got = orch(no_head, storage, ["--dashboard"])
                     else:
-                        got = orch({**env, **head.env}, storage, ["--address", head.gcs_address])
+                        got = orch(with_head, storage, [])
+                        assert got["joined_head"], "the run did not join orch up's head"
                     results[side].append(got)
                 print(
                     f"round {r + 1}/{a.rounds}: "
@@ -166,8 +167,8 @@ def main() -> None:
                     flush=True,
                 )
     finally:
-        if head is not None:
-            head.stop()
+        if not a.no_head:
+            subprocess.run([str(BIN / "orch"), "down"], env=with_head)
 
     def med(side: str, key: str) -> float:
         return statistics.median(x[key] for x in results[side])

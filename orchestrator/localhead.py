@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ExitCode, OrchestratorError
+from orchestrator.host import end, free_port
 
 # `ray start` on loopback: Ray swaps --node-ip-address=127.0.0.1 for the machine's routable
 # address unless this is "0" (cluster/local_cluster.py and tests/integration/local_head.py do
@@ -92,28 +92,13 @@ def client_env(state: dict[str, Any]) -> dict[str, str]:
     return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": state["token"], **LOOPBACK_ENV}
 
 
-# Ray's own default ports and worker-port range: a head handed one of them collides with
-# another Ray on this machine (the same rule as runtime.free_port, which imports this module).
-_RAY_PORTS = frozenset({6379, 8265, 10001, 52365, 52366, 8076, 8077, 44217, 44227})
-
-
-def _free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in _RAY_PORTS and not 10002 <= port < 20000:
-            return port
-    raise HeadError("no free port on 127.0.0.1 outside Ray's own")
-
-
 def up(num_cpus: int | None = None, dashboard: bool = True, timeout_s: float = 120.0) -> dict:
     """Start the head (refused when one is up); its state, as find() returns it."""
     import psutil
 
     if find() is not None:
         raise HeadError(f"a local head is already up ({state_file()}); `orch down` stops it")
-    ports = {k: _free_port() for k in ("gcs", "dashboard", "agent", "client")}
+    ports = {k: free_port() for k in ("gcs", "dashboard", "agent", "client")}
     token = secrets.token_hex(24)
     temp = tempfile.mkdtemp(prefix="orch-up-", dir="/tmp")  # short: Ray's unix sockets
     address = f"127.0.0.1:{ports['gcs']}"
@@ -188,18 +173,7 @@ def _stop_tree(pid: int, grace_s: float = 5.0) -> None:
         procs = [root, *root.children(recursive=True)]
     except psutil.Error:
         return
-    for p in procs:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.Error:
-            pass
-    _gone, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    psutil.wait_procs(alive, timeout=2)
+    end(procs, grace_s, term_first=True)
 
 
 def down() -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from orchestrator.errors import ExitCode, InsufficientResourcesError, OrchestratorError
+from orchestrator.host import free_port  # also runtime.free_port for its callers
 from orchestrator.rundir import is_uri
 
 
@@ -64,27 +65,6 @@ DASHBOARD_ENV = "ORCH_DASHBOARD"
 
 def want_dashboard() -> bool:
     return os.environ.get(DASHBOARD_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-# Ports Ray takes by default for its own components (GCS, dashboard, client server, dashboard
-# agent HTTP and gRPC, metrics): an embedded Ray's GCS handed one of them collides with the
-# component that wants it ("dashboard_agent_http is trying to use a port number 52365 that is
-# used by other components", once in ~60 launches). Ray's default worker-port range too.
-RAY_DEFAULT_PORTS = frozenset({6379, 8265, 10001, 52365, 52366, 8076, 8077, 44217, 44227})
-RAY_WORKER_PORTS = range(10002, 20000)
-
-
-def free_port(tries: int = 50) -> int:
-    """A free port on 127.0.0.1 that is none of Ray's own default ports."""
-    import socket
-
-    for _ in range(tries):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port not in RAY_DEFAULT_PORTS and port not in RAY_WORKER_PORTS:
-            return port
-    raise RuntimeError(f"no free port outside Ray's defaults in {tries} tries")
 
 
 def local_address() -> str | None:
@@ -207,23 +187,9 @@ def end_leftovers(procs: list, grace_s: float = 1.0) -> list[str]:
     touched. Returns the names of those it had to end."""
     if not procs:
         return []
-    import psutil
+    from orchestrator import host
 
-    _gone, alive = psutil.wait_procs(procs, timeout=grace_s)
-    ended = []
-    for p in alive:
-        try:
-            ended.append(p.name())
-            p.terminate()
-        except psutil.Error:
-            pass
-    _gone, alive = psutil.wait_procs(alive, timeout=2.0)
-    for p in alive:
-        try:
-            p.kill()
-        except psutil.Error:
-            pass
-    return ended
+    return host.end(procs, grace_s)
 
 
 def _fits_per_node(node: dict[str, float], need: dict[str, float]) -> int:

@@ -22,7 +22,7 @@ def dashboard_option() -> Any:
     )
 
 
-def want_dashboard(flag: bool) -> None:
+def pass_on_dashboard(flag: bool) -> None:
     """Pass --dashboard on to runtime.connect (orchestrator/runtime.py reads ORCH_DASHBOARD)."""
     if flag:
         os.environ["ORCH_DASHBOARD"] = "1"

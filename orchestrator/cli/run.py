@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
-from orchestrator.cli.head import dashboard_option, want_dashboard
+from orchestrator.cli.head import dashboard_option, pass_on_dashboard
 from orchestrator.cli.output import Format, emit, format_option, print_table
 from orchestrator.errors import OrchestratorError, SpecError, exit_for_status
 
@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
         # SIGTERM (`orch stop`, `ray job stop`, a job manager) ends the run like Ctrl-C: a STOPPED
         # row and a clean shutdown, not an abrupt exit that leaves the cleanup to Ray.
         stop_on_sigterm()
-        want_dashboard(dashboard)
+        pass_on_dashboard(dashboard)
         try:
             summary = launch(p, console=console, address=address)
         except OrchestratorError as exc:

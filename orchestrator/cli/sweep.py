@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from orchestrator.cli.console import console, fail
-from orchestrator.cli.head import dashboard_option, want_dashboard
+from orchestrator.cli.head import dashboard_option, pass_on_dashboard
 from orchestrator.errors import OrchestratorError, exit_for_status
 from orchestrator.sweep.driver import run_sweep
 from orchestrator.sweep.spec import validate_sweep
@@ -70,7 +70,7 @@ def register(app) -> None:
         from orchestrator.spec import load_spec
 
         stop_on_sigterm()
-        want_dashboard(dashboard)
+        pass_on_dashboard(dashboard)
         try:
             s = load_spec(spec, overrides or [])
             if not resume:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator import ledger, rundir, runtime
+from orchestrator import host, ledger, rundir, runtime
 from orchestrator.ledger import JobStatus, RunState
 from orchestrator.plan import RunPlan
 
@@ -42,12 +42,6 @@ def clean_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
         for k, v in metrics.items()
         if v is not None and not (isinstance(v, float) and math.isnan(v))
     }
-
-
-def _process_start() -> float:
-    from orchestrator.clock import process_start
-
-    return process_start() or time.time()
 
 
 # The phases of a run's start, in order: (name, from stamp, to stamp).
@@ -107,7 +101,9 @@ class RunLifecycle:
             **(extra or {}),
         }
         self.result: Any = None  # the launcher's own (Ray's Result, the loop's final dict)
-        self.stamps: dict[str, float] = {"process": _process_start()}  # start-up, epoch s
+        self.stamps: dict[str, float] = {
+            "process": host.process_start() or time.time()
+        }  # start-up, epoch s
         self.tail = None
         self.info: dict | None = None
 

@@ -115,7 +115,7 @@ def _rendezvous(sess) -> tuple[str, int]:
         import ray
 
         host = ray.util.get_node_ip_address() if sess.in_ray else "127.0.0.1"
-        from orchestrator.runtime import free_port
+        from orchestrator.host import free_port
 
         mine = (host, free_port())
     else:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator import rundir
+from orchestrator import host, rundir
 from orchestrator.worker import checkpoint as ckpt
 from orchestrator.worker import precision as prec
 from orchestrator.worker import wrap
@@ -350,7 +350,7 @@ class Session:
             "pid": os.getpid(),
             # Start-up stamps (epoch seconds): the worker process began, its train function
             # was entered, and now (model, data, process group and restore done).
-            "t_process": _process_start(),
+            "t_process": host.process_start(),
             "t_entry": _float_env("ORCH_T_ENTRY"),
             "t_ready": time.time(),
         }
@@ -453,12 +453,6 @@ def distributed_sampler(dataset, sess: Session, shuffle: bool = True, drop_last:
         seed=sess.seed,
         drop_last=drop_last,
     )
-
-
-def _process_start() -> float | None:
-    from orchestrator.clock import process_start
-
-    return process_start()
 
 
 def _float_env(name: str) -> float | None:

@@ -1,5 +1,5 @@
-"""orchestrator/clock.py: a process's start time to about 10 ms (psutil's is off by up to 1 s,
-the size of the start-up phases it is used to measure)."""
+"""orchestrator/host.py, process_start: a process's start time to about 10 ms (psutil's is off
+by up to 1 s, the size of the start-up phases it is used to measure)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from orchestrator.clock import process_start
+from orchestrator.host import process_start
 
 
 def test_a_new_process_started_when_we_started_it():
