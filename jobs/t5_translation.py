@@ -38,6 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from orchestrator import rundir, worker
 from orchestrator.worker import OptimArgs
 
+# strategy: pipeline is refused at validation with this reason (orchestrator/worker/pipeline.py).
+PIPELINE_UNSUPPORTED = (
+    "T5 is an encoder-decoder: every decoder layer's cross-attention reads the encoder's final "
+    "output, and the model is fed (input ids, attention mask, labels) with shared embeddings "
+    "tied between encoder, decoder and head, so its layers are not one sequence of blocks that "
+    "pass a single tensor on; use ddp, fsdp or deepspeed"
+)
 EXTRAS = ("nlp",)  # transformers, sacreBLEU, num2words: pip install 'orchestrator[nlp]'
 SHAPE_KEYS = (
     "pretrained",

@@ -65,6 +65,7 @@ class RunPlan:
     notes: list[str] = field(default_factory=list)
     memory: dict[str, Any] | None = None
     deepspeed_config: dict[str, Any] | None = None
+    pipeline: dict[str, Any] | None = None  # strategy pipeline: stages, parameters, bubble
 
     def summary(self) -> dict[str, Any]:
         d = {
@@ -89,6 +90,10 @@ class RunPlan:
             d["memory"] = {k: v for k, v in self.memory.items() if k != "table"}
         if self.deepspeed_config:
             d["deepspeed_config"] = self.deepspeed_config
+        if self.pipeline:  # its "table" is printed under the plan by `orch plan`
+            d["pipeline"] = {k: v for k, v in self.pipeline.items() if k != "table"}
+        elif self.strategy == "pipeline":
+            d["pipeline"] = dict(self.worker.pipeline)
         if self.worker.faults:
             d["faults"] = self.worker.faults
         if self.notes:
@@ -125,6 +130,23 @@ def check_same_model(spec: JobSpec, run_dir: str) -> None:
             f"cannot resume run '{spec.name}' from {run_dir}: the model shape differs from its "
             f"checkpoints ({'; '.join(changed)}). Start a new run with --fresh or another name."
         )
+    if old.get("strategy") == "pipeline" and spec.strategy == "pipeline":
+        was, now = old.get("pipeline") or {}, spec.pipeline
+        parts = {"stages": (was.get("stages"), now.stages)}
+        chunked = {"interleaved": 2}
+        parts["chunks per worker"] = (
+            chunked.get(str(was.get("schedule")), 1),
+            chunked.get(now.schedule, 1),
+        )
+        parts["split_points"] = (was.get("split_points"), now.split_points)
+        differ = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in parts.items() if a != b]
+        if differ:
+            raise CheckpointError(
+                f"cannot resume run '{spec.name}' from {run_dir}: its checkpoints hold "
+                f"{was.get('stages')} pipeline stages cut another way ({'; '.join(differ)}). "
+                f"Resume with pipeline.stages={was.get('stages')} (and schedule "
+                f"{was.get('schedule')}), or start a new run with --fresh or another name."
+            )
 
 
 def env_runners(spec: JobSpec) -> EnvRunners:
@@ -210,7 +232,7 @@ def plan(
     if memory is None:
         memory = strategy == "auto" or use_gpu
     summary = None
-    if memory and kind == "train":
+    if memory and kind == "train" and strategy != "pipeline":  # pipeline: its own table
         from orchestrator import memory as memory_mod
 
         summary, strategy, why = memory_mod.plan_memory(spec, mod)  # may set spec.deepspeed
@@ -219,6 +241,16 @@ def plan(
     elif strategy == "auto":
         strategy = "ddp"
         notes.append("strategy auto -> ddp (no memory table for this plan)")
+    pipeline_info = None
+    if strategy == "pipeline" and memory:
+        from orchestrator.worker import pipeline as pipeline_mod
+
+        pp = spec.pipeline
+        pipeline_info = pipeline_mod.plan_stages(
+            mod, spec.train, pp.stages, pp.microbatches, pp.schedule, pp.split_points,
+            replicas=res.workers // pp.stages,
+        )  # fmt: skip
+        pipeline_info["table"] = pipeline_mod.render_table(pipeline_info)
     ds_config = None
     if strategy == "deepspeed":
         from orchestrator import extras
@@ -269,6 +301,7 @@ def plan(
         use_gpu=use_gpu,
         deepspeed=spec.deepspeed.model_dump(mode="json"),
         deepspeed_config=ds_config,
+        pipeline=spec.pipeline.model_dump(mode="json") if strategy == "pipeline" else {},
         checkpoint=spec.checkpoint.model_dump(mode="json"),
         resume_from=resume_from if kind == "train" else resumes,
         report_metrics_to_ray=trial,
@@ -304,4 +337,5 @@ def plan(
         notes=notes,
         memory=summary,
         deepspeed_config=ds_config,
+        pipeline=pipeline_info,
     )

@@ -80,6 +80,26 @@ class DeepSpeedSpec(Strict):
         return self
 
 
+class PipelineSpec(Strict):
+    """`strategy: pipeline`: the model's layers cut into stages, one per worker
+    (orchestrator/worker/pipeline.py). resources.workers = stages x data-parallel replicas."""
+
+    stages: int = Field(2, ge=2, le=MAX_WORKERS, description="Pipeline stages (workers each).")
+    microbatches: int = Field(
+        4, ge=1, le=65_536, description="Microbatches each batch is cut into (>= stages)."
+    )
+    schedule: Literal["gpipe", "1f1b", "interleaved"] = Field(
+        "1f1b",
+        description="gpipe: all forwards, then all backwards; 1f1b: one forward, one backward "
+        "(fewer activations held); interleaved: 1F1B over 2 model chunks per worker.",
+    )
+    split_points: list[str] | None = Field(
+        None,
+        description="Names of the blocks that start stages 2..n; default: balanced by "
+        "parameter count.",
+    )
+
+
 class QueueSpec(Strict):
     """How `orch submit --queue` orders this job (flags of the same names override these)."""
 
@@ -99,9 +119,10 @@ class JobSpec(Strict):
     name: str = Field(..., min_length=1, max_length=100, description="Run name; reruns resume.")
     workload: str = Field(..., min_length=1, description="A job in jobs/ (e.g. mnist_mlp).")
     resources: Resources = Field(default_factory=Resources)
-    strategy: Literal["ddp", "fsdp", "deepspeed", "auto"] = "ddp"
+    strategy: Literal["ddp", "fsdp", "deepspeed", "pipeline", "auto"] = "ddp"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec)
+    pipeline: PipelineSpec = Field(default_factory=PipelineSpec)
     train: dict[str, Any] = Field(default_factory=dict, description="The workload's arguments.")
     data: dict[str, Any] = Field(default_factory=dict, description="Where the data comes from.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
@@ -139,6 +160,8 @@ class JobSpec(Strict):
         job is scheduled, not what it computes: left out."""
         d = self.to_dict()
         d.pop("queue", None)
+        if d.get("strategy") != "pipeline":  # its defaults change nothing of other strategies
+            d.pop("pipeline", None)
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -365,6 +388,8 @@ def validate_spec(
     workload = data.get("workload") if isinstance(data, dict) else None
     if isinstance(workload, str) and workload:
         errors.extend(_workload_errors(workload, data, search, check_extras))
+    if spec is not None and spec.strategy == "pipeline":
+        errors.extend(_pipeline_errors(spec, errors))
 
     if isinstance(data, dict):
         errors.extend(_section_errors(data))
@@ -392,6 +417,70 @@ def validate_spec(
 
         spec.train = resolve_train(spec.train, workloads._dirs(search))
     return spec
+
+
+def _pipeline_errors(spec: JobSpec, errors: list[FieldError]) -> list[FieldError]:
+    """`strategy: pipeline` against the resources, the precision and the workload's model."""
+    pp, workers = spec.pipeline, spec.resources.workers
+    out: list[FieldError] = []
+    if pp.stages > workers:
+        out.append(
+            FieldError(
+                "pipeline.stages",
+                f"expected at most resources.workers={workers} stages (one worker per stage)",
+                str(pp.stages),
+            )
+        )
+    elif workers % pp.stages:
+        out.append(
+            FieldError(
+                "resources.workers",
+                f"expected a multiple of pipeline.stages={pp.stages} (stages x data-parallel "
+                f"replicas), e.g. {pp.stages * max(1, workers // pp.stages)}",
+                str(workers),
+            )
+        )
+    if pp.microbatches < pp.stages:
+        out.append(
+            FieldError(
+                "pipeline.microbatches",
+                f"expected at least pipeline.stages={pp.stages} microbatches (fewer leave "
+                "stages idle: the bubble is (S-1)/(M+S-1))",
+                str(pp.microbatches),
+            )
+        )
+    if spec.precision != "fp32":
+        out.append(
+            FieldError("precision", "strategy pipeline trains in fp32 here", spec.precision)
+        )
+    batch = spec.train.get("batch_size")
+    if isinstance(batch, int) and batch < pp.microbatches:
+        out.append(
+            FieldError(
+                "train.batch_size",
+                f"expected at least pipeline.microbatches={pp.microbatches} examples per step",
+                str(batch),
+            )
+        )
+    accum = spec.train.get("grad_accum", 1)
+    if isinstance(accum, int) and accum != 1:
+        out.append(
+            FieldError(
+                "train.grad_accum",
+                "expected 1 under strategy pipeline (its microbatches accumulate gradients)",
+                str(accum),
+            )
+        )
+    if any(e.path == "workload" or e.path.startswith("train.") for e in errors):
+        return out  # the model cannot be built from these arguments
+    from orchestrator.worker import pipeline
+
+    out.extend(
+        pipeline.spec_errors(
+            import_workload(spec.workload), spec.train, spec.pipeline.model_dump(mode="json")
+        )
+    )
+    return out
 
 
 # Optional sections are validated by the module that owns them: "section": "module:Model".

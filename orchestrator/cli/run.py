@@ -75,6 +75,8 @@ def register(app: typer.Typer) -> None:
             mem = p.memory or {}
             if mem.get("table"):
                 print(mem["table"])
+            if (p.pipeline or {}).get("table"):
+                print(p.pipeline["table"])
 
     @app.command()
     def run(

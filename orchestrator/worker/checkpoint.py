@@ -13,6 +13,8 @@ format:
                rank 0 the .metadata) + trainer.pt (LR schedule, loss scaler)       [FSDP]
     deepspeed  deepspeed/<tag>/ (a DeepSpeed engine checkpoint: each rank writes its ZeRO
                shards; rank 0 the module states)
+    pipeline   pipeline/stage_K.pt per stage (its chunks' weights, optimizer, LR schedule),
+               written by that stage's rank in the first replica                  [pipeline]
 
 Under Ray every rank reports its own directory to ray.train.report and Ray merges them into
 one checkpoint directory, so sharded strategies never gather the full state on one rank.
@@ -37,6 +39,8 @@ from orchestrator.errors import CheckpointError
 def checkpoint_format(sess) -> str:
     if sess.engine is not None:
         return "deepspeed"
+    if getattr(sess, "pipeline", None) is not None:
+        return "pipeline"
     return "dcp" if sess.fsdp else "torch"
 
 
@@ -67,6 +71,7 @@ def save(
         "strategy": sess.strategy,
         "precision": sess.precision,
         "format": fmt,
+        **({"pipeline": _pipeline_shape(sess)} if fmt == "pipeline" else {}),
         "final": final,
         "metrics": metrics,
     }
@@ -96,6 +101,17 @@ def save(
             model_sd, optim_sd = get_state_dict(sess.model, sess.optimizer)
             dcp.save(
                 {"model": model_sd, "optimizer": optim_sd}, checkpoint_id=os.path.join(tmp, "dcp")
+            )
+        elif fmt == "pipeline" and sess.data_rank == 0:
+            # Each stage of the first replica writes its own chunks (the others hold copies).
+            os.makedirs(os.path.join(tmp, "pipeline"), exist_ok=True)
+            torch.save(
+                {
+                    "chunks": sess.pipeline.stage_state(),
+                    "optimizer": sess.optimizer.state_dict(),
+                    "scheduler": sess.scheduler.state_dict(),
+                },
+                os.path.join(tmp, "pipeline", f"stage_{sess.pipeline.stage}.pt"),
             )
         if sess.is_main:
             if fmt == "torch":
@@ -262,6 +278,8 @@ def restore(sess) -> dict | None:
         try:
             if fmt == "deepspeed":
                 _load_deepspeed(sess, d, state)
+            elif fmt == "pipeline":
+                _load_pipeline(sess, d, state)
             elif fmt == "dcp":
                 _load_dcp(sess, d)
             else:
@@ -315,6 +333,36 @@ def _load_dcp(sess, d: Path) -> None:
     sess.scheduler.load_state_dict(extra["scheduler"])
     if sess.scaler is not None and extra.get("scaler"):
         sess.scaler.load_state_dict(extra["scaler"])
+
+
+def _pipeline_shape(sess) -> dict[str, Any]:
+    p = sess.pipeline
+    return {
+        "stages": p.layout.stages,
+        "chunks": p.n_chunks,
+        "replicas": p.layout.replicas,
+        "schedule": p.schedule_name,
+    }
+
+
+def _load_pipeline(sess, d: Path, state: dict) -> None:
+    import torch
+
+    saved, now = state.get("pipeline") or {}, _pipeline_shape(sess)
+    if saved.get("stages") != now["stages"] or saved.get("chunks") != now["chunks"]:
+        raise CheckpointError(
+            f"checkpoint {d} was written by a {saved.get('stages')}-stage pipeline "
+            f"({saved.get('chunks')} chunks, schedule {saved.get('schedule')}); this run has "
+            f"pipeline.stages={now['stages']} ({now['chunks']} chunks, schedule "
+            f"{now['schedule']}). Resume with pipeline.stages={saved.get('stages')} and the "
+            "same schedule kind, or start fresh (orch run SPEC --fresh)."
+        )
+    got = torch.load(
+        d / "pipeline" / f"stage_{sess.pipeline.stage}.pt", map_location="cpu", weights_only=False
+    )
+    sess.pipeline.load_stage_state(got["chunks"])
+    sess.optimizer.load_state_dict(got["optimizer"])
+    sess.scheduler.load_state_dict(got["scheduler"])
 
 
 def _load_deepspeed(sess, d: Path, state: dict) -> None:

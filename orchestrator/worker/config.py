@@ -43,11 +43,14 @@ class WorkerConfig(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict, description="The workload's Args.")
     data: dict[str, Any] = Field(default_factory=dict, description="The workload's DataArgs.")
     seed: int = 0
-    strategy: Literal["ddp", "fsdp", "deepspeed", "auto"] = "ddp"
+    strategy: Literal["ddp", "fsdp", "deepspeed", "pipeline", "auto"] = "ddp"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     use_gpu: bool = False
     deepspeed: dict[str, Any] = Field(default_factory=dict, description="The spec's section.")
     deepspeed_config: dict[str, Any] | None = Field(None, description="The resolved DS config.")
+    pipeline: dict[str, Any] = Field(
+        default_factory=dict, description="The spec's pipeline section (strategy: pipeline)."
+    )
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     resume_from: str | None = Field(
         None,

@@ -12,10 +12,19 @@
         if sess.should_checkpoint(step): sess.save_checkpoint(step, {"loss": ..})
     sess.finish({"accuracy": acc}, step)
 
-`strategy` (ddp | fsdp | deepspeed) and `precision` (fp32 | bf16 | fp16) come from the spec
-through the WorkerConfig; the workload never writes strategy code of its own. The parts live
-beside this module: wrap.py (DDP, FSDP2, DeepSpeed), precision.py, optim.py, checkpoint.py
-(three formats), faults.py (ORCH_FAULTS); metrics.jsonl belongs to orchestrator/rundir.py.
+Every strategy also takes one call per step instead of the forward + backward pair:
+
+    loss = sess.train_step(model, x, y, F.cross_entropy)   # forward, loss, backward, step
+
+which `strategy: pipeline` needs (its schedule runs forward and backward together over the
+microbatches; orchestrator/worker/pipeline.py). Under it a worker holds one stage, so data is
+split by `sess.data_rank` / `sess.data_world_size` (the replica), not rank / world_size.
+
+`strategy` (ddp | fsdp | deepspeed | pipeline) and `precision` (fp32 | bf16 | fp16) come from
+the spec through the WorkerConfig; the workload never writes strategy code of its own. The parts
+live beside this module: wrap.py (DDP, FSDP2, DeepSpeed), pipeline.py, precision.py, optim.py,
+checkpoint.py (four formats), faults.py (ORCH_FAULTS); metrics.jsonl belongs to
+orchestrator/rundir.py.
 Inside Ray Train the process group is already set up by TorchTrainer (gloo on CPU, nccl on
 GPU); alone it is a single process (or torchrun's group, for side-by-side baselines).
 """
@@ -84,6 +93,9 @@ class Session:
     restored_state: dict | None = None  # state.json of the checkpoint restore() loaded
     engine: Any = None  # the DeepSpeed engine, under strategy deepspeed
     fsdp: bool = False  # True once the model is wrapped with fully_shard
+    pipeline: Any = None  # the PipelineModel, under strategy pipeline
+    data_rank: int = 0  # which part of the data this process reads: rank, or its replica
+    data_world_size: int = 1  # in how many parts the data is read: world size, or replicas
     _last_log_time: float = field(default_factory=time.perf_counter)
     _last_log_step: int = 0
     _writer: Any = None  # rundir.MetricsWriter of a URI run dir (rank 0)
@@ -120,6 +132,16 @@ class Session:
         """
         self.args = args
         model = model.to(self.device)
+        if self.strategy == "pipeline":
+            from orchestrator.worker import pipeline
+
+            model = pipeline.build(
+                model, self._workload_module(), self.rank, self.world_size, self.pipeline_settings
+            )
+            self.pipeline = model
+            self.model, self.optimizer = model, build_optimizer(params or model.parameters(), args)
+            self.scheduler = build_scheduler(self.optimizer, args, total_steps)
+            return model, self.optimizer, self.scheduler
         if self.strategy == "deepspeed":
             cfg = wrap.deepspeed_config(
                 self.config.get("deepspeed_config"),
@@ -156,19 +178,49 @@ class Session:
         self.scheduler = build_scheduler(optimizer, args, total_steps)
         return model, optimizer, self.scheduler
 
-    def _fsdp_wrap(self):
-        """The workload module's FSDP_WRAP, if it has one."""
+    def _workload_module(self):
         if not self.config.get("workload"):
             return None
         from orchestrator.spec import import_workload
 
-        return getattr(import_workload(self.config["workload"]), "FSDP_WRAP", None)
+        return import_workload(self.config["workload"])
+
+    def _fsdp_wrap(self):
+        """The workload module's FSDP_WRAP, if it has one."""
+        return getattr(self._workload_module(), "FSDP_WRAP", None)
+
+    @property
+    def pipeline_settings(self) -> dict[str, Any]:
+        return dict(self.config.get("pipeline") or {})
 
     def unwrap(self, model=None):
         model = model if model is not None else self.model
         return getattr(model, "module", model)
 
     # -- stepping ------------------------------------------------------------------------
+
+    def train_step(self, model, x, y, loss_fn, reduction: str = "mean"):
+        """One training step on a batch: forward, `loss_fn(output, y)`, backward and (every
+        `grad_accum` calls) the optimizer step. Returns the loss, detached.
+
+        The same for every strategy; under `pipeline` the schedule runs the microbatches
+        through the stages and the loss comes back to every rank of the replica. `reduction`
+        says how `loss_fn` reduces a batch, so microbatch losses combine to the batch's:
+        "mean" (a mean over its examples: averaged) or "sum" (a sum: added)."""
+        if self.pipeline is not None:
+            loss = self.pipeline.train_step(x, y, loss_fn, mean=reduction == "mean")
+            self.micro_step += 1
+            if self.args.grad_clip:
+                self.pipeline.clip_grad_norm_(self.args.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            self.optimizer_steps += 1
+            return loss
+        with self.autocast():
+            loss = loss_fn(model(x), y)
+        self.backward(loss)
+        return loss.detach()
 
     def backward(self, loss) -> bool:
         """Backward on one micro-batch; every `grad_accum` calls, clip and step.
@@ -258,7 +310,7 @@ class Session:
         dt = max(1e-9, now - self._last_log_time)
         self._last_log_time, self._last_log_step = now, step
         return {
-            "samples_per_s": steps * samples_per_step * self.world_size / dt,
+            "samples_per_s": steps * samples_per_step * self.data_world_size / dt,
             "step_time_s": dt / steps,
         }
 
@@ -426,12 +478,17 @@ def setup(config: dict[str, Any]) -> Session:
         rank, world = dist.get_rank(), dist.get_world_size()
         local = int(os.environ.get("LOCAL_RANK", "0"))
     seed_everything(cfg.seed)  # the same on every rank: identical initial weights
+    stages = int(cfg.pipeline.get("stages", 1)) if cfg.strategy == "pipeline" else 1
+    if world % stages:  # the spec's validation says so first; a hand-made config may not
+        raise ValueError(f"{world} workers are not a multiple of pipeline.stages={stages}")
     return Session(
         strategy=cfg.strategy,
         precision=cfg.precision,
         rank=rank,
         world_size=world,
         local_rank=local,
+        data_rank=rank // stages,
+        data_world_size=world // stages,
         in_ray=in_ray,
         checkpoint_every=cfg.checkpoint.every_steps,
         seed=cfg.seed,
@@ -447,8 +504,8 @@ def distributed_sampler(dataset, sess: Session, shuffle: bool = True, drop_last:
 
     return DistributedSampler(
         dataset,
-        num_replicas=sess.world_size,
-        rank=sess.rank,
+        num_replicas=sess.data_world_size,
+        rank=sess.data_rank,
         shuffle=shuffle,
         seed=sess.seed,
         drop_last=drop_last,
