@@ -450,9 +450,7 @@ def _pipeline_errors(spec: JobSpec, errors: list[FieldError]) -> list[FieldError
             )
         )
     if spec.precision != "fp32":
-        out.append(
-            FieldError("precision", "strategy pipeline trains in fp32 here", spec.precision)
-        )
+        out.append(FieldError("precision", "strategy pipeline trains in fp32 here", spec.precision))
     batch = spec.train.get("batch_size")
     if isinstance(batch, int) and batch < pp.microbatches:
         out.append(

@@ -196,6 +196,10 @@ def spec_errors(workload, train: dict[str, Any], pipeline: dict[str, Any]) -> li
                 "pipeline",
             )
         ]
+    try:
+        blocks_of(model, workload)
+    except SplitError as exc:
+        return [FieldError("strategy", str(exc), "pipeline")]
     stages, schedule = int(pipeline.get("stages", 2)), str(pipeline.get("schedule", "1f1b"))
     parts = stages * chunks_per_rank(schedule)
     try:
