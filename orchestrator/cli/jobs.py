@@ -100,6 +100,12 @@ def register(app) -> None:
         hold: bool = typer.Option(
             False, "--hold", help="With --queue: queued but held until `orch queue release ID`."
         ),
+        sweep: bool = typer.Option(
+            False,
+            "--sweep",
+            help="Run the spec's sweep (orch sweep) instead of one run. Through the queue, "
+            "each trial waits there for its own workers (docs/queue.md).",
+        ),
         runtime_env_json: str | None = typer.Option(
             None,
             "--runtime-env-json",
@@ -131,7 +137,8 @@ def register(app) -> None:
             "'{\"head\": 0.01}' to pin the driver to a node that has that resource.",
         ),
     ) -> None:
-        """Submit `orch run SPEC` to a Ray cluster through the Jobs API, or into its queue.
+        """Submit `orch run SPEC` (or with --sweep `orch sweep SPEC`) to a Ray cluster through
+        the Jobs API, or into its queue.
 
         The spec is validated here first. Same --submission-id and same spec: the existing job
         (nothing submitted); same id, other spec: refused. With --queue (or a queue: section in
@@ -193,6 +200,7 @@ def register(app) -> None:
                 name,
                 ray_address,
                 hold,
+                sweep,
             )
             return
         try:
@@ -207,6 +215,7 @@ def register(app) -> None:
                 max_upload_mb,
                 runtime_env=user_env,
                 entrypoint=entry,
+                sweep=sweep,
             )
         except OrchestratorError as exc:
             fail(exc)
@@ -252,8 +261,13 @@ def register(app) -> None:
             console.print(
                 ("held" if job["state"] == "HELD" else "queued")
                 + f" [bold]{job['id']}[/bold] in '{job['queue']}' at priority "
-                f"{job['priority']}: {job['workers']} worker(s) x "
-                + ", ".join(f"{k} {v:g}" for k, v in job["per_worker"].items()),
+                f"{job['priority']}: "
+                + (
+                    "a sweep: each of its trials queues for its own workers"
+                    if job.get("kind") == "sweep"
+                    else f"{job['workers']} worker(s) x "
+                    + ", ".join(f"{k} {v:g}" for k, v in job["per_worker"].items())
+                ),
                 highlight=False,
                 soft_wrap=True,
             )

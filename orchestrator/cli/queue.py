@@ -60,6 +60,8 @@ def _call(address: str | None, method: str, *args: Any, create: bool = True, **k
 def _res(job: dict[str, Any]) -> str:
     from orchestrator.queue.policy import fmt_res
 
+    if job.get("kind") == "sweep":  # holds nothing itself: its trials are rows of their own
+        return "sweep (trials below)"
     return f"{job['workers']} x {fmt_res(job['per_worker'])}"
 
 
@@ -84,6 +86,7 @@ def submit_queued(
     name: str | None,
     address: str | None,
     hold: bool = False,
+    sweep: bool = False,
 ) -> dict[str, Any]:
     """`orch submit --queue`: validate, pack the working dir, hand the job to the queue."""
     from orchestrator.queue import client
@@ -100,6 +103,7 @@ def submit_queued(
         retries,
         submission_id,
         name,
+        sweep=sweep,
     )
     if hold:
         job["state"] = "HELD"

@@ -15,6 +15,8 @@ from orchestrator.cli.sweep import print_sweep_summary
 from orchestrator.errors import ExitCode, OrchestratorError, exit_for_status
 from orchestrator.sweep.schedule import (
     DEFAULT_DB,
+    QueueRunner,
+    RoutingRunner,
     Scheduler,
     Store,
     SubprocessRunner,
@@ -61,6 +63,20 @@ def register(app) -> None:
             None, "--warm-start", help="Previous best configs to seed."
         ),
         address: str | None = typer.Option(None, "--address", help="Ray cluster for the sweeps."),
+        queue: str | None = typer.Option(
+            None,
+            "--queue",
+            help="Fire through this queue of the cluster (also the spec's queue: section): "
+            "each fire is a queued sweep and each trial waits there for its workers.",
+        ),
+        priority: int | None = typer.Option(
+            None, "--priority", help="With a queue: the fires' priority (>= 0, higher first)."
+        ),
+        working_dir: str | None = typer.Option(
+            None,
+            "--working-dir",
+            help="With a queue: uploaded with each fire (default: the current folder).",
+        ),
         db: str = _db_option(),
     ) -> None:
         """Add a recurring sweep of SPEC."""
@@ -76,12 +92,24 @@ def register(app) -> None:
                 concurrency=concurrency,
                 warm_start=warm_start,
                 address=address,
+                queue=queue,
+                priority=priority,
+                working_dir=working_dir,
             )
         except OrchestratorError as exc:
             fail(exc)
+        via = (
+            f"; through queue '{s.queue}'"
+            + (f" at priority {s.priority}" if s.priority is not None else "")
+            + f", uploading {s.working_dir}"
+            if s.queue
+            else ""
+        )
         console.print(
             f"added schedule [bold]{s.id}[/bold]: '{s.cron}' (UTC), next fire "
-            f"{iso(s.next_fire)}; missed: {s.missed}, concurrency: {s.concurrency}; db {db}"
+            f"{iso(s.next_fire)}; missed: {s.missed}, concurrency: {s.concurrency}{via}; db {db}",
+            highlight=False,
+            soft_wrap=True,
         )
 
     @sched.command("list")
@@ -107,6 +135,8 @@ def register(app) -> None:
                 "warm_start": s.warm_start,
                 "promote": bool(s.promote),
                 "address": s.address,
+                "queue": s.queue,
+                "priority": s.priority,
                 "created": _utc(s.created),
                 "last_fires": [
                     {"fire_time": _utc(f.fire_time), "status": f.status, "sweep_id": f.sweep_id}
@@ -138,7 +168,8 @@ def register(app) -> None:
                     s.missed,
                     s.concurrency,
                     sep.join(f"{iso(f.fire_time)} {f.status}" for f in last) or "-",
-                    " ".join([s.spec_path, *s.overrides]),
+                    " ".join([s.spec_path, *s.overrides])
+                    + (f" (queue {s.queue})" if s.queue else ""),
                 )
             return t
 
@@ -163,7 +194,11 @@ def register(app) -> None:
         wait: bool = typer.Option(
             True,
             "--wait/--no-wait",
-            help="Run here and wait (default), or leave it to the scheduler.",
+            help="Run here and wait (default; a schedule with a queue: submit it to the queue "
+            "and wait for its end), or leave it to the scheduler.",
+        ),
+        ray_address: str | None = typer.Option(
+            None, "--ray-address", help="With a queue: the cluster's GCS address (orch queue)."
         ),
     ) -> None:
         """Fire a schedule now (its policies apply as for a cron fire)."""
@@ -176,10 +211,13 @@ def register(app) -> None:
         console.print(f"fire {f.id}: sweep {f.sweep_id}")
         if wait:
             s = store.get(name)
-            runner = SubprocessRunner(db)
-            if not Scheduler(store, runner, log=console.print)._apply_concurrency(s, f):
+            sch = Scheduler(store, _runner(store, db, ray_address), log=console.print)
+            if not sch._apply_concurrency(s, f):
                 raise typer.Exit(ExitCode.CONFLICT)  # concurrency: forbid, one still running
-            _fire_here(store, f.id)
+            if s.queue:
+                _fire_queued(sch, f.id)
+            else:
+                _fire_here(store, f.id)
 
     @sched.command("fire", hidden=True)
     def fire_cmd(fire_id: int = typer.Argument(...), db: str = _db_option()) -> None:
@@ -194,15 +232,22 @@ def register(app) -> None:
         db: str = _db_option(),
         interval: float = typer.Option(30.0, "--interval", help="Most seconds between ticks."),
         once: bool = typer.Option(False, "--once", help="One tick, then exit (for cron/CI)."),
+        ray_address: str | None = typer.Option(
+            None,
+            "--ray-address",
+            help="For schedules with a queue: the cluster's GCS address (see orch queue).",
+        ),
     ) -> None:
         """The scheduler loop: fires due schedules as `orch schedule fire` processes.
 
         Run it on the head node (`nohup orch scheduler &`, a systemd unit) or as a Ray job
-        (`ray job submit -- orch scheduler`). Restarting it loses and doubles nothing.
+        (`ray job submit -- orch scheduler`). Restarting it loses and doubles nothing. Fires
+        of a schedule with a queue are submitted to the cluster's queue instead, which runs
+        them (and each of their trials) when they fit; the scheduler records how they ended.
         """
 
         store = Store(db)
-        sch = Scheduler(store, SubprocessRunner(db), log=console.print)
+        sch = Scheduler(store, _runner(store, db, ray_address), log=console.print)
         console.print(f"[bold]orch scheduler[/bold]: {len(store.schedules())} schedule(s) in {db}")
         if once:
             sch.tick()
@@ -224,6 +269,8 @@ SCHEDULE_KEYS = [
     "warm_start",
     "promote",
     "address",
+    "queue",
+    "priority",
     "created",
     "last_fires",
 ]
@@ -234,6 +281,53 @@ def _utc(t: float | None) -> str | None:
     if t is None:
         return None
     return datetime.fromtimestamp(t, tz=timezone.utc).isoformat()
+
+
+def _runner(store: Store, db: str, ray_address: str | None) -> RoutingRunner:
+    return RoutingRunner(store, SubprocessRunner(db), QueueRunner(store, ray_address))
+
+
+def _fire_queued(sch: Scheduler, fire_id: int, every_s: float = 5.0) -> None:
+    """Submit a claimed fire to the queue, then wait for the queue to say how it ended."""
+    from orchestrator.queue.store import ACTIVE as QUEUE_ACTIVE
+
+    try:
+        f = sch._start(sch.store.fire(fire_id), resume=False)
+        console.print(
+            f"queued sweep {f.sweep_id} (orch queue shows it and its trials); waiting for it",
+            highlight=False,
+            soft_wrap=True,
+        )
+        last = None
+        while True:
+            f = sch.store.fire(fire_id)
+            if f.status != "running":
+                break
+            row = sch.runner.queued._row(f)
+            if row is None or row["state"] not in QUEUE_ACTIVE:
+                out = sch.runner.ended(f)
+                if out is None:  # the queue lost it: submitted again, the sweep continues
+                    sch._start(f, resume=True)
+                else:
+                    sch.store.mark(
+                        f.id, out[0], expect=("running",), ended_at=time.time(), reason=out[1]
+                    )
+                continue
+            state = (row or {}).get("state")
+            if state != last:
+                console.print(f"  {f.sweep_id}: {state}", highlight=False)
+                last = state
+            time.sleep(every_s)
+    except OrchestratorError as exc:
+        fail(exc)
+    colour = "green" if f.status == "succeeded" else "red"
+    console.print(
+        f"fire {f.id} ({f.sweep_id}): [{colour}]{f.status}[/{colour}] {f.reason}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if f.status != "succeeded":
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _fire_here(store: Store, fire_id: int) -> None:

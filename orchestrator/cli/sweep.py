@@ -12,7 +12,7 @@ from orchestrator.cli.console import console, fail
 from orchestrator.cli.head import dashboard_option, pass_on_dashboard
 from orchestrator.errors import OrchestratorError, exit_for_status
 from orchestrator.sweep.driver import run_sweep
-from orchestrator.sweep.spec import validate_sweep
+from orchestrator.sweep.spec import SweepInputError, validate_sweep
 
 
 def print_sweep_summary(summary: dict[str, Any], console) -> None:
@@ -60,6 +60,25 @@ def register(app) -> None:
             help="Ray cluster address; default: an embedded local Ray.",
         ),
         dashboard: bool = dashboard_option(),
+        continue_: bool = typer.Option(
+            False,
+            "--continue",
+            help="With --name: continue that sweep if it was started before, else start it "
+            "(what a queued sweep runs, so a retry or a preempted sweep resumes).",
+        ),
+        schedule_id: str | None = typer.Option(
+            None,
+            "--schedule-id",
+            help="Run as a fire of this schedule (what a scheduled sweep runs through the "
+            "queue): its own searcher seed, the best configs of the schedule's earlier sweeps "
+            "(--warm-start), and a champion row when it beats the current one.",
+        ),
+        warm_start: int = typer.Option(
+            3, "--warm-start", min=0, help="With --schedule-id: earlier best configs to seed."
+        ),
+        promote: bool = typer.Option(
+            True, "--promote/--no-promote", help="With --schedule-id: record a champion."
+        ),
     ) -> None:
         """Run a Ray Tune sweep over the spec's `sweep:` section (see docs/sweeps.md).
 
@@ -72,10 +91,38 @@ def register(app) -> None:
         stop_on_sigterm()
         pass_on_dashboard(dashboard)
         try:
+            if (continue_ or schedule_id) and not name:
+                raise SweepInputError(
+                    "--continue and --schedule-id need --name (the sweep id to continue)"
+                )
             s = load_spec(spec, overrides or [])
             if not resume:
                 validate_sweep(s)
-            summary = run_sweep(s, resume=resume, sweep_id=name, address=address, console=console)
+            if schedule_id:
+                from orchestrator.sweep.schedule import fire_sweep
+
+                summary = fire_sweep(
+                    s,
+                    schedule_id,
+                    name,
+                    warm_start=warm_start,
+                    promote=promote,
+                    address=address,
+                    console=console,
+                    log=console.print,
+                )
+            else:
+                if continue_:
+                    from orchestrator import rundir
+                    from orchestrator.rundir import resolve_storage
+                    from orchestrator.sweep.spec import SWEEP_FILE
+
+                    resume = rundir.exists(
+                        rundir.join(resolve_storage(s.storage_path), name, SWEEP_FILE)
+                    )
+                summary = run_sweep(
+                    s, resume=resume, sweep_id=name, address=address, console=console
+                )
         except OrchestratorError as exc:
             fail(exc)
         print_sweep_summary(summary, console)

@@ -441,8 +441,11 @@ def submit(
     client=None,
     runtime_env: dict[str, Any] | None = None,
     entrypoint: dict[str, Any] | None = None,
+    sweep: bool = False,
 ) -> Submission:
     """Validate the spec here, then submit `orch run SPEC OVERRIDES` with working_dir uploaded.
+    sweep: `orch sweep SPEC OVERRIDES --name ID --continue` instead (the sweep id is the run
+    name, else the submission id), so a resubmission after a lost driver continues it.
 
     runtime_env: the user's runtime_env (--runtime-env-json), merged with orch's by
     merge_runtime_env. entrypoint: entrypoint_num_cpus / _num_gpus / _memory / _resources for
@@ -457,6 +460,10 @@ def submit(
     # Every spec error here, before anything is uploaded; the extras it needs are checked by
     # the job's own `orch run` on the cluster, which is where they must be installed.
     spec = load_spec(spec_path, overrides, check_extras=False)
+    if sweep:
+        from orchestrator.sweep.spec import validate_sweep
+
+        validate_sweep(spec)
     wd = Path(working_dir).resolve()
     if not wd.is_dir():
         raise JobsInputError(f"--working-dir {working_dir}: not a directory")
@@ -475,8 +482,14 @@ def submit(
     entrypoint_kw = dict(entrypoint or {})
     options = {k: v for k, v in (("runtime_env", runtime_env), *entrypoint_kw.items()) if v}
 
+    sid = submission_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
+    if sweep:
+        run_name = run_name or sid
+        options = {**options, "command": "orch sweep"}
     fp = fingerprint(spec.spec_hash(), run_name, options)
-    command = build_entrypoint(spec_rel, overrides, run_name)
+    command = build_entrypoint(
+        spec_rel, overrides, run_name, "orch sweep --continue" if sweep else "orch run"
+    )
     address = normalise_address(address)
     client = client or make_client(address)
     sent_token = "Authorization" in getattr(client, "_headers", {})
@@ -493,7 +506,6 @@ def submit(
         f"{META_PREFIX}workload": spec.workload,
         f"{META_PREFIX}run_name": run_name or spec.name,
     }
-    sid = submission_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
     try:
         job_id = _submit_retrying(
             client,

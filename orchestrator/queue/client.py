@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -145,6 +146,10 @@ def pack_working_dir(working_dir: Path, excludes: list[str]) -> tuple[str, bytes
     """Ray's package of working_dir (its URI names the content), as Ray would upload it."""
     from ray._private.runtime_env.packaging import create_package, get_uri_for_directory
 
+    # Ray logs every .gitignore it honours while packing; orch says what it uploads itself.
+    for noisy in ("ray._private.runtime_env.packaging", "ray._private.runtime_env.working_dir"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
     uri = get_uri_for_directory(str(working_dir), include_gitignore=True, excludes=excludes)
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "pkg.zip"
@@ -166,8 +171,14 @@ def queued_job(
     retries: int | None,
     submission_id: str | None,
     run_name: str | None,
+    sweep: bool = False,
+    sweep_args: list[str] | None = None,
 ) -> tuple[dict[str, Any], Path, list[str]]:
-    """The job row for a spec (validated here), its working dir and the excludes."""
+    """The job row for a spec (validated here), its working dir and the excludes.
+
+    sweep: the spec's sweep (`orch sweep SPEC --name ID --continue`, plus `sweep_args`) as a
+    job of kind 'sweep': it holds nothing itself, and each trial queues for its own workers
+    (orchestrator/queue/lease.py). The job's id is the sweep id."""
     from orchestrator.cluster.jobs import (
         DEFAULT_EXCLUDES,
         META_PREFIX,
@@ -185,6 +196,10 @@ def queued_job(
         raise QueueInputError(f"--retries {retries}: expected a whole number >= 0")
     spec = load_spec(spec_path, overrides, check_extras=False)  # extras: checked on the cluster
     qs = spec.queue
+    if sweep:
+        from orchestrator.sweep.spec import validate_sweep
+
+        validate_sweep(spec)
     wd = Path(working_dir).resolve()
     if not wd.is_dir():
         raise JobsInputError(f"--working-dir {working_dir}: not a directory")
@@ -200,20 +215,29 @@ def queued_job(
     check_upload(wd, all_excludes, max_upload_mb)
     sid = submission_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
     name = run_name or sid  # every queued job its own run: rerun after preemption resumes it
-    res = spec.resources
-    per_worker = {"CPU": res.cpus_per_worker}
-    if res.gpus_per_worker > 0:
-        per_worker["GPU"] = res.gpus_per_worker
-    fp = fingerprint(spec.spec_hash(), name)
+    if sweep:
+        from orchestrator.sweep.spec import trial_request, validate_sweep
+
+        workers, per_worker = trial_request(validate_sweep(spec), spec)
+        command = " ".join(["orch sweep --continue", *(shlex.quote(a) for a in sweep_args or [])])
+    else:
+        res = spec.resources
+        workers = res.workers
+        per_worker = {"CPU": res.cpus_per_worker}
+        if res.gpus_per_worker > 0:
+            per_worker["GPU"] = res.gpus_per_worker
+        command = "orch run"
+    fp = fingerprint(spec.spec_hash(), name, {"command": command} if sweep else None)
     job = {
         "id": sid,
         "queue": queue or qs.name,
         "priority": qs.priority if priority is None else priority,
         "preemptible": qs.preemptible if preemptible is None else preemptible,
         "retries": qs.retries if retries is None else retries,
-        "workers": res.workers,
+        "kind": "sweep" if sweep else "job",
+        "workers": 0 if sweep else workers,
         "per_worker": per_worker,
-        "entrypoint": build_entrypoint(spec_rel, overrides, name),
+        "entrypoint": build_entrypoint(spec_rel, overrides, name, command),
         "runtime_env": {
             "excludes": all_excludes,
             "env_vars": {"PYTHONUNBUFFERED": "1"},
@@ -230,4 +254,6 @@ def queued_job(
         "run_name": name,
         "storage_path": spec.storage_path,
     }
+    if sweep:
+        job["trial_workers"] = workers  # what must fit the cluster: one trial
     return job, wd, all_excludes

@@ -11,6 +11,15 @@ started by the first `orch submit --queue` / `orch queue`), holding the SQLite s
    one: SIGTERM, a STOPPED row, its checkpoints kept; it resumes from the latest later);
 4. forget ended jobs past their queue's TTL (their record, logs and Ray's job entry).
 
+Sweeps (`orch submit --sweep --queue`, scheduled sweeps with a queue) are a Ray job of kind
+'sweep' that holds nothing itself (its driver only drives Tune): each of its trials asks the
+queue for its workers before it starts its Train run (orchestrator/queue/lease.py), as a row of
+kind 'trial' that the same rules admit, order, count against the quota and explain. A trial
+holds its lease while it beats (every LEASE_BEAT_S); it ends when the trial says so, when it
+stops beating for LEASE_TIMEOUT_S, or when its sweep's attempt ends. Preempting a trial stops
+its whole sweep (one Ray job), which resumes later with Tuner.restore, every trial from its
+checkpoint, each asking the queue again.
+
 The actor restarts when its process dies (max_restarts=-1) and picks up from the store. The
 Service class holds all of this without Ray, over a Launcher (the Jobs API here; an in-memory
 one in the unit tests), so it is tested on its own.
@@ -41,6 +50,9 @@ STATE_ENV = "ORCH_QUEUE_DIR"
 STOP_WAIT_S = 60
 RAY_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 REUSE_SETTLE_S = 3.0  # see JobsLauncher.reusable
+LEASE_BEAT_S = 5.0  # a trial's heartbeat
+LEASE_TIMEOUT_S = 60.0  # a trial silent this long has lost its lease
+SWEEP_LIVE = ("STARTING", "RUNNING", "PREEMPTING", "CANCELLING")  # a sweep whose trials may run
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +87,16 @@ class Service:
         `reused`; the same id with another: refused."""
         if int(job["priority"]) < 0:
             raise QueueError(f"priority {job['priority']}: expected a whole number >= 0")
+        job = dict(job)
+        # A sweep holds nothing itself; what must fit the cluster is one of its trials.
+        fit_workers = job.pop("trial_workers", None) or job["workers"]
         if self.store.queue(job["queue"]) is None:
             names = ", ".join(q["name"] for q in self.store.queues())
             raise QueueError(
                 f"no queue '{job['queue']}'; the queues are {names} "
                 f"(orch queue create {job['queue']} to make one)"
             )
-        problem = policy.never_fits(job["workers"], job["per_worker"], self.launcher.nodes())
+        problem = policy.never_fits(fit_workers, job["per_worker"], self.launcher.nodes())
         if problem:
             raise QueueError(
                 f"{problem}. Lower resources.workers / cpus_per_worker / gpus_per_worker, or "
@@ -116,6 +131,11 @@ class Service:
 
     def cancel(self, job_id: str) -> str:
         row = self._active(job_id)
+        if row["kind"] == "trial":
+            raise QueueError(
+                f"{job_id} is a trial of the sweep '{row['parent']}': its sweep decides its "
+                f"trials; cancel the sweep (orch queue cancel {row['parent']})"
+            )
         if self.store.move(job_id, ("QUEUED", "HELD"), "CANCELLED", ended_at=self.clock()):
             return "CANCELLED"
         if self.store.move(job_id, ("STARTING", "RUNNING", "PREEMPTING"), "CANCELLING"):
@@ -148,7 +168,96 @@ class Service:
         if row["state"] in TERMINAL:
             raise QueueError(f"{job_id} has ended ({row['state']})")
         self.store.update(job_id, priority=int(priority))
+        if row["kind"] == "sweep":  # its trials wait at its priority
+            for t in self.store.jobs(ACTIVE):
+                if t["kind"] == "trial" and t["parent"] == job_id:
+                    self.store.update(t["id"], priority=int(priority))
         return int(priority)
+
+    # -- trials of a queued sweep: leases --------------------------------------------------
+
+    def enqueue_trial(
+        self, parent: str, name: str, workers: int, per_worker: dict[str, float]
+    ) -> dict[str, Any]:
+        """Queue a trial of the running sweep `parent` for `workers` x `per_worker`. The same
+        trial asking again within the same attempt of its sweep gets its row back; asking in a
+        later attempt (the sweep resumed) queues it again."""
+        sweep = self.store.get(parent)
+        if sweep is None or sweep["kind"] != "sweep":
+            raise QueueError(f"no queued sweep '{parent}'", ExitCode.NOT_FOUND)
+        if sweep["state"] not in ("STARTING", "RUNNING"):
+            raise QueueError(f"the sweep '{parent}' is {sweep['state']}, not running")
+        problem = policy.never_fits(workers, per_worker, self.launcher.nodes())
+        if problem:
+            raise QueueError(f"trial {name}: {problem}", ExitCode.RESOURCES)
+        tid = f"{parent}/{name}"
+        now = self.clock()
+        meta = {"parent_attempt": sweep["attempt"]}
+        fields = {
+            "workers": int(workers),
+            "per_worker": per_worker,
+            "placement": [],
+            "metadata": meta,
+            "beat": now,
+            "started_at": None,
+            "ended_at": None,
+            "message": "",
+        }
+        row, new = self.store.add(
+            {
+                "id": tid,
+                "kind": "trial",
+                "parent": parent,
+                "queue": sweep["queue"],
+                "priority": sweep["priority"],
+                "preemptible": sweep["preemptible"],
+                "retries": 0,
+                "entrypoint": "",
+                "runtime_env": {},
+                "fingerprint": "",
+                "spec": sweep["spec"],
+                "run_name": name,
+                "storage_path": sweep["storage_path"],
+                **fields,
+            }
+        )
+        if new:
+            return row
+        if row["state"] in ACTIVE and row["metadata"].get("parent_attempt") == sweep["attempt"]:
+            self.store.update(tid, beat=now)
+            return self.store.get(tid)
+        # Left from an earlier attempt of its sweep: that lease is over; this one queues anew.
+        if row["state"] in policy.ADMITTED:
+            self.store.attempt_ended(tid, row["attempt"], "STOPPED", now)
+        self.store.move(
+            tid,
+            (*ACTIVE, *TERMINAL),
+            "QUEUED",
+            priority=sweep["priority"],
+            queue=sweep["queue"],
+            **fields,
+        )
+        return self.store.get(tid)
+
+    def trial_beat(self, trial_id: str) -> dict[str, Any]:
+        """A trial's heartbeat; returns its row (state, why, position)."""
+        row = self._active(trial_id)
+        if row["state"] in ACTIVE:
+            self.store.update(trial_id, beat=self.clock())
+        return {k: row[k] for k in ("id", "state", "why", "position", "message")}
+
+    def end_trial(self, trial_id: str, status: str = "SUCCEEDED", message: str = "") -> str:
+        """The trial is done with its workers: its lease ends."""
+        if status not in TERMINAL:
+            raise QueueError(f"status {status}: expected one of {', '.join(TERMINAL)}")
+        row = self._active(trial_id)
+        now = self.clock()
+        if row["state"] in ("QUEUED", "HELD"):
+            status = "CANCELLED"
+        if self.store.move(trial_id, ACTIVE, status, ended_at=now, message=message[-500:]):
+            if row["state"] in policy.ADMITTED:
+                self.store.attempt_ended(trial_id, row["attempt"], status, now)
+        return self._active(trial_id)["state"]
 
     def set_queue(self, name: str, **limits: Any) -> dict[str, Any]:
         return self.store.set_queue(name, **limits)
@@ -201,11 +310,19 @@ class Service:
     def _tick(self) -> policy.Decision:
         now = self.clock()
         rows = self.store.jobs(ACTIVE)
-        followed = [r for r in rows if r["state"] in (*policy.ADMITTED, "RESTARTING")]
+        followed = [
+            r
+            for r in rows
+            if r["kind"] != "trial" and r["state"] in (*policy.ADMITTED, "RESTARTING")
+        ]
         if followed:
             ray_jobs = self.launcher.statuses()
             for r in followed:
                 self._follow(r, ray_jobs.get(r["id"]), now)
+        trials = [r for r in rows if r["kind"] == "trial"]
+        for r in trials:
+            self._follow_trial(r, now)
+        if followed or trials:
             rows = self.store.jobs(ACTIVE)
         limits = {
             q["name"]: policy.Limits(q["cpus"], q["gpus"], q["gpu_hours_per_day"])
@@ -224,17 +341,61 @@ class Service:
             }
         )
         for jid in decision.preempt:
-            if self.store.move(jid, ("STARTING", "RUNNING"), "PREEMPTING"):
-                try:
-                    self.launcher.stop(jid)
-                except Exception as exc:  # noqa: BLE001 - retried by the next tick's follow
-                    self.last_error = f"preempt {jid}: {exc}"
+            self._preempt(jid)
         for jid, placement in decision.start.items():
             self._start(jid, placement, now)
         if now - self._last_expiry > 60.0:
             self._last_expiry = now
             self.expire(now)
         return decision
+
+    def _preempt(self, jid: str) -> None:
+        row = self.store.get(jid)
+        if row is None:
+            return
+        if row["kind"] == "trial":  # a trial is stopped with its sweep, which resumes later
+            jid = row["parent"]
+        if self.store.move(jid, ("STARTING", "RUNNING"), "PREEMPTING"):
+            self._trials_preempting(jid)
+            try:
+                self.launcher.stop(jid)
+            except Exception as exc:  # noqa: BLE001 - retried by the next tick's follow
+                self.last_error = f"preempt {jid}: {exc}"
+
+    def _trials_preempting(self, sweep_id: str) -> None:
+        """The admitted trials of a sweep being preempted: their resources are on the way
+        back, so the policy counts them as stopping (and preempts nothing more for them)."""
+        for t in self.store.jobs(policy.ADMITTED):
+            if t["kind"] == "trial" and t["parent"] == sweep_id:
+                self.store.move(t["id"], ("STARTING", "RUNNING"), "PREEMPTING")
+
+    def _follow_trial(self, row: dict[str, Any], now: float) -> None:
+        """A trial's lease ends when its sweep's attempt has ended, when its sweep is being
+        stopped (a trial still waiting), or when it stopped beating."""
+        tid, state = row["id"], row["state"]
+        sweep = self.store.get(row["parent"])
+        if sweep is None:
+            why = "its sweep is gone"
+        elif sweep["state"] not in SWEEP_LIVE or sweep["attempt"] != row["metadata"].get(
+            "parent_attempt"
+        ):
+            why = f"its sweep's attempt {row['metadata'].get('parent_attempt')} has ended"
+        elif now - (row["beat"] or row["submitted_at"]) > LEASE_TIMEOUT_S:
+            silent = now - (row["beat"] or row["submitted_at"])
+            why = f"its trial stopped beating {silent:.0f} s ago"
+        elif sweep["state"] in ("PREEMPTING", "CANCELLING"):
+            if state in ("STARTING", "RUNNING"):  # its resources are on their way back
+                self.store.move(tid, (state,), "PREEMPTING")
+                return
+            if state == "PREEMPTING":
+                return
+            why = f"its sweep is stopping ({sweep['state']})"
+        else:
+            return
+        end = "CANCELLED" if state in ("QUEUED", "HELD") else "STOPPED"
+        if self.store.move(tid, (state,), end, ended_at=now, message=why):
+            if state in policy.ADMITTED:
+                self.store.attempt_ended(tid, row["attempt"], end, now)
 
     def _start(self, jid: str, placement: list[str], now: float) -> None:
         row = self.store.get(jid)
@@ -255,6 +416,9 @@ class Service:
         ):
             return
         self.store.attempt_started(row, attempt, now)
+        if row["kind"] == "trial":  # a lease: the trial process is waiting for it
+            self.store.move(jid, ("STARTING",), "RUNNING")
+            return
         self._submit(self.store.get(jid))
 
     def _submit(self, row: dict[str, Any]) -> None:
@@ -274,6 +438,8 @@ class Service:
                 "ORCH_QUEUE_JOB": jid,
                 "ORCH_QUEUE_ATTEMPT": str(row["attempt"]),
             }
+            if row["kind"] == "sweep":  # its trials ask the queue for their workers
+                env["env_vars"]["ORCH_QUEUE_SWEEP"] = jid
             meta = {
                 **row["metadata"],
                 "orch_queue": row["queue"],
@@ -408,6 +574,10 @@ class Service:
         now = self.clock() if now is None else now
         gone = []
         for row in self.store.expired(now):
+            if row["kind"] == "trial":  # nothing kept outside the row
+                self.store.forget(row["id"])
+                gone.append(row["id"])
+                continue
             try:
                 rundir.delete(self.archive_dir(row))
             except Exception as exc:  # noqa: BLE001
@@ -433,7 +603,8 @@ def _policy_job(r: dict[str, Any]) -> policy.Job:
         workers=r["workers"],
         per_worker=r["per_worker"],
         state=r["state"],
-        preemptible=r["preemptible"],
+        # A sweep holds nothing itself: its trials are what preemption can free.
+        preemptible=r["preemptible"] and r["kind"] != "sweep",
         started_at=r["started_at"] or 0.0,
         placement=r["placement"],
     )

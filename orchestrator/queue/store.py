@@ -57,7 +57,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     ended_at REAL,
     why TEXT NOT NULL DEFAULT '',
     position INTEGER,
-    message TEXT NOT NULL DEFAULT ''
+    message TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL DEFAULT 'job',
+    parent TEXT NOT NULL DEFAULT '',
+    beat REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -85,6 +88,15 @@ CREATE TABLE IF NOT EXISTS packages (
 """
 
 JSON_COLS = ("per_worker", "placement", "runtime_env", "metadata")
+# Columns added after the first release: a state file written by an older queue gets them.
+# kind: 'job' (a Ray job), 'sweep' (a Ray job whose trials queue one by one) or 'trial' (a
+# sweep's trial: a lease on resources, no Ray job of its own); parent: a trial's sweep; beat:
+# a trial's last heartbeat.
+ADDED_COLUMNS = {
+    "kind": "TEXT NOT NULL DEFAULT 'job'",
+    "parent": "TEXT NOT NULL DEFAULT ''",
+    "beat": "REAL",
+}
 
 
 class QueueError(Exception):
@@ -115,6 +127,10 @@ class Store:
         with closing(self._connect()) as db:
             db.executescript(SCHEMA)
         with self.tx() as db:
+            have = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+            for col, decl in ADDED_COLUMNS.items():
+                if col not in have:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
             db.execute(
                 "INSERT OR IGNORE INTO queues (name, ttl_s) VALUES (?, ?)",
                 (DEFAULT_QUEUE, DEFAULT_TTL_S),

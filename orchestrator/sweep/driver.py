@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import rundir
+from orchestrator.queue.lease import SWEEP_ENV
 from orchestrator.sweep.spec import (
     BEST_FILE,
     PLOT_FILE,
@@ -35,6 +36,7 @@ from orchestrator.sweep.spec import (
     SweepNotFoundError,
     SweepSpec,
     trial_base,
+    trial_request,
     validate_sweep,
 )
 from orchestrator.sweep.trial import TrialContext, ledger_trial_rows, run_trial
@@ -312,6 +314,7 @@ def run_sweep(
         sweep_dir=str(sweep_dir),
         base=trial_base(spec),
         sweep=sw.model_dump(mode="json"),
+        queue_job=os.environ.get(SWEEP_ENV, ""),
     )
     keys = list(sw.search_space)
     LedgerRows, LiveTable = _callback_classes()
@@ -402,15 +405,6 @@ def run_sweep(
     )
     rundir.write_json(sweep_dir, BEST_FILE, summary)
     return summary
-
-
-def trial_request(sw: SweepSpec, spec) -> tuple[int, dict[str, float]]:
-    """(workers, resources per worker) of one trial."""
-    r = sw.resources or spec.resources
-    per = {"CPU": float(r.cpus_per_worker)}
-    if r.gpus_per_worker:
-        per["GPU"] = float(r.gpus_per_worker)
-    return int(r.workers), per
 
 
 def fit_concurrency(sw: SweepSpec, spec, console) -> SweepSpec:

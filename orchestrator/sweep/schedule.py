@@ -186,6 +186,9 @@ CREATE TABLE IF NOT EXISTS fires (
 """
 
 ACTIVE = ("claimed", "running")
+# Columns added after the first release (a schedule file written before gets them): a schedule
+# with a queue fires through the cluster's queue (QueueRunner), from its working dir.
+ADDED_COLUMNS = {"queue": "TEXT", "priority": "INTEGER", "working_dir": "TEXT"}
 
 
 @dataclass
@@ -202,6 +205,9 @@ class Schedule:
     address: str | None
     created: float
     next_fire: float
+    queue: str | None = None  # fires go through this queue of the cluster (QueueRunner)
+    priority: int | None = None
+    working_dir: str | None = None  # uploaded with each queued fire
 
 
 @dataclass
@@ -233,6 +239,11 @@ class Store:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
             db.executescript(SCHEMA)
+        with self._tx() as db:
+            have = {r[1] for r in db.execute("PRAGMA table_info(schedules)")}
+            for col, decl in ADDED_COLUMNS.items():
+                if col not in have:
+                    db.execute(f"ALTER TABLE schedules ADD COLUMN {col} {decl}")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -262,22 +273,14 @@ class Store:
                     f"schedule '{s.id}' exists already; remove it first "
                     f"(orch schedule remove {s.id}) or choose another --name"
                 )
+            row = {
+                **s.__dict__,
+                "overrides": json.dumps(s.overrides),
+                "promote": int(s.promote),
+            }
             db.execute(
-                "INSERT INTO schedules VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    s.id,
-                    s.spec_path,
-                    json.dumps(s.overrides),
-                    s.cron,
-                    s.missed,
-                    s.concurrency,
-                    s.warm_start,
-                    int(s.promote),
-                    s.misfire_grace_s,
-                    s.address,
-                    s.created,
-                    s.next_fire,
-                ),
+                f"INSERT INTO schedules ({', '.join(row)}) VALUES ({','.join('?' * len(row))})",
+                tuple(row.values()),
             )
 
     def remove(self, schedule_id: str) -> None:
@@ -516,6 +519,132 @@ class SubprocessRunner:
                 pass
 
 
+class QueueRunner:
+    """Fires of a schedule with a queue go through the cluster's queue: each is the queued
+    sweep `orch sweep SPEC --name SWEEP_ID --continue --schedule-id S ...` under the id
+    SWEEP_ID (so a scheduler that restarts and submits again finds it there), its working dir
+    uploaded, and each of its trials waits in the queue for its own workers
+    (orchestrator/queue/lease.py). The queue says how it ended."""
+
+    def __init__(self, store: Store, address: str | None = None, call=None):
+        self.store = store
+        self.address = address
+        self._call_fn = call  # tests: a stand-in for the queue actor
+
+    def _call(self, method: str, *args: Any) -> Any:
+        if self._call_fn is not None:
+            return self._call_fn(method, *args)
+        from orchestrator.queue import client
+
+        client.connect(self.address)
+        return client.call(client.handle(), method, *args)
+
+    def job(self, s: Schedule, f: Fire, uploaded: bool = True) -> tuple[dict, bytes | None, str]:
+        """The queued job of a fire (validated), with its working dir's package."""
+        from orchestrator.cluster.jobs import DEFAULT_MAX_UPLOAD_MB
+        from orchestrator.queue import client
+
+        args = ["--schedule-id", s.id, "--warm-start", str(s.warm_start)]
+        args.append("--promote" if s.promote else "--no-promote")
+        job, wd, excl = client.queued_job(
+            s.spec_path,
+            s.overrides,
+            s.working_dir or str(Path(s.spec_path).parent),
+            [],
+            DEFAULT_MAX_UPLOAD_MB,
+            s.queue,
+            s.priority,
+            None,
+            None,
+            f.sweep_id,
+            f.sweep_id,
+            sweep=True,
+            sweep_args=args,
+        )
+        if not uploaded:
+            return job, None, ""
+        uri, data = client.pack_working_dir(wd, excl)
+        return job, data, uri
+
+    def start(self, fire: Fire, resume: bool) -> int | None:
+        s = self.store.get(fire.schedule_id)
+        job, data, uri = self.job(s, fire)
+        self._call("enqueue", job, uri, data)  # the same id again: the job already there
+        return None
+
+    def _row(self, fire: Fire) -> dict[str, Any] | None:
+        from orchestrator.errors import ExitCode
+
+        try:
+            return self._call("job", fire.sweep_id)
+        except OrchestratorError as exc:
+            if getattr(exc, "exit_code", None) == ExitCode.NOT_FOUND:
+                return None
+            raise
+
+    def alive(self, fire: Fire) -> bool:
+        from orchestrator.queue.store import ACTIVE as QUEUE_ACTIVE
+
+        row = self._row(fire)
+        return row is not None and row["state"] in QUEUE_ACTIVE
+
+    def stop(self, fire: Fire) -> None:
+        self._call("cancel", fire.sweep_id)
+
+    def ended(self, fire: Fire) -> tuple[str, str] | None:
+        """(fire status, reason) once the queued sweep has ended; None when the queue does not
+        have it (the scheduler then submits it again, and the sweep continues)."""
+        row = self._row(fire)
+        if row is None or row["state"] not in ("SUCCEEDED", "FAILED", "STOPPED", "CANCELLED"):
+            return None
+        if row["state"] != "SUCCEEDED":
+            status = {"FAILED": "failed"}.get(row["state"], "stopped")
+            return status, f"queued sweep {row['state']}: {row.get('message') or ''}".strip()
+        return "succeeded", self._best(fire)
+
+    def _best(self, fire: Fire) -> str:
+        from orchestrator import rundir
+        from orchestrator.sweep.spec import BEST_FILE
+
+        try:
+            from orchestrator.spec import load_spec
+
+            s = self.store.get(fire.schedule_id)
+            storage = rundir.resolve_storage(load_spec(s.spec_path, s.overrides).storage_path)
+            best = rundir.read_json(rundir.join(storage, fire.sweep_id), BEST_FILE) or {}
+            champ = current_champion(storage, s.id)
+            best["promoted"] = bool(champ and champ["sweep_id"] == fire.sweep_id)
+            return fire_reason(best)
+        except Exception as exc:  # noqa: BLE001 - the fire succeeded; only its summary is missing
+            return f"succeeded in the queue (its best.json could not be read: {exc})"
+
+
+class RoutingRunner:
+    """Fires of schedules with a queue through QueueRunner, the others as local processes."""
+
+    def __init__(self, store: Store, local: Runner, queued: QueueRunner):
+        self.store, self.local, self.queued = store, local, queued
+
+    def _for(self, fire: Fire):
+        try:
+            return self.queued if self.store.get(fire.schedule_id).queue else self.local
+        except ScheduleError:
+            return self.local
+
+    def start(self, fire: Fire, resume: bool) -> int | None:
+        return self._for(fire).start(fire, resume)
+
+    def alive(self, fire: Fire) -> bool:
+        return self._for(fire).alive(fire)
+
+    def stop(self, fire: Fire) -> None:
+        self._for(fire).stop(fire)
+
+    def ended(self, fire: Fire) -> tuple[str, str] | None:
+        fn = getattr(self._for(fire), "ended", None)
+        return fn(fire) if fn else None
+
+
 class Scheduler:
     """One tick: reap ended fires, continue interrupted ones, claim and start due ones."""
 
@@ -547,7 +676,15 @@ class Scheduler:
                 if s is None or self._apply_concurrency(s, f):
                     started.append(self._start(f, resume=False))
             elif f.status == "running" and not self.runner.alive(f):
-                if f.attempts >= MAX_ATTEMPTS:
+                ended = getattr(self.runner, "ended", None)
+                out = ended(f) if ended else None
+                if out is not None:  # it ran elsewhere (the queue), which says how it ended
+                    status, reason = out
+                    self.store.mark(
+                        f.id, status, expect=("running",), ended_at=self.clock.now(), reason=reason
+                    )
+                    self.log(f"[scheduler] fire {f.id} ({f.sweep_id}) {status}: {reason}")
+                elif f.attempts >= MAX_ATTEMPTS:
                     self.store.mark(
                         f.id,
                         "failed",
@@ -749,10 +886,7 @@ def run_fire(
     log=print,
 ) -> dict[str, Any] | None:
     """Run (or continue) one fire's sweep in this process and record how it ended."""
-    from orchestrator.rundir import resolve_storage
-    from orchestrator.spec import load_spec, validate_spec
-    from orchestrator.sweep.spec import validate_sweep
-    from orchestrator.sweep.tune import seed_points
+    from orchestrator.spec import load_spec
 
     clock = clock or SystemClock()
     f = store.start_attempt(fire_id, pid or os.getpid(), clock.now())
@@ -761,55 +895,23 @@ def run_fire(
         return None
     s = store.get(f.schedule_id)
     try:
-        spec = load_spec(s.spec_path, s.overrides)
-        sw = validate_sweep(spec)
-        storage = resolve_storage(spec.storage_path)
-        if sweep_fn is None:
-            from orchestrator.sweep.driver import run_sweep as sweep_fn
-        resume = _sweep_started(storage, f.sweep_id)  # resumed: its sweep.json has it all
-        points: list[dict[str, Any]] = []
-        if not resume:
-            if sw.seed is not None:
-                seed = fire_seed(sw.seed, f.sweep_id)
-                spec = validate_spec({**spec.to_dict(), "sweep": {**spec.sweep, "seed": seed}})
-                log(f"searcher seed of {f.sweep_id}: {seed} (from sweep.seed {sw.seed})")
-            found = warm_start_points(storage, s.id, list(sw.search_space), s.warm_start)
-            points = seed_points(sw, found)
-            if points:
-                log(
-                    f"warm start of {f.sweep_id}: {len(points)} previous best config(s), each "
-                    f"run once, and {sw.num_samples - len(points)} sample(s) of the "
-                    f"{sw.algorithm} search: {points}"
-                )
-            if len(points) < len(found):
-                why = (
-                    "a grid sweep runs every config of its grid anyway"
-                    if sw.algorithm == "grid"
-                    else f"at most num_samples - 1 = {sw.num_samples - 1} are seeded, and only "
-                    "configs inside the current search space"
-                )
-                left = len(found) - len(points)
-                log(f"warm start: {left} previous best config(s) left out: {why}")
-        summary = sweep_fn(
-            spec,
-            resume=resume,
-            sweep_id=f.sweep_id,
+        summary = fire_sweep(
+            load_spec(s.spec_path, s.overrides),
+            s.id,
+            f.sweep_id,
+            warm_start=s.warm_start,
+            promote=s.promote,
             address=s.address,
-            points_to_evaluate=points,
-            schedule_id=s.id,
+            sweep_fn=sweep_fn,
+            log=log,
         )
-        promoted = s.promote and maybe_promote(storage, s.id, summary, spec.workload)
-        summary["promoted"] = bool(promoted)
         status = "succeeded" if summary.get("status") == "SUCCEEDED" else "failed"
         store.mark(
             f.id,
             status,
             expect=("running",),
             ended_at=clock.now(),
-            reason=(
-                f"best {summary.get('metric')}={summary.get('best_metric')}"
-                + ("; promoted to champion" if promoted else "")
-            ),
+            reason=fire_reason(summary),
         )
         return summary
     except Exception as exc:  # noqa: BLE001 - the fire row records the cause
@@ -821,6 +923,76 @@ def run_fire(
             reason=f"{type(exc).__name__}: {exc}"[:2000],
         )
         raise
+
+
+def fire_reason(summary: dict[str, Any]) -> str:
+    return f"best {summary.get('metric')}={summary.get('best_metric')}" + (
+        "; promoted to champion" if summary.get("promoted") else ""
+    )
+
+
+def fire_sweep(
+    spec,
+    schedule_id: str,
+    sweep_id: str,
+    *,
+    warm_start: int,
+    promote: bool,
+    address: str | None = None,
+    sweep_fn: SweepFn | None = None,
+    console=None,
+    log=print,
+) -> dict[str, Any]:
+    """One fire's sweep, wherever it runs (`orch schedule fire` beside the scheduler, or `orch
+    sweep --schedule-id` as a queued job on the cluster): a new fire gets its own searcher seed
+    and the best configs of earlier fires; a fire started before continues (its sweep.json has
+    it all). The best trial becomes champion when it beats the current one (`promoted`)."""
+    from orchestrator.rundir import resolve_storage
+    from orchestrator.spec import validate_spec
+    from orchestrator.sweep.spec import validate_sweep
+    from orchestrator.sweep.tune import seed_points
+
+    sw = validate_sweep(spec)
+    storage = resolve_storage(spec.storage_path)
+    if sweep_fn is None:
+        from orchestrator.sweep.driver import run_sweep as sweep_fn
+    resume = _sweep_started(storage, sweep_id)  # resumed: its sweep.json has it all
+    points: list[dict[str, Any]] = []
+    if not resume:
+        if sw.seed is not None:
+            seed = fire_seed(sw.seed, sweep_id)
+            spec = validate_spec({**spec.to_dict(), "sweep": {**spec.sweep, "seed": seed}})
+            log(f"searcher seed of {sweep_id}: {seed} (from sweep.seed {sw.seed})")
+        found = warm_start_points(storage, schedule_id, list(sw.search_space), warm_start)
+        points = seed_points(sw, found)
+        if points:
+            log(
+                f"warm start of {sweep_id}: {len(points)} previous best config(s), each "
+                f"run once, and {sw.num_samples - len(points)} sample(s) of the "
+                f"{sw.algorithm} search: {points}"
+            )
+        if len(points) < len(found):
+            why = (
+                "a grid sweep runs every config of its grid anyway"
+                if sw.algorithm == "grid"
+                else f"at most num_samples - 1 = {sw.num_samples - 1} are seeded, and only "
+                "configs inside the current search space"
+            )
+            left = len(found) - len(points)
+            log(f"warm start: {left} previous best config(s) left out: {why}")
+    extra = {"console": console} if console is not None else {}
+    summary = sweep_fn(
+        spec,
+        resume=resume,
+        sweep_id=sweep_id,
+        address=address,
+        points_to_evaluate=points,
+        schedule_id=schedule_id,
+        **extra,
+    )
+    promoted = promote and maybe_promote(storage, schedule_id, summary, spec.workload)
+    summary["promoted"] = bool(promoted)
+    return summary
 
 
 def _sweep_started(storage: str, sweep_id: str) -> bool:
@@ -842,8 +1014,15 @@ def add_schedule(
     warm_start: int | None = None,
     address: str | None = None,
     now: float | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    working_dir: str | None = None,
 ) -> Schedule:
-    """Validate SPEC (and its sweep), merge the schedule section with the flags, store it."""
+    """Validate SPEC (and its sweep), merge the schedule section with the flags, store it.
+
+    queue / priority (or the spec's queue: section): each fire goes through the cluster's
+    queue as a queued sweep, uploading working_dir (default: the current folder), and each of
+    its trials waits there for its workers. Checked here as `orch submit --queue` checks."""
     from pydantic import ValidationError
 
     from orchestrator.errors import FieldError, SpecError
@@ -875,6 +1054,16 @@ def add_schedule(
             ],
             spec_path,
         )
+    queued = queue is not None or priority is not None or "queue" in spec.model_fields_set
+    wd = None
+    if queued:
+        queue = queue or spec.queue.name
+        wd = str(Path(working_dir or ".").resolve())
+    elif working_dir is not None:
+        raise SpecError(
+            [FieldError("--working-dir", "only with a queue (--queue or a queue: section)")],
+            spec_path,
+        )
     now = time.time() if now is None else now
     s = Schedule(
         id=name or spec.name,
@@ -889,6 +1078,12 @@ def add_schedule(
         address=address,
         created=now,
         next_fire=next_fire(ss.cron, now),
+        queue=queue,
+        priority=priority,
+        working_dir=wd,
     )
+    if queued:  # what each fire will submit, checked now (spec inside working_dir, sizes)
+        fire = Fire(0, s.id, now, now, "claimed", "", sweep_id_for(s.id, now), None, 0, None, None)
+        QueueRunner(Store(db)).job(s, fire, uploaded=False)
     Store(db).add(s)
     return s

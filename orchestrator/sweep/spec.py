@@ -48,6 +48,12 @@ class SweepError(OrchestratorError):
     exit_code = ExitCode.FAILED
 
 
+class SweepInputError(SweepError):
+    """A sweep's command-line options do not go together."""
+
+    exit_code = ExitCode.BAD_INPUT
+
+
 class SweepNotFoundError(SweepError):
     """No sweep to resume, or not a sweep directory."""
 
@@ -373,3 +379,12 @@ def trial_spec_dict(
         every = (d.get("train") or {}).get("log_every") or sw.report_every or 10
         d.setdefault("checkpoint", {})["every_steps"] = int(every)
     return d
+
+
+def trial_request(sw: SweepSpec, spec) -> tuple[int, dict[str, float]]:
+    """(workers, resources per worker) of one trial."""
+    r = sw.resources or spec.resources
+    per = {"CPU": float(r.cpus_per_worker)}
+    if r.gpus_per_worker:
+        per["GPU"] = float(r.gpus_per_worker)
+    return int(r.workers), per

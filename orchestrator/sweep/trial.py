@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator import rundir
-from orchestrator.sweep.spec import TRIALS_DIR, SweepSpec, trial_spec_dict
+from orchestrator.sweep.spec import TRIALS_DIR, SweepSpec, trial_request, trial_spec_dict
 
 
 @dataclass
@@ -29,6 +29,9 @@ class TrialContext:
     sweep_dir: str
     base: dict[str, Any]
     sweep: dict[str, Any]
+    # The queue's id of this sweep when it runs through the queue: each trial then waits there
+    # for its workers (orchestrator/queue/lease.py). Empty: trials start as Tune starts them.
+    queue_job: str = ""
 
 
 # Tune reserves `done`; the workload's final report says done=1, which Tune would take as
@@ -111,10 +114,21 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     # A Tune checkpoint (local or shared storage: the Train workers read it) to continue from.
     resume = rundir.uri_of(tune_ckpt.filesystem, tune_ckpt.path) if tune_ckpt is not None else None
     p = plan(spec, trial=True, resume_from=resume)
+    if not ctx.queue_job:
+        _run(p, trial_id, sw.metric)
+        return
+    from orchestrator.queue.lease import TrialLease
+
+    workers, per = trial_request(sw, spec)
+    with TrialLease(ctx.queue_job, name, workers, per):
+        _run(p, trial_id, sw.metric)
+
+
+def _run(p, trial_id: str, metric: str) -> None:
     if p.kind == "rllib":
-        _run_rllib_trial(p, sw.metric)
+        _run_rllib_trial(p, metric)
     else:
-        _run_train_trial(p, trial_id, sw.metric)
+        _run_train_trial(p, trial_id, metric)
 
 
 def for_tune(row: dict[str, Any], metric: str, checkpoint: bool = False) -> dict[str, Any] | None:

@@ -291,3 +291,47 @@ def test_bad_input_exits_before_anything_is_queued(cluster):
     out = orch(cluster, *spec, "queue.priority=-3", check=False)
     assert out.returncode == 2 and "queue.priority" in out.stderr
     assert set(table(cluster)) == before
+
+
+def test_a_scheduled_sweep_and_its_trials_go_through_the_queue(cluster, tmp_path):
+    """Issue 22, item 7: a schedule with a queue fires a queued sweep, whose trials each wait
+    in the queue for their worker: with a 1-CPU quota on a cluster with 2 CPUs free, the two
+    trials run one after the other, and the fire records the sweep's end and its champion."""
+    orch(cluster, "queue", "create", "sweeps", "--cpus", "1")
+    db = str(tmp_path / "schedules.db")
+    orch(
+        cluster,
+        "schedule",
+        "add",
+        "jobs/mnist_mlp_sweep.yaml",
+        f"storage_path={BUCKET}",
+        "sweep.num_samples=2",
+        "sweep.max_concurrent=2",
+        "sweep.scheduler.type=none",
+        "train.epochs=1",
+        "train.max_steps=40",
+        "--name",
+        "qsweep",
+        "--queue",
+        "sweeps",
+        "--priority",
+        "3",
+        "--db",
+        db,
+    )
+    out = orch(cluster, "schedule", "run-now", "qsweep", "--db", db, timeout=420)
+    assert "succeeded" in out.stdout and "promoted to champion" in out.stdout, out.stdout
+    jobs = table(cluster)
+    [sweep] = [j for j in jobs.values() if j["kind"] == "sweep" and j["id"].startswith("qsweep-")]
+    assert (sweep["state"], sweep["queue"], sweep["priority"]) == ("SUCCEEDED", "sweeps", 3)
+    trials = [j for j in jobs.values() if j["kind"] == "trial" and j["parent"] == sweep["id"]]
+    assert len(trials) == 2, trials
+    assert all(t["state"] == "SUCCEEDED" and t["queue"] == "sweeps" for t in trials), trials
+    # The quota, not the cluster, kept them apart: never both at once.
+    assert max_overlap([(t["started_at"], t["ended_at"], 1) for t in trials]) == 1
+    # The Jobs API saw one job for the sweep, none for its trials.
+    ids = {j.submission_id for j in ray_jobs(cluster)}
+    assert sweep["id"] in ids and not any(t["id"] in ids for t in trials)
+    listed = json.loads(orch(cluster, "schedule", "list", "--db", db, "--format", "json").stdout)
+    assert listed[0]["queue"] == "sweeps"
+    assert listed[0]["last_fires"][-1]["status"] == "succeeded"

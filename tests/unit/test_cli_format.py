@@ -137,6 +137,8 @@ def test_schedule_list_json_csv_and_table(tmp_path):
         "warm_start",
         "promote",
         "address",
+        "queue",
+        "priority",
         "created",
         "last_fires",
     ]
