@@ -8,6 +8,8 @@ or on Parquet shards streamed by Ray Data.
         data.path=/data/imagenet/train data.val_path=/data/imagenet/val precision=bf16
     orch run jobs/resnet_images.yaml resources.workers=8 resources.gpus_per_worker=1 \\
         strategy=fsdp train.compile=true
+    orch run jobs/resnet_images.yaml strategy=pipeline train.arch=resnet18   # stages between
+                                                       # the layer groups (pipeline_blocks)
 
 Data (orchestrator.data): `data.format: folder` reads `path/<class>/*.jpg|png` with a
 DataLoader; `data.format: parquet` reads shards written by `orch data pack` through Ray
@@ -19,6 +21,7 @@ or a torchvision weights name found in torch's hub cache; nothing is downloaded.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -116,13 +119,14 @@ def _weights_file(arch: str, weights: str) -> Path:
     return cached
 
 
-def build_model(args: Args, num_classes: int):
+def build_model(args: Args, num_classes: int | None = None):
     """torchvision `arch` with `num_classes` outputs; `weights` loaded where shapes match
-    (a pretrained 1000-class head is replaced by a fresh one)."""
+    (a pretrained 1000-class head is replaced by a fresh one). num_classes None (`orch plan`
+    and validation, before any data is read): torchvision's 1000."""
     import torch
     import torchvision.models as tvm
 
-    model = tvm.get_model(args.arch, weights=None, num_classes=num_classes)
+    model = tvm.get_model(args.arch, weights=None, num_classes=num_classes or 1000)
     if args.weights:
         path = _weights_file(args.arch, args.weights)
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -137,6 +141,49 @@ def build_model(args: Args, num_classes: int):
             flush=True,
         )
     return model
+
+
+def pipeline_blocks(model):
+    """A torchvision ResNet as a sequence for `strategy: pipeline`: stages start between the
+    stem, the four layer groups and the head (the order of ResNet.forward)."""
+    import torch.nn as nn
+
+    if not all(hasattr(model, n) for n in ("conv1", "layer1", "layer4", "avgpool", "fc")):
+        raise ValueError(
+            f"{type(model).__name__}: only the ResNet family (resnet18 ... resnet152, "
+            "resnext, wide_resnet) is cut into pipeline stages here; use ddp or fsdp"
+        )
+    return [
+        ("stem", nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)),
+        ("layer1", model.layer1),
+        ("layer2", model.layer2),
+        ("layer3", model.layer3),
+        ("layer4", model.layer4),
+        ("head", nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)),
+    ]
+
+
+def check_spec(data: dict, dirs) -> list:
+    """Choices of this workload that a pipeline cannot take, named at validation."""
+    from orchestrator.errors import FieldError
+
+    if data.get("strategy") != "pipeline":
+        return []
+    errors = []
+    if (data.get("data") or {}).get("format") == "parquet":
+        errors.append(
+            FieldError(
+                "data.format",
+                "strategy pipeline reads data.format: folder (Ray Data hands each worker its "
+                "own shard; a pipeline's stages must see the same batches)",
+                "parquet",
+            )
+        )
+    if (data.get("train") or {}).get("compile"):
+        errors.append(
+            FieldError("train.compile", "expected false under strategy pipeline", "true")
+        )
+    return errors
 
 
 # --- data sources ----------------------------------------------------------------------------
@@ -154,7 +201,7 @@ class Source:
             idx, train, val = folder_splits(data, seed)
             self.classes = idx.classes
             self.n_train, self.n_val = len(train), len(val)
-            w, r = sess.world_size, sess.rank
+            w, r = sess.data_world_size, sess.data_rank  # pipeline: a replica's stages alike
             self.train_loader, self.train_sampler = folder_loader(
                 train, data, batch_size, r, w, seed, train=True
             )
@@ -187,7 +234,8 @@ class Source:
         return empty_batch(self.data.image_size)
 
     def steps_per_epoch(self) -> int:
-        per_worker = math.ceil(self.n_train * (1 - self._train_share_loss()) / self.sess.world_size)
+        share = self.n_train * (1 - self._train_share_loss()) / self.sess.data_world_size
+        per_worker = math.ceil(share)
         return max(1, math.ceil(per_worker / self.bs))
 
     def _train_share_loss(self) -> float:
@@ -220,8 +268,8 @@ class Source:
             epoch,
             split,
             self.sess.seed,
-            self.sess.rank,
-            self.sess.world_size,
+            self.sess.data_rank,
+            self.sess.data_world_size,
         )
 
     def val_batches(self):
@@ -245,8 +293,8 @@ class Source:
                 0,
                 None,
                 self.sess.seed,
-                self.sess.rank,
-                self.sess.world_size,
+                self.sess.data_rank,
+                self.sess.data_world_size,
             )
         if d.val_fraction > 0:
             return local_shard_batches(
@@ -257,8 +305,8 @@ class Source:
                 0,
                 "val",
                 self.sess.seed,
-                self.sess.rank,
-                self.sess.world_size,
+                self.sess.data_rank,
+                self.sess.data_world_size,
             )
         return iter(())
 
@@ -330,6 +378,16 @@ def _model_dtype(model):
         return torch.float32
 
 
+def weighted_cross_entropy(logits, target, label_smoothing: float = 0.0):
+    """Sum over the batch of cross-entropy x weight; target: [label, weight] per sample."""
+    import torch.nn.functional as F
+
+    per = F.cross_entropy(
+        logits.float(), target[:, 0].long(), reduction="none", label_smoothing=label_smoothing
+    )
+    return (per * target[:, 1]).sum()
+
+
 def evaluate(model, source: Source, sess, channels_last: bool) -> tuple[float, float]:
     """(accuracy, validation images counted) over every worker's share, in lockstep."""
     import torch
@@ -352,7 +410,6 @@ def evaluate(model, source: Source, sess, channels_last: bool) -> tuple[float, f
 
 def train_loop(config: dict) -> dict:
     import torch
-    import torch.nn.functional as F
 
     args = Args.model_validate(config.get("train", {}))
     data = ensure_default_data(DataArgs.model_validate(config.get("data", {})))
@@ -368,6 +425,9 @@ def train_loop(config: dict) -> dict:
         model = model.to(memory_format=torch.channels_last)
     model, _opt, _sched = sess.prepare(model, args, max(1, total_steps // args.grad_accum))
     fwd = torch.compile(model) if args.compile else model
+    # The loss of a batch is a sum over its samples (weighted, scaled below), so the losses of
+    # a pipeline's microbatches add up (train_step's reduction="sum"). One function for the run.
+    loss_fn = functools.partial(weighted_cross_entropy, label_smoothing=args.label_smoothing)
     sess.set_progress(total_steps, metrics=("loss", "accuracy"))
     state = sess.restore() or {}
     step = int(state.get("step", 0))
@@ -399,17 +459,13 @@ def train_loop(config: dict) -> dict:
             x = _to_input(batch["image"], sess, dtype, args.channels_last)
             y = batch["label"].to(sess.device)
             w = batch["weight"].to(sess.device)
-            with sess.autocast():
-                logits = fwd(x)
-            per = F.cross_entropy(
-                logits.float(), y, reduction="none", label_smoothing=args.label_smoothing
-            )
-            # DDP/FSDP/DeepSpeed average gradients over workers: scale so the step is the
+            # Gradients are averaged over the data-parallel workers: scale so the step is the
             # mean over the real samples of all workers, however unevenly they are spread.
-            loss = (per * w).sum() * sess.world_size / max(global_n, 1.0)
-            sess.backward(loss)
+            scale = sess.data_world_size / max(global_n, 1.0)
+            target = torch.stack([y.to(torch.float32), w * scale], dim=1)
+            loss = sess.train_step(fwd, x, target, loss_fn, reduction="sum")
             step += 1
-            loss_sum += float((per.detach() * w).sum())
+            loss_sum += float(loss) / scale  # this worker's sum of weighted sample losses
             n_sum += float(w.sum())
             bad += int(batch["bad"].sum())
             if samples_dir is not None and not batch.get("dummy"):

@@ -15,7 +15,8 @@ The package, by concern:
     optim.py            OptimArgs, the optimizer and the LR schedule
     precision.py        autocast, fp16's loss scaler, input casting for DeepSpeed
     wrap.py             DDP, FSDP2 and DeepSpeed wrapping
-    checkpoint.py       the three checkpoint formats: save, report, restore
+    pipeline.py         strategy pipeline: stages, schedules (torch.distributed.pipelining)
+    checkpoint.py       the four checkpoint formats: save, report, restore
     deepspeed_config.py the DeepSpeed config from the spec (and your JSON)
     faults.py           ORCH_FAULTS: injected failures and stragglers
     standalone.py       a workload run alone: `python jobs/mnist_mlp.py --epochs 2`

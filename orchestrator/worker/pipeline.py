@@ -82,7 +82,10 @@ def blocks_of(model, workload=None) -> list[tuple[str, Any]]:
         raise SplitError(reason)
     fn = getattr(workload, "pipeline_blocks", None)
     if callable(fn):
-        return [(str(n), m) for n, m in fn(model)]
+        try:
+            return [(str(n), m) for n, m in fn(model)]
+        except (ValueError, TypeError) as exc:  # the workload's own reason
+            raise SplitError(str(exc)) from None
     if isinstance(model, nn.Sequential):
         return list(model.named_children())
     name = getattr(workload, "__name__", "the workload")
@@ -335,7 +338,9 @@ def render_table(info: dict[str, Any]) -> str:
         f"pipeline: {info['stages']} stages x {info['replicas']} data-parallel replica(s), "
         f"{info['schedule']}, {info['microbatches']} microbatches of {info['microbatch_size']}"
     ]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     s, m = info["stages"], info["microbatches"]
     v = info["chunks_per_rank"]
     formula = f"(S-1)/(M+S-1) = {s - 1}/{m + s - 1}"

@@ -276,6 +276,9 @@ class Session:
     # -- collectives ---------------------------------------------------------------------
 
     def all_reduce_sum(self, values: list[float]) -> list[float]:
+        """Sums over the data-parallel workers. Under `pipeline` every rank of a replica holds
+        the same batches (and the replica's loss), so each replica counts once: the sum over
+        all ranks divided by the stages."""
         import torch
 
         if self.world_size == 1:
@@ -284,6 +287,8 @@ class Session:
 
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        if self.data_world_size != self.world_size:
+            t /= self.world_size // self.data_world_size
         return t.tolist()
 
     def all_gather_object(self, obj: Any) -> list[Any]:

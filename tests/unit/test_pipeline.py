@@ -189,3 +189,18 @@ def test_plan_refuses_to_resume_with_another_stage_count(tmp_path):
     new = load_spec(MNIST, ["strategy=pipeline", "resources.workers=3", "pipeline.stages=3"])
     with pytest.raises(CheckpointError, match=r"stages: 2 -> 3.*pipeline.stages=2"):
         check_same_model(new, str(run_dir))
+
+
+def test_workers_refuse_a_checkpoint_of_another_stage_count(tmp_path):
+    from types import SimpleNamespace
+
+    from orchestrator.worker import checkpoint
+
+    sess = SimpleNamespace(
+        pipeline=SimpleNamespace(
+            layout=pipeline.Layout(stages=3, replicas=1), n_chunks=3, schedule_name="gpipe"
+        )
+    )
+    state = {"pipeline": {"stages": 2, "chunks": 2, "replicas": 1, "schedule": "1f1b"}}
+    with pytest.raises(CheckpointError, match=r"2-stage pipeline.*pipeline.stages=3.*stages=2"):
+        checkpoint._load_pipeline(sess, tmp_path, state)
