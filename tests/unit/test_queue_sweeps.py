@@ -323,3 +323,17 @@ def test_a_queued_schedule_is_checked_when_added(tmp_path, svc):
         add_schedule(db, str(spec_path), [], priority=-1, working_dir=str(tmp_path))
     with pytest.raises(SpecError, match="--working-dir: only with a queue"):
         add_schedule(db, str(spec_path), [], working_dir=str(tmp_path))
+
+
+def test_sweep_and_submit_options_that_do_not_go_together_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    res = CliRunner().invoke(app, ["sweep", "jobs/mnist_mlp_sweep.yaml", "--continue"])
+    assert res.exit_code == 2 and "--continue and --schedule-id need --name" in res.output
+    # --sweep on a spec without a sweep: section: refused before anything is uploaded.
+    res = CliRunner().invoke(
+        app, ["submit", "jobs/mnist_mlp.yaml", "--sweep", "--queue", "default"]
+    )
+    assert res.exit_code == 2 and "sweep" in res.output, res.output
