@@ -40,12 +40,15 @@ class TrialLease:
         actor=None,
         log=print,
         beat_s: float = LEASE_BEAT_S,
+        poll_s: float = 1.0,
         say_every_s: float = 30.0,
     ):
         self.sweep_job, self.name = sweep_job, name
         self.workers, self.per_worker = int(workers), dict(per_worker)
         self.actor, self.log = actor, log
-        self.beat_s, self.say_every_s = beat_s, say_every_s
+        # Waiting, it asks every poll_s (the queue passes once a second): a trial that fits
+        # starts within a second or two. Admitted, it beats every beat_s.
+        self.beat_s, self.poll_s, self.say_every_s = beat_s, min(poll_s, beat_s), say_every_s
         self.id = ""
         self.waited_s = 0.0
         self._stop = threading.Event()
@@ -68,7 +71,7 @@ class TrialLease:
             if why and (why != last_why or time.time() - said > self.say_every_s):
                 self.log(f"[orch] trial {self.name} waits in the queue: {why}")
                 said, last_why = time.time(), why
-            time.sleep(self.beat_s)
+            time.sleep(self.poll_s)
             row = self._call("trial_beat", self.id)
         if row["state"] != "RUNNING":
             raise LeaseLostError(
@@ -76,7 +79,7 @@ class TrialLease:
                 f"{row.get('message') or 'its sweep is stopping'}"
             )
         self.waited_s = time.time() - t0
-        if self.waited_s > self.beat_s:
+        if self.waited_s > 2 * self.poll_s:
             self.log(f"[orch] trial {self.name} admitted by the queue after {self.waited_s:.0f} s")
         self._thread = threading.Thread(target=self._beat, name="orch-lease", daemon=True)
         self._thread.start()
