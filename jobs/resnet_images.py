@@ -180,9 +180,7 @@ def check_spec(data: dict, dirs) -> list:
             )
         )
     if (data.get("train") or {}).get("compile"):
-        errors.append(
-            FieldError("train.compile", "expected false under strategy pipeline", "true")
-        )
+        errors.append(FieldError("train.compile", "expected false under strategy pipeline", "true"))
     return errors
 
 
