@@ -20,21 +20,77 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interrupt by stop_on_sigterm()."""
 
 
+# The run dir of the run this driver trains now, whose workers save a checkpoint before a
+# SIGTERM stops it (orchestrator/worker/stop.py); None: SIGTERM stops at once.
+_CHECKPOINT_ON_STOP: dict[str, Any] = {
+    "run_dir": None,
+    "stopping": False,
+    "installed": False,
+    "sigterm": False,
+}
+
+
+def got_sigterm() -> bool:
+    """Was this process sent SIGTERM (the interrupt it raised may reach the caller as a plain
+    KeyboardInterrupt, re-raised by Ray's ray.get)?"""
+    return bool(_CHECKPOINT_ON_STOP["sigterm"])
+
+
+def checkpoint_on_stop(run_dir: str | None) -> None:
+    """From now on (until None), the first SIGTERM asks `run_dir`'s workers for a checkpoint
+    and waits for it before it stops the run."""
+    _CHECKPOINT_ON_STOP.update(run_dir=run_dir, stopping=False)
+
+
 def stop_on_sigterm() -> None:
-    """SIGTERM (`orch stop` / `ray job stop`, orch scheduler's concurrency: replace, a job
-    manager) ends a run or sweep like Ctrl-C: the row says STOPPED, Tune saves its state,
-    rerunning or --resume continues. Only the main thread can install a signal handler;
-    elsewhere this does nothing."""
+    """SIGTERM (`orch stop` / `ray job stop`, the queue preempting, orch scheduler's
+    concurrency: replace, a job manager) ends a run or sweep like Ctrl-C: the row says
+    STOPPED, Tune saves its state, rerunning or --resume continues. A run first has its
+    workers save a checkpoint (checkpoint_on_stop), so the rerun loses no step; a second
+    SIGTERM stops at once. Only the main thread can install a signal handler; elsewhere this
+    does nothing."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return
+    _CHECKPOINT_ON_STOP["installed"] = True  # connect() puts it back after ray.init
 
     def _term(signum, frame):
+        run_dir = _CHECKPOINT_ON_STOP["run_dir"]
+        _CHECKPOINT_ON_STOP["sigterm"] = True  # Ray may turn the interrupt into a plain one
+        if run_dir and not _CHECKPOINT_ON_STOP["stopping"]:
+            _CHECKPOINT_ON_STOP["stopping"] = True  # a second SIGTERM: straight to the raise
+            _checkpoint_then_stop(run_dir)
         raise Terminated
 
     signal.signal(signal.SIGTERM, _term)
+
+
+def _checkpoint_then_stop(run_dir: str) -> None:
+    import time
+
+    from orchestrator.worker import stop
+
+    try:
+        if not stop.request(run_dir):
+            return
+    except Exception as exc:  # noqa: BLE001 - stopping matters more than the checkpoint
+        print(f"[orch] SIGTERM: could not ask the workers for a checkpoint ({exc})", flush=True)
+        return
+    print(
+        "[orch] SIGTERM: the workers save a checkpoint, then the run stops "
+        "(SIGTERM again: stop now)",
+        flush=True,
+    )
+    deadline = time.monotonic() + stop.WAIT_S
+    while time.monotonic() < deadline:
+        step = stop.confirmed(run_dir)
+        if step is not None:
+            print(f"[orch] checkpoint at step {step} saved; stopping", flush=True)
+            return
+        time.sleep(0.2)
+    print(f"[orch] no checkpoint within {stop.WAIT_S:.0f} s; stopping without one", flush=True)
 
 
 # Ray Train v2's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (Ray's
@@ -105,6 +161,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if address:
         ray.init(address=address, **kwargs)
+        _own_sigterm_again()
         return {"address": address, "embedded": False}
     from orchestrator import localhead
 
@@ -125,6 +182,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
             flush=True,
         )
         ray.init(address=head["address"], **kwargs)
+        _own_sigterm_again()
         return {"address": head["address"], "embedded": False, "local_head": True}
     # Nothing preempts the nodes of an embedded Ray: skip Train's PreemptionWatcher, one actor
     # process per worker-group start (~0.9 s of a short launch here; docs/benchmarks.md).
@@ -151,7 +209,15 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
             else:
                 os.environ[k] = v
     _LOCAL_ADDRESS = own
+    _own_sigterm_again()
     return {"address": own, "embedded": True}
+
+
+def _own_sigterm_again() -> None:
+    """ray.init replaces the SIGTERM handler with its own `sys.exit(15)`, which skipped the
+    STOPPED row's summary and the checkpoint on stop; orch's goes back where it was set."""
+    if _CHECKPOINT_ON_STOP["installed"]:
+        stop_on_sigterm()
 
 
 def shutdown(info: dict | None) -> None:

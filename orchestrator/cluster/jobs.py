@@ -38,6 +38,7 @@ from typing import Any
 
 from orchestrator.errors import ExitCode, OrchestratorError
 from orchestrator.rundir import is_uri
+from orchestrator.worker.stop import JOB_STOP_WAIT_S
 
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 # Anchored ("/runs") so a package directory called data/ deeper down still goes up.
@@ -395,7 +396,9 @@ def merge_runtime_env(
     """The job's runtime_env: the user's --runtime-env-json as the base (pip, conda,
     py_modules, ... pass through), then what orch builds. working_dir is --working-dir's
     alone (orch checks the spec lies in it and sizes the upload); excludes are orch's plus the
-    user's; env_vars: orch's PYTHONUNBUFFERED=1, then the user's JSON, then `env_vars`."""
+    user's; env_vars: orch's PYTHONUNBUFFERED=1 and RAY_JOB_STOP_WAIT_TIME_S (time for the
+    checkpoint `orch stop` asks for before Ray's SIGKILL; Ray's default is 3 s), then the
+    user's JSON, then `env_vars`."""
     env = dict(user or {})
     if "working_dir" in env:
         raise JobsInputError(
@@ -415,7 +418,12 @@ def merge_runtime_env(
         )
     env["working_dir"] = working_dir
     env["excludes"] = list(excludes) + [x for x in user_excludes if x not in excludes]
-    env["env_vars"] = {"PYTHONUNBUFFERED": "1", **user_vars, **(env_vars or {})}
+    env["env_vars"] = {
+        "PYTHONUNBUFFERED": "1",
+        "RAY_JOB_STOP_WAIT_TIME_S": str(JOB_STOP_WAIT_S),
+        **user_vars,
+        **(env_vars or {}),
+    }
     return env
 
 

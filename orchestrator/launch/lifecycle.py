@@ -25,6 +25,7 @@ from typing import Any
 from orchestrator import host, ledger, rundir, runtime
 from orchestrator.ledger import JobStatus, RunState
 from orchestrator.plan import RunPlan
+from orchestrator.worker import stop
 
 
 def root_cause(exc: BaseException) -> str:
@@ -194,13 +195,17 @@ class RunLifecycle:
             self.stamps["ray_start"] = time.time()
             self.info = runtime.connect(self.address)
             self.stamps["ray_ready"] = time.time()
+            # SIGTERM from here on: the workers checkpoint first (orchestrator/worker/stop.py);
+            # a key left by an earlier stop of this run dir would stop this attempt at once.
+            stop.clear(p.run_dir)
+            runtime.checkpoint_on_stop(p.run_dir)
             outcome = body(self)
             self.state.to(JobStatus.SUCCEEDED)
         except KeyboardInterrupt as exc:
             self.state.to(JobStatus.STOPPED)
             how = (
                 "stopped (SIGTERM)"
-                if isinstance(exc, runtime.Terminated)
+                if isinstance(exc, runtime.Terminated) or runtime.got_sigterm()
                 else "interrupted (Ctrl-C)"
             )
             error = f"{how}; rerun the same command to resume"
@@ -208,6 +213,7 @@ class RunLifecycle:
             self.state.to(JobStatus.FAILED)
             error = root_cause(exc)
         finally:
+            runtime.checkpoint_on_stop(None)
             if self.tail is not None:
                 self.tail.stop_event.set()
             if not self.state.status.terminal:  # e.g. SystemExit: still leave a terminal row

@@ -252,4 +252,6 @@ def final(life) -> tuple[dict[str, Any], str]:
         history = rundir.read_metrics(run_dir)
         last = history[-1] if history else {}
         metrics = {k: v for k, v in last.items() if k not in ("time", "checkpoint")}
+    if not checkpoint:  # stopped or failed: the newest complete one it leaves (the rerun's start)
+        checkpoint = rundir.latest_complete(run_dir) or ""
     return metrics, checkpoint

@@ -40,14 +40,15 @@ from orchestrator import rundir
 from orchestrator.errors import ExitCode
 from orchestrator.queue import policy
 from orchestrator.queue.store import ACTIVE, TERMINAL, QueueError, Store
+from orchestrator.worker import stop
 
 ACTOR_NAME = "orch-queue"
 NAMESPACE = "orch"
 TICK_ENV = "ORCH_QUEUE_TICK_S"
 STATE_ENV = "ORCH_QUEUE_DIR"
-# A preempted or cancelled job gets this long after SIGTERM to stop cleanly before Ray's job
-# supervisor sends SIGKILL (Ray's own default is 3 s: too short to write a STOPPED row).
-STOP_WAIT_S = 60
+# A preempted or cancelled job gets this long after SIGTERM to stop cleanly (a checkpoint, a
+# STOPPED row) before Ray's job supervisor sends SIGKILL (Ray's own default is 3 s).
+STOP_WAIT_S = stop.JOB_STOP_WAIT_S
 RAY_TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 REUSE_SETTLE_S = 3.0  # see JobsLauncher.reusable
 LEASE_BEAT_S = 5.0  # a trial's heartbeat

@@ -43,7 +43,7 @@ from typing import Any
 from orchestrator import host, rundir
 from orchestrator.worker import checkpoint as ckpt
 from orchestrator.worker import precision as prec
-from orchestrator.worker import wrap
+from orchestrator.worker import stop, wrap
 from orchestrator.worker.config import WorkerConfig
 from orchestrator.worker.optim import OptimArgs, build_optimizer, build_scheduler
 
@@ -100,6 +100,8 @@ class Session:
     _last_log_step: int = 0
     _writer: Any = None  # rundir.MetricsWriter of a URI run dir (rank 0)
     progress: dict[str, Any] = field(default_factory=dict)  # set_progress(): for the driver
+    stopping: bool = False  # the driver asked for a checkpoint and a stop (worker/stop.py)
+    _listening: bool = False
 
     # -- device and precision ------------------------------------------------------------
 
@@ -428,7 +430,32 @@ class Session:
             from orchestrator.worker import faults
 
             faults.maybe_fail(self.config["faults"], step, self.rank, self.run_dir)
+        if self._stop_asked(step):
+            return True
         return step > 0 and step % self.checkpoint_every == 0
+
+    def _stop_asked(self, step: int) -> bool:
+        """Has the driver been told to stop (SIGTERM) and asked for a checkpoint first? Every
+        stop.POLL_STEPS steps rank 0 looks, and every rank takes its answer, so all of them
+        checkpoint the same step (orchestrator/worker/stop.py)."""
+        if not self.in_ray or not self.run_dir:
+            return False
+        if not self._listening:
+            self._listening = True
+            if self.is_main:
+                stop.listen(self.run_dir)
+        if step <= 0 or step % stop.POLL_STEPS:
+            return False
+        asked = 1.0 if self.is_main and stop.requested(self.run_dir) else 0.0
+        if self.world_size > 1 and wrap.distributed():
+            import torch
+            import torch.distributed as dist
+
+            t = torch.tensor([asked], dtype=torch.float64, device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            asked = float(t.item())
+        self.stopping = asked > 0
+        return self.stopping
 
     @property
     def checkpoint_format(self) -> str:
@@ -445,6 +472,14 @@ class Session:
         """Write and report a checkpoint (a collective: every worker calls it);
         orchestrator/worker/checkpoint.py."""
         ckpt.save(self, step, metrics, state=state, final=final, row=row)
+        if self.stopping and not final:
+            # The checkpoint the driver asked for is saved (and reported): say so, and wait to
+            # be ended with the run; training on would only be lost.
+            if self.is_main:
+                stop.confirm(self.run_dir, step)
+                print(f"[orch] checkpoint at step {step} saved for the stop", flush=True)
+            while True:
+                time.sleep(1.0)
 
     def restore(self) -> dict | None:
         """Load the latest checkpoint; returns its state, or None for a fresh start."""

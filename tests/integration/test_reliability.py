@@ -27,11 +27,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import ledger, runtime
+from orchestrator import ledger, rundir, runtime
 from orchestrator.launch import launch
 from orchestrator.plan import plan
 from orchestrator.rundir import read_metrics
 from orchestrator.spec import load_spec
+from orchestrator.worker import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "jobs/mnist_mlp.yaml"
@@ -515,6 +516,7 @@ def test_ctrl_c_and_stop_leave_nothing_behind(head, tmp_path):
         "train.log_every=1",
         "name=submitted",
         f"storage_path={tmp_path}",
+        "checkpoint.every_steps=100000",  # no periodic checkpoint: only the one at the stop
         "--submission-id",
         "cancel-me",
     )
@@ -527,7 +529,13 @@ def test_ctrl_c_and_stop_leave_nothing_behind(head, tmp_path):
     assert "stop requested" in first and "STOPPED" in first, first
     assert "already ended (STOPPED)" in second, second
     _wait_nothing_left(head, 120)
-    assert [r["status"] for r in ledger.runs_for_name(tmp_path, "submitted")] == ["STOPPED"]
+    [stopped] = ledger.runs_for_name(tmp_path, "submitted")
+    assert stopped["status"] == "STOPPED"
+    # The stop asked the workers for a checkpoint first: the rerun loses no step.
+    ckpt = stopped["latest_checkpoint"]
+    assert ckpt and rundir.is_complete(ckpt), stopped
+    step = int(ckpt.rsplit("_", 1)[-1])
+    assert step > 0 and step % stop.POLL_STEPS == 0, ckpt
     print(
         json.dumps(
             {

@@ -237,7 +237,11 @@ def test_jobs_api_options_reach_the_submission(tmp_path):
     env = sent["runtime_env"]
     assert env["working_dir"] == str(d.resolve()) and env["pip"] == ["einops"]
     assert {"/.venv", "/runs", "/ckpts"} <= set(env["excludes"])
-    assert env["env_vars"] == {"PYTHONUNBUFFERED": "0", "NCCL_DEBUG": "INFO"}  # the user's win
+    assert env["env_vars"] == {  # the user's win
+        "PYTHONUNBUFFERED": "0",
+        "NCCL_DEBUG": "INFO",
+        "RAY_JOB_STOP_WAIT_TIME_S": "60",  # time for the checkpoint `orch stop` asks for
+    }
     assert sent["entrypoint_num_cpus"] == 1.5 and sent["entrypoint_num_gpus"] == 0
     assert sent["entrypoint_memory"] == 2**30
     assert sent["entrypoint_resources"] == {"head": 1.0}
@@ -253,7 +257,10 @@ def test_jobs_api_options_reach_the_submission(tmp_path):
     jobs.submit(spec, [], **kw)
     plain = client.submitted[1]
     assert not any(k.startswith("entrypoint_") for k in plain)
-    assert plain["runtime_env"]["env_vars"] == {"PYTHONUNBUFFERED": "1"}
+    assert plain["runtime_env"]["env_vars"] == {
+        "PYTHONUNBUFFERED": "1",
+        "RAY_JOB_STOP_WAIT_TIME_S": "60",
+    }
 
 
 def test_jobs_api_options_are_checked(tmp_path):
