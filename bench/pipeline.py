@@ -8,7 +8,9 @@ side by side with 2-worker DDP on the same global batch.
 Every configuration runs in fresh processes (gloo on CPU, 1 torch thread each, no Ray) through
 the same code `orch run` uses: worker.Session with strategy pipeline or ddp, and
 sess.train_step (forward, loss, backward, Adam step). Step time: the wall time of `--steps`
-steps after 3 warm-up steps, divided by the steps, on rank 0.
+steps (between barriers) divided by the steps, on rank 0, in `--windows` windows after 3
+warm-up steps; the best window is reported (the machine is shared: the others are slowed by
+whatever else runs), and the median beside it.
 
 The bubble model: with S stages and M microbatches a GPipe/1F1B step takes (M + S - 1) slots
 of the slowest stage's forward + backward on one microbatch, of which M do work, so
@@ -84,25 +86,28 @@ def _worker(rank, world, port, cfg, out):
     y = torch.randint(0, 10, (per_replica,), generator=g)
     for _ in range(3):
         sess.train_step(model, x, y, F.cross_entropy)
-    dist.barrier()
-    t0 = time.perf_counter()
-    for _ in range(cfg["steps"]):
-        loss = sess.train_step(model, x, y, F.cross_entropy)
-    dist.barrier()
-    dt = (time.perf_counter() - t0) / cfg["steps"]
+    windows = []
+    for _ in range(cfg["windows"]):
+        dist.barrier()
+        t0 = time.perf_counter()
+        for _ in range(cfg["steps"]):
+            loss = sess.train_step(model, x, y, F.cross_entropy)
+        dist.barrier()
+        windows.append((time.perf_counter() - t0) / cfg["steps"])
     if rank == 0:
-        Path(out).write_text(json.dumps({"step_s": dt, "loss": float(loss)}))
+        Path(out).write_text(json.dumps({"windows": windows, "loss": float(loss)}))
     dist.destroy_process_group()
 
 
-def run(cfg: dict) -> float:
-    """Seconds per step of one configuration, in 2 fresh processes."""
+def run(cfg: dict) -> tuple[float, float]:
+    """(best, median) seconds per step of one configuration, in 2 fresh processes."""
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "out.json")
         mp.spawn(_worker, args=(2, _free_port(), cfg, out), nprocs=2)
-        return json.loads(Path(out).read_text())["step_s"]
+        windows = json.loads(Path(out).read_text())["windows"]
+        return min(windows), statistics.median(windows)
 
 
 def stage_times(hidden, batch: int, micro: int, repeats: int) -> list[float]:
@@ -140,7 +145,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=256, help="examples per step (global)")
     ap.add_argument("--microbatches", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--schedule", default="gpipe", choices=["gpipe", "1f1b"])
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=10, help="steps per timed window")
+    ap.add_argument("--windows", type=int, default=5)
     a = ap.parse_args(argv)
     import torch
 
@@ -150,16 +156,17 @@ def main(argv=None) -> None:
     print(
         f"MLP {shape}, batch {a.batch} per step, 2 stages, schedule {a.schedule}; torch "
         f"{torch.__version__}, gloo, 1 thread per process, {os.cpu_count()} CPUs; "
-        f"{a.steps} steps after 3 warm-up"
+        f"best of {a.windows} windows of {a.steps} steps after 3 warm-up (median in brackets)"
     )
-    ddp = run({"mode": "ddp", "hidden": a.hidden, "batch": a.batch, "steps": a.steps})
+    common = {"hidden": a.hidden, "batch": a.batch, "steps": a.steps, "windows": a.windows}
+    ddp, ddp_med = run({"mode": "ddp", **common})
     whole = sum(stage_times(a.hidden, a.batch, a.batch, a.steps))
     print(
         f"one process, whole model, batch {a.batch}: {whole * 1e3:.1f} ms/step (fwd+bwd); "
-        f"DDP 2 workers x {a.batch // 2}: {ddp * 1e3:.1f} ms/step"
+        f"DDP 2 workers x {a.batch // 2}: {ddp * 1e3:.1f} ms/step [{ddp_med * 1e3:.1f}]"
     )
     head = (
-        f"{'M':>2} {'bubble':>6} {'t(B/M) ms':>9} {'model ms':>8} {'measured ms':>11} "
+        f"{'M':>2} {'bubble':>6} {'t(B/M) ms':>9} {'model ms':>8} {'measured ms':>17} "
         f"{'measured/model':>14} {'pipeline/DDP':>12}"
     )
     print(head)
@@ -167,19 +174,11 @@ def main(argv=None) -> None:
         t = max(stage_times(a.hidden, a.batch, a.batch // m, a.steps))
         model = (m + 2 - 1) * t
         sched = a.schedule if m >= 2 else "gpipe"  # 1F1B needs M >= S
-        measured = run(
-            {
-                "mode": "pipeline",
-                "hidden": a.hidden,
-                "batch": a.batch,
-                "steps": a.steps,
-                "microbatches": m,
-                "schedule": sched,
-            }
-        )
+        measured, med = run({"mode": "pipeline", **common, "microbatches": m, "schedule": sched})
+        both = f"{measured * 1e3:.1f} [{med * 1e3:.1f}]"
         print(
             f"{m:>2} {pipeline.bubble_fraction(2, m):>6.1%} {t * 1e3:>9.2f} "
-            f"{model * 1e3:>8.1f} {measured * 1e3:>11.1f} {measured / model:>14.2f} "
+            f"{model * 1e3:>8.1f} {both:>17} {measured / model:>14.2f} "
             f"{measured / ddp:>12.2f}"
         )
 

@@ -110,26 +110,23 @@ def split(
     if split_points:
         if len(split_points) != parts - 1:
             raise SplitError(
-                f"pipeline.split_points names {len(split_points)} block(s); {parts} parts need "
+                f"{len(split_points)} block(s) named; {parts} parts need "
                 f"{parts - 1} (blocks: {', '.join(names)})"
             )
         unknown = [p for p in split_points if p not in names]
         if unknown:
-            raise SplitError(
-                f"pipeline.split_points: no block named {', '.join(unknown)} "
-                f"(blocks: {', '.join(names)})"
-            )
+            raise SplitError(f"no block named {', '.join(unknown)} (blocks: {', '.join(names)})")
         starts = [names.index(p) for p in split_points]
         if starts != sorted(set(starts)) or starts[0] == 0:
             raise SplitError(
-                "pipeline.split_points must name blocks in model order, after the first "
+                "expected blocks named in model order, after the first "
                 f"(blocks: {', '.join(names)})"
             )
         bounds = [0, *starts, n]
         cuts = list(zip(bounds[:-1], bounds[1:], strict=True))
         empty = [f"{names[a]}..{names[b - 1]}" for a, b in cuts if sum(sizes[a:b]) == 0]
         if empty:
-            raise SplitError(f"pipeline.split_points leave part(s) without parameters: {empty}")
+            raise SplitError(f"these split points leave part(s) without parameters: {empty}")
         return cuts
     holding = sum(1 for s in sizes if s > 0)
     if holding < parts:

@@ -46,7 +46,7 @@ def test_split_at_named_points_and_every_way_it_cannot():
         pipeline.split(sizes, names, 2, ["nope"])
     with pytest.raises(pipeline.SplitError, match="2 parts need 1"):
         pipeline.split(sizes, names, 2, ["mid", "head"])
-    with pytest.raises(pipeline.SplitError, match="in model order"):
+    with pytest.raises(pipeline.SplitError, match="named in model order"):
         pipeline.split(sizes, names, 3, ["head", "mid"])
     with pytest.raises(pipeline.SplitError, match="without parameters"):
         pipeline.split(sizes, names, 3, ["act", "mid"])
