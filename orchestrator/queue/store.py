@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from orchestrator import sqlitedb
 from orchestrator.errors import ExitCode
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "CANCELLED")
@@ -124,37 +124,19 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
-            db.executescript(SCHEMA)
+        sqlitedb.create(self.path, SCHEMA, {"jobs": ADDED_COLUMNS})
         with self.tx() as db:
-            have = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
-            for col, decl in ADDED_COLUMNS.items():
-                if col not in have:
-                    db.execute(f"ALTER TABLE jobs ADD COLUMN {col} {decl}")
             db.execute(
                 "INSERT OR IGNORE INTO queues (name, ttl_s) VALUES (?, ?)",
                 (DEFAULT_QUEUE, DEFAULT_TTL_S),
             )
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=30000")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+        return sqlitedb.connect(self.path, synchronous_full=True)
 
-    @contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE: the write lock first, so read-then-write is atomic."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+    def tx(self):
+        """One BEGIN IMMEDIATE transaction, fsynced at commit."""
+        return sqlitedb.transaction(self.path, synchronous_full=True)
 
     # -- queues --------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -54,6 +54,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from orchestrator import sqlitedb
 from orchestrator.errors import ExitCode, OrchestratorError
 
 DEFAULT_DB = "runs/_schedules.db"
@@ -237,32 +238,14 @@ class Store:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:
-            db.executescript(SCHEMA)
-        with self._tx() as db:
-            have = {r[1] for r in db.execute("PRAGMA table_info(schedules)")}
-            for col, decl in ADDED_COLUMNS.items():
-                if col not in have:
-                    db.execute(f"ALTER TABLE schedules ADD COLUMN {col} {decl}")
+        sqlitedb.create(self.path, SCHEMA, {"schedules": ADDED_COLUMNS})
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA busy_timeout=30000")
-        return db
+        return sqlitedb.connect(self.path)
 
-    @contextmanager
     def _tx(self):
-        """BEGIN IMMEDIATE: take the write lock first, so read-then-write is atomic."""
-        with closing(self._connect()) as db:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        """One BEGIN IMMEDIATE transaction: read-then-write is atomic."""
+        return sqlitedb.transaction(self.path)
 
     # -- schedules -----------------------------------------------------------------------
 
