@@ -11,6 +11,7 @@ from rich.table import Table
 
 from orchestrator.cli.console import console, fail
 from orchestrator.cli.output import Format, emit, format_option
+from orchestrator.cli.queue import address_option
 from orchestrator.cli.sweep import print_sweep_summary
 from orchestrator.errors import ExitCode, OrchestratorError, exit_for_status
 from orchestrator.sweep.schedule import (
@@ -197,9 +198,7 @@ def register(app) -> None:
             help="Run here and wait (default; a schedule with a queue: submit it to the queue "
             "and wait for its end), or leave it to the scheduler.",
         ),
-        ray_address: str | None = typer.Option(
-            None, "--ray-address", help="With a queue: the cluster's GCS address (orch queue)."
-        ),
+        ray_address: str | None = address_option(),
     ) -> None:
         """Fire a schedule now (its policies apply as for a cron fire)."""
 
@@ -232,11 +231,7 @@ def register(app) -> None:
         db: str = _db_option(),
         interval: float = typer.Option(30.0, "--interval", help="Most seconds between ticks."),
         once: bool = typer.Option(False, "--once", help="One tick, then exit (for cron/CI)."),
-        ray_address: str | None = typer.Option(
-            None,
-            "--ray-address",
-            help="For schedules with a queue: the cluster's GCS address (see orch queue).",
-        ),
+        ray_address: str | None = address_option(),
     ) -> None:
         """The scheduler loop: fires due schedules as `orch schedule fire` processes.
 
