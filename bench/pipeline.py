@@ -14,7 +14,8 @@ whatever else runs), and the median beside it.
 
 The bubble model: with S stages and M microbatches a GPipe/1F1B step takes (M + S - 1) slots
 of the slowest stage's forward + backward on one microbatch, of which M do work, so
-(S-1)/(M+S-1) of it is idle. The slowest stage's time per microbatch, t(B/M), is measured here
+(S-1)/(M+S-1) of it is idle; then each stage steps its optimizer (the slowest one's time is
+added). The slowest stage's time per microbatch, t(B/M), is measured here
 alone in one process (1 thread) for each microbatch size, so the model also carries what small
 microbatches cost in efficiency; measured / model is then what the schedule and the
 point-to-point sends add on top. DDP: each worker runs the whole model on B/2 examples and
@@ -110,6 +111,32 @@ def run(cfg: dict) -> tuple[float, float]:
         return min(windows), statistics.median(windows)
 
 
+def optimizer_times(hidden, batch: int, repeats: int) -> list[float]:
+    """Seconds of each of 2 stages' optimizer step (the Session's: fused Adam), 1 thread."""
+    import torch
+
+    from jobs import mnist_mlp
+    from orchestrator.worker import pipeline
+    from orchestrator.worker.optim import build_optimizer
+
+    torch.set_num_threads(1)
+    args = _args(hidden, batch)
+    chunks, _ = pipeline.cut(mnist_mlp.build_model(args), mnist_mlp, 2)
+    out = []
+    for chunk in chunks:
+        for p in chunk.parameters():
+            p.grad = torch.randn_like(p)
+        opt = build_optimizer(chunk.parameters(), args, fused=True)
+        times = []
+        for i in range(repeats + 3):
+            t = time.perf_counter()
+            opt.step()
+            if i >= 3:
+                times.append(time.perf_counter() - t)
+        out.append(statistics.median(times))
+    return out
+
+
 def stage_times(hidden, batch: int, micro: int, repeats: int) -> list[float]:
     """Forward + backward seconds of each of 2 stages on one microbatch, alone, 1 thread."""
     import torch
@@ -161,8 +188,11 @@ def main(argv=None) -> None:
     common = {"hidden": a.hidden, "batch": a.batch, "steps": a.steps, "windows": a.windows}
     ddp, ddp_med = run({"mode": "ddp", **common})
     whole = sum(stage_times(a.hidden, a.batch, a.batch, a.steps))
+    opt = optimizer_times(a.hidden, a.batch, a.steps)
     print(
-        f"one process, whole model, batch {a.batch}: {whole * 1e3:.1f} ms/step (fwd+bwd); "
+        f"one process, whole model, batch {a.batch}: {whole * 1e3:.1f} ms fwd+bwd + "
+        f"{sum(opt) * 1e3:.1f} ms Adam step; optimizer step per stage: "
+        f"{', '.join(f'{o * 1e3:.1f}' for o in opt)} ms; "
         f"DDP 2 workers x {a.batch // 2}: {ddp * 1e3:.1f} ms/step [{ddp_med * 1e3:.1f}]"
     )
     head = (
@@ -172,7 +202,7 @@ def main(argv=None) -> None:
     print(head)
     for m in a.microbatches:
         t = max(stage_times(a.hidden, a.batch, a.batch // m, a.steps))
-        model = (m + 2 - 1) * t
+        model = (m + 2 - 1) * t + max(opt)
         sched = a.schedule if m >= 2 else "gpipe"  # 1F1B needs M >= S
         measured, med = run({"mode": "pipeline", **common, "microbatches": m, "schedule": sched})
         both = f"{measured * 1e3:.1f} [{med * 1e3:.1f}]"

@@ -141,7 +141,9 @@ class Session:
                 model, self._workload_module(), self.rank, self.world_size, self.pipeline_settings
             )
             self.pipeline = model
-            self.model, self.optimizer = model, build_optimizer(params or model.parameters(), args)
+            # Each stage's parameters are plain tensors, as under DDP: the fused kernels.
+            optimizer = build_optimizer(params or model.parameters(), args, fused=True)
+            self.model, self.optimizer = model, optimizer
             self.scheduler = build_scheduler(self.optimizer, args, total_steps)
             return model, self.optimizer, self.scheduler
         if self.strategy == "deepspeed":
