@@ -9,6 +9,8 @@ rounds alternating so that machine noise hits every side alike:
 
   torchrun       torchrun --nproc_per_node 2 jobs/mnist_mlp.py --epochs 1
   orch           orch run jobs/mnist_mlp.yaml train.epochs=1   (embedded Ray, no dashboard)
+  orch-nopool    the same with ORCH_POOLED_WORKERS=0: Train's controller and workers in fresh
+                 processes, as before orchestrator/launch/pooled.py
   orch+dash      the same with --dashboard (the embedded Ray's dashboard, the old default)
   orch@head      the same after `orch up` (a local head started once, which the run joins by
                  itself), as a user iterating would
@@ -134,7 +136,7 @@ def main() -> None:
     for k in ("RAY_ADDRESS", "ORCH_DASHBOARD"):
         env.pop(k, None)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
-    sides = ["torchrun", "orch", "orch+dash"] + ([] if a.no_head else ["orch@head"])
+    sides = ["torchrun", "orch", "orch-nopool", "orch+dash"] + ([] if a.no_head else ["orch@head"])
     results: dict[str, list[dict]] = {s: [] for s in sides}
     # Two homes: runs of the embedded sides find no head in theirs; `orch up` starts one in
     # the other, which the orch@head side's runs join.
@@ -152,6 +154,8 @@ def main() -> None:
                         got = torchrun(no_head)
                     elif side == "orch":
                         got = orch(no_head, storage, [])
+                    elif side == "orch-nopool":
+                        got = orch({**no_head, "ORCH_POOLED_WORKERS": "0"}, storage, [])
                     elif side == "orch+dash":
                         got = orch(no_head, storage, ["--dashboard"])
                     else:

@@ -187,6 +187,9 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     # Nothing preempts the nodes of an embedded Ray: skip Train's PreemptionWatcher, one actor
     # process per worker-group start (~0.9 s of a short launch here; docs/benchmarks.md).
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # What Train would hand its (async) controller in a runtime env, in every process instead
+    # (orchestrator/launch/pooled.py: the controller then runs in a prestarted process).
+    os.environ.setdefault("RAY_WARN_BLOCKING_GET_INSIDE_ASYNC", "0")
     # Embedded local Ray on a GCS port we choose, so that Ray's own processes (Train's
     # controller uses the state API) can be told which cluster is theirs through RAY_ADDRESS:
     # with several Ray instances on one machine, "auto" discovery refuses to pick one.

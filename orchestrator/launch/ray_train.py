@@ -177,12 +177,18 @@ def trainer(
         kwargs["datasets"] = datasets
         if dataset_config is not None:
             kwargs["dataset_config"] = dataset_config
-    if keep_cleaner and datasets:
-        return DataParallelTrainer(train_fn, **kwargs)
+    from orchestrator.launch import pooled
+
+    use_pool = pooled.wanted()
 
     class OrchTorchTrainer(DataParallelTrainer):
         def _create_default_callbacks(self):
             return _drop(super()._create_default_callbacks(), keep_cleaner, bool(datasets))
+
+        def _initialize_and_run_controller(self, **controller_init_kwargs):
+            if use_pool:  # an embedded Ray: the prestarted processes (launch/pooled.py)
+                return pooled.run_controller(self, **controller_init_kwargs)
+            return super()._initialize_and_run_controller(**controller_init_kwargs)
 
     return OrchTorchTrainer(train_fn, **kwargs)
 
