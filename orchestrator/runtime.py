@@ -14,6 +14,12 @@ from typing import Any
 from orchestrator.errors import ExitCode, InsufficientResourcesError, OrchestratorError
 from orchestrator.host import free_port  # also runtime.free_port for its callers
 from orchestrator.rundir import is_uri
+from orchestrator.trainenv import (  # noqa: F401 - also runtime.<name> for their callers
+    TRAIN_POLL_ENV,
+    TRAIN_POLL_S,
+    default_train_polling,
+    local_train_env,
+)
 
 
 class Terminated(KeyboardInterrupt):
@@ -93,23 +99,20 @@ def _checkpoint_then_stop(run_dir: str) -> None:
     print(f"[orch] no checkpoint within {stop.WAIT_S:.0f} s; stopping without one", flush=True)
 
 
-# Ray Train v2's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (Ray's
-# default 2 s), and a worker's ray.train.report (every checkpoint; every logged row in a sweep
-# trial) waits for that poll: 8 checkpoints in 32 MNIST steps took 11.6 s at 2 s and 1.5 s at
-# 0.25 s, and a finished or failed run was noticed up to 2 s late (bench/controller_poll.py).
-# orch uses 0.25 s unless the variable is set; the poll is one small remote call per worker.
-TRAIN_POLL_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
-TRAIN_POLL_S = 0.25
-
-
-def default_train_polling() -> None:
-    """Set orch's controller poll interval unless the user set one. Ray Train propagates the
-    variable from the process that creates a TorchTrainer to its controller; an embedded Ray
-    started after this inherits it everywhere (sweep trials included)."""
-    os.environ.setdefault(TRAIN_POLL_ENV, str(TRAIN_POLL_S))
-
-
 _LOCAL_ADDRESS: str | None = None
+_POOLABLE = False  # see poolable()
+
+
+def poolable() -> bool:
+    """Is this driver on an embedded Ray, whose processes already have what Train propagates?
+    Then Train's controller and workers can run in its prestarted processes
+    (orchestrator/launch/pooled.py). Not `orch up`'s head: it prestarts processes only when it
+    starts, and Ray binds a worker process to one job (one driver); tried on the head, it made
+    no clear difference."""
+    import ray
+
+    return _POOLABLE and ray.is_initialized()
+
 
 # An embedded Ray starts without its dashboard unless asked: the dashboard process and its
 # module subprocesses cost seconds of a 2-core machine at every `orch run` (bench/cold_start.py),
@@ -146,7 +149,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     """Start or join Ray. Returns a dict describing what we connected to."""
     import ray
 
-    global _LOCAL_ADDRESS
+    global _LOCAL_ADDRESS, _POOLABLE
     default_train_polling()
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
@@ -184,12 +187,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
         ray.init(address=head["address"], **kwargs)
         _own_sigterm_again()
         return {"address": head["address"], "embedded": False, "local_head": True}
-    # Nothing preempts the nodes of an embedded Ray: skip Train's PreemptionWatcher, one actor
-    # process per worker-group start (~0.9 s of a short launch here; docs/benchmarks.md).
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # What Train would hand its (async) controller in a runtime env, in every process instead
-    # (orchestrator/launch/pooled.py: the controller then runs in a prestarted process).
-    os.environ.setdefault("RAY_WARN_BLOCKING_GET_INSIDE_ASYNC", "0")
+    local_train_env()
     # Embedded local Ray on a GCS port we choose, so that Ray's own processes (Train's
     # controller uses the state API) can be told which cluster is theirs through RAY_ADDRESS:
     # with several Ray instances on one machine, "auto" discovery refuses to pick one.
@@ -212,6 +210,7 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
             else:
                 os.environ[k] = v
     _LOCAL_ADDRESS = own
+    _POOLABLE = True  # its processes have Train's variables (launch/pooled.py)
     _own_sigterm_again()
     return {"address": own, "embedded": True}
 
@@ -226,7 +225,7 @@ def _own_sigterm_again() -> None:
 def shutdown(info: dict | None) -> None:
     import ray
 
-    global _LOCAL_ADDRESS
+    global _LOCAL_ADDRESS, _POOLABLE
     if info and info.get("embedded") and ray.is_initialized():
         ours = _descendants()
         try:
@@ -234,6 +233,7 @@ def shutdown(info: dict | None) -> None:
         except KeyboardInterrupt:  # a second Ctrl-C while stopping: Ray is going anyway
             pass
         _LOCAL_ADDRESS = None
+        _POOLABLE = False
         end_leftovers(ours)
 
 

@@ -12,8 +12,9 @@ this driver, from its environment, after orch set them. So here the controller i
 no runtime env of its own, and in its process the worker group gives its workers only the
 user's `worker_runtime_env` (empty by default): both land in the prestarted processes.
 
-Only for an embedded Ray (runtime.embedded()); ORCH_POOLED_WORKERS=0 turns it off. A cluster's
-raylets were started elsewhere, from another environment, so there Train's propagation stays.
+Only for an embedded Ray (runtime.poolable()); ORCH_POOLED_WORKERS=0 turns it off. A cluster's
+raylets were started elsewhere, from another environment, so there Train's propagation stays;
+`orch up`'s head prestarts its processes once, for its first job only.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ ENV = "ORCH_POOLED_WORKERS"
 def wanted() -> bool:
     from orchestrator import runtime
 
-    return runtime.embedded() and os.environ.get(ENV, "1") != "0"
+    return runtime.poolable() and os.environ.get(ENV, "1") != "0"
 
 
 class PooledTrainController(TrainController):
