@@ -38,6 +38,15 @@ def new_sweep(sid, priority=0, queue="default", **kw):
     return job
 
 
+def busy_cluster_and_a_running_sweep(s) -> None:
+    """Both 1-CPU nodes taken by plain jobs, and the sweep 'sw' started (it needs nothing)."""
+    s.enqueue(new_job("busy1"))
+    s.enqueue(new_job("busy2"))
+    s.tick()
+    s.enqueue(new_sweep("sw"))
+    s.tick()
+
+
 def test_a_queued_sweep_holds_nothing_and_its_trials_queue_under_the_quota(svc):
     s, api, _ = svc
     s.set_queue("team-a", cpus=1)
@@ -177,11 +186,7 @@ def test_bad_trial_requests_are_refused(svc):
 
 def test_cancelling_a_sweep_ends_its_waiting_trials(svc):
     s, api, _ = svc
-    s.enqueue(new_job("busy1"))
-    s.enqueue(new_job("busy2"))
-    s.tick()
-    s.enqueue(new_sweep("sw"))
-    s.tick()
+    busy_cluster_and_a_running_sweep(s)
     s.enqueue_trial("sw", "t1", 1, {"CPU": 1.0})
     s.tick()
     assert states(s)["sw/t1"] == "QUEUED"
@@ -204,11 +209,7 @@ def test_a_state_file_of_the_earlier_queue_gets_the_new_columns(tmp_path):
 
 def test_trial_lease_waits_then_holds_then_ends(svc, monkeypatch):
     s, _, clock = svc
-    s.enqueue(new_job("busy1"))
-    s.enqueue(new_job("busy2"))
-    s.tick()
-    s.enqueue(new_sweep("sw"))
-    s.tick()
+    busy_cluster_and_a_running_sweep(s)
     said: list[str] = []
     ticks = {"n": 0}
 
@@ -231,11 +232,7 @@ def test_trial_lease_waits_then_holds_then_ends(svc, monkeypatch):
 
 def test_trial_lease_raises_when_its_sweep_is_cancelled_while_it_waits(svc, monkeypatch):
     s, _, _ = svc
-    s.enqueue(new_job("busy1"))
-    s.enqueue(new_job("busy2"))
-    s.tick()
-    s.enqueue(new_sweep("sw"))
-    s.tick()
+    busy_cluster_and_a_running_sweep(s)
 
     def call(self, method, *args):
         if method == "trial_beat":
