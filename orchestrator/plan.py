@@ -22,6 +22,7 @@ import yaml
 from orchestrator import rundir, workloads
 from orchestrator.errors import CheckpointError, FieldError, SpecError
 from orchestrator.spec import JobSpec, import_workload
+from orchestrator.spec import per_worker as spec_per_worker
 from orchestrator.worker.config import WorkerConfig
 
 
@@ -220,9 +221,7 @@ def plan(
             raise SpecError(errors)
     res = spec.resources
     use_gpu = res.gpus_per_worker > 0
-    per_worker: dict[str, float] = {"CPU": res.cpus_per_worker}
-    if use_gpu:
-        per_worker["GPU"] = res.gpus_per_worker
+    per_worker = spec_per_worker(res)
     if cluster_config:
         from orchestrator.runtime import check_fits
 

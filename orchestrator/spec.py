@@ -45,6 +45,15 @@ class Resources(Strict):
     )
 
 
+def per_worker(resources) -> dict[str, float]:
+    """What one worker asks Ray for: {CPU: n}, and GPU when it uses any (`resources`: the
+    spec's resources, or a sweep's per-trial ones)."""
+    out = {"CPU": float(resources.cpus_per_worker)}
+    if resources.gpus_per_worker > 0:
+        out["GPU"] = float(resources.gpus_per_worker)
+    return out
+
+
 class CheckpointSpec(Strict):
     every_steps: int = Field(100, ge=1, le=10**9, description="Save a checkpoint every N steps.")
     keep: int = Field(2, ge=1, le=10**6, description="How many checkpoints to keep.")

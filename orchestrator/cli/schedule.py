@@ -284,8 +284,6 @@ def _runner(store: Store, db: str, ray_address: str | None) -> RoutingRunner:
 
 def _fire_queued(sch: Scheduler, fire_id: int, every_s: float = 5.0) -> None:
     """Submit a claimed fire to the queue, then wait for the queue to say how it ended."""
-    from orchestrator.queue.store import ACTIVE as QUEUE_ACTIVE
-
     try:
         f = sch._start(sch.store.fire(fire_id), resume=False)
         console.print(
@@ -294,21 +292,11 @@ def _fire_queued(sch: Scheduler, fire_id: int, every_s: float = 5.0) -> None:
             soft_wrap=True,
         )
         last = None
-        while True:
-            f = sch.store.fire(fire_id)
-            if f.status != "running":
-                break
-            row = sch.runner.queued._row(f)
-            if row is None or row["state"] not in QUEUE_ACTIVE:
-                out = sch.runner.ended(f)
-                if out is None:  # the queue lost it: submitted again, the sweep continues
-                    sch._start(f, resume=True)
-                else:
-                    sch.store.mark(
-                        f.id, out[0], expect=("running",), ended_at=time.time(), reason=out[1]
-                    )
+        while (f := sch.store.fire(fire_id)).status == "running":
+            if not sch.runner.alive(f):
+                sch.settle(f)  # ended: recorded; lost by the queue: submitted again
                 continue
-            state = (row or {}).get("state")
+            state = sch.runner.queued.state(f)
             if state != last:
                 console.print(f"  {f.sweep_id}: {state}", highlight=False)
                 last = state

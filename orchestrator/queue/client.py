@@ -197,9 +197,10 @@ def queued_job(
     spec = load_spec(spec_path, overrides, check_extras=False)  # extras: checked on the cluster
     qs = spec.queue
     if sweep:
-        from orchestrator.sweep.spec import validate_sweep
+        from orchestrator.sweep.spec import trial_request, validate_sweep
 
-        validate_sweep(spec)
+        # Checked before anything else, as `orch sweep` checks it: one trial's request.
+        workers, per_worker = trial_request(validate_sweep(spec), spec)
     wd = Path(working_dir).resolve()
     if not wd.is_dir():
         raise JobsInputError(f"--working-dir {working_dir}: not a directory")
@@ -216,16 +217,11 @@ def queued_job(
     sid = submission_id or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(2).hex()}"
     name = run_name or sid  # every queued job its own run: rerun after preemption resumes it
     if sweep:
-        from orchestrator.sweep.spec import trial_request, validate_sweep
-
-        workers, per_worker = trial_request(validate_sweep(spec), spec)
         command = " ".join(["orch sweep --continue", *(shlex.quote(a) for a in sweep_args or [])])
     else:
-        res = spec.resources
-        workers = res.workers
-        per_worker = {"CPU": res.cpus_per_worker}
-        if res.gpus_per_worker > 0:
-            per_worker["GPU"] = res.gpus_per_worker
+        from orchestrator.spec import per_worker as worker_request
+
+        workers, per_worker = spec.resources.workers, worker_request(spec.resources)
         command = "orch run"
     fp = fingerprint(spec.spec_hash(), name, {"command": command} if sweep else None)
     job = {

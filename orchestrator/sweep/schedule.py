@@ -522,7 +522,9 @@ class QueueRunner:
         client.connect(self.address)
         return client.call(client.handle(), method, *args)
 
-    def job(self, s: Schedule, f: Fire, uploaded: bool = True) -> tuple[dict, bytes | None, str]:
+    def job(
+        self, s: Schedule, sweep_id: str, uploaded: bool = True
+    ) -> tuple[dict, bytes | None, str]:
         """The queued job of a fire (validated), with its working dir's package."""
         from orchestrator.cluster.jobs import DEFAULT_MAX_UPLOAD_MB
         from orchestrator.queue import client
@@ -539,8 +541,8 @@ class QueueRunner:
             s.priority,
             None,
             None,
-            f.sweep_id,
-            f.sweep_id,
+            sweep_id,
+            sweep_id,
             sweep=True,
             sweep_args=args,
         )
@@ -551,7 +553,7 @@ class QueueRunner:
 
     def start(self, fire: Fire, resume: bool) -> int | None:
         s = self.store.get(fire.schedule_id)
-        job, data, uri = self.job(s, fire)
+        job, data, uri = self.job(s, fire.sweep_id)
         self._call("enqueue", job, uri, data)  # the same id again: the job already there
         return None
 
@@ -565,11 +567,15 @@ class QueueRunner:
                 return None
             raise
 
+    def state(self, fire: Fire) -> str | None:
+        """The queued sweep's state in the queue (None: the queue does not have it)."""
+        row = self._row(fire)
+        return None if row is None else row["state"]
+
     def alive(self, fire: Fire) -> bool:
         from orchestrator.queue.store import ACTIVE as QUEUE_ACTIVE
 
-        row = self._row(fire)
-        return row is not None and row["state"] in QUEUE_ACTIVE
+        return self.state(fire) in QUEUE_ACTIVE
 
     def stop(self, fire: Fire) -> None:
         self._call("cancel", fire.sweep_id)
@@ -659,32 +665,37 @@ class Scheduler:
                 if s is None or self._apply_concurrency(s, f):
                     started.append(self._start(f, resume=False))
             elif f.status == "running" and not self.runner.alive(f):
-                ended = getattr(self.runner, "ended", None)
-                out = ended(f) if ended else None
-                if out is not None:  # it ran elsewhere (the queue), which says how it ended
-                    status, reason = out
-                    self.store.mark(
-                        f.id, status, expect=("running",), ended_at=self.clock.now(), reason=reason
-                    )
-                    self.log(f"[scheduler] fire {f.id} ({f.sweep_id}) {status}: {reason}")
-                elif f.attempts >= MAX_ATTEMPTS:
-                    self.store.mark(
-                        f.id,
-                        "failed",
-                        expect=("running",),
-                        ended_at=self.clock.now(),
-                        reason=f"process died {f.attempts} time(s); giving up",
-                    )
-                    self.log(
-                        f"[scheduler] fire {f.id} ({f.sweep_id}) failed: process died "
-                        f"{f.attempts} time(s)"
-                    )
-                else:
-                    self.log(
-                        f"[scheduler] fire {f.id} ({f.sweep_id}): its process is gone; "
-                        "resuming the sweep"
-                    )
-                    started.append(self._start(f, resume=True))
+                again = self.settle(f)
+                if again is not None:
+                    started.append(again)
+
+    def settle(self, f: Fire) -> Fire | None:
+        """A running fire whose sweep no longer runs where it was started: record its end when
+        the runner knows it (the queue), else continue it (up to MAX_ATTEMPTS). Returns the
+        fire when it was started again."""
+        ended = getattr(self.runner, "ended", None)
+        out = ended(f) if ended else None
+        if out is not None:  # it ran elsewhere (the queue), which says how it ended
+            status, reason = out
+            self.store.mark(
+                f.id, status, expect=("running",), ended_at=self.clock.now(), reason=reason
+            )
+            self.log(f"[scheduler] fire {f.id} ({f.sweep_id}) {status}: {reason}")
+            return None
+        if f.attempts >= MAX_ATTEMPTS:
+            self.store.mark(
+                f.id,
+                "failed",
+                expect=("running",),
+                ended_at=self.clock.now(),
+                reason=f"process died {f.attempts} time(s); giving up",
+            )
+            self.log(
+                f"[scheduler] fire {f.id} ({f.sweep_id}) failed: process died {f.attempts} time(s)"
+            )
+            return None
+        self.log(f"[scheduler] fire {f.id} ({f.sweep_id}): its process is gone; resuming the sweep")
+        return self._start(f, resume=True)
 
     def _schedule(self, f: Fire) -> Schedule | None:
         try:
@@ -1066,7 +1077,6 @@ def add_schedule(
         working_dir=wd,
     )
     if queued:  # what each fire will submit, checked now (spec inside working_dir, sizes)
-        fire = Fire(0, s.id, now, now, "claimed", "", sweep_id_for(s.id, now), None, 0, None, None)
-        QueueRunner(Store(db)).job(s, fire, uploaded=False)
+        QueueRunner(Store(db)).job(s, sweep_id_for(s.id, now), uploaded=False)
     Store(db).add(s)
     return s

@@ -383,8 +383,7 @@ def trial_spec_dict(
 
 def trial_request(sw: SweepSpec, spec) -> tuple[int, dict[str, float]]:
     """(workers, resources per worker) of one trial."""
+    from orchestrator.spec import per_worker
+
     r = sw.resources or spec.resources
-    per = {"CPU": float(r.cpus_per_worker)}
-    if r.gpus_per_worker:
-        per["GPU"] = float(r.gpus_per_worker)
-    return int(r.workers), per
+    return int(r.workers), per_worker(r)
