@@ -423,12 +423,17 @@ class Tail(threading.Thread):
             nodes = ", ".join(
                 sorted({str(w.get("node_id") or w.get("host"))[:12] for w in a.get("workers", [])})
             )
+            step, ckpt = a.get("resumed_from_step"), a.get("resumed_from")
             if n > 1:
                 self.tracker.restart()
                 self.view.note(
-                    f"[orch] attempt {n} (restart {n - 1}): resumed from step "
-                    f"{a.get('resumed_from_step')}; workers on node(s) {nodes}"
+                    f"[orch] attempt {n} (restart {n - 1}): resumed from step {step}"
+                    f"{f' ({ckpt})' if ckpt else ''}; workers on node(s) {nodes}"
                 )
+            elif ckpt and step is not None:
+                # "checkpoint_000040 (torch)" -> resumed from checkpoint_000040 at step 40 (torch)
+                name, _, fmt = str(ckpt).partition(" ")
+                self.view.note(f"[orch] resumed from {name} at step {step} {fmt}".rstrip())
         self.attempts = max(self.attempts, len(got))
 
     def stop(self) -> None:

@@ -293,12 +293,17 @@ def restore(sess) -> dict | None:
         sess.restored_state = state
         sess.truncate_rows(int(state.get("step", 0)))
         sess.mark_logged(state.get("step", 0))
-        if sess.is_main:
+        what = f"{rundir.basename(where)} ({fmt})"
+        # `orch run`'s driver prints the line from the attempt record: a worker's stdout
+        # reaches it through Ray's log monitor, which may print it late, or after the driver
+        # has exited. A sweep's trial (no driver reads its attempts) and a run with no run id
+        # print it here.
+        recorded = sess.record_attempt(int(state.get("step", 0)), what)
+        if sess.is_main and (not recorded or sess.config.get("report_metrics_to_ray")):
             print(
                 f"[orch] resumed from {rundir.basename(where)} at step {state.get('step')} ({fmt})",
                 flush=True,
             )
-        sess.record_attempt(int(state.get("step", 0)))
         return state
 
 

@@ -391,12 +391,14 @@ class Session:
 
     # -- attempts ------------------------------------------------------------------------
 
-    def record_attempt(self, resumed_step: int | None) -> None:
+    def record_attempt(self, resumed_step: int | None, resumed_from: str | None = None) -> bool:
         """Rank 0 records this start of the worker group: where every rank runs (Ray node id,
-        host) and the step it resumed from; the driver reads it into the summary and the
-        ledger (restarts after a lost node, placement). A collective: every rank calls it."""
+        host) and the step (and checkpoint, "checkpoint_000040 (torch)") it resumed from; the
+        driver reads it into the summary, the ledger and its "resumed from" line (restarts
+        after a lost node, placement). A collective: every rank calls it. False when there is
+        no driver to read it (no run id)."""
         if not (self.run_dir and self.config.get("run_id")):
-            return
+            return False
         node_id = None
         if self.in_ray:
             import ray
@@ -420,8 +422,14 @@ class Session:
             rundir.record_attempt(
                 self.run_dir,
                 self.config["run_id"],
-                {"resumed_from_step": resumed_step, "workers": everyone, **self.progress},
+                {
+                    "resumed_from_step": resumed_step,
+                    "resumed_from": resumed_from,
+                    "workers": everyone,
+                    **self.progress,
+                },
             )
+        return True
 
     # -- checkpoints ---------------------------------------------------------------------
 

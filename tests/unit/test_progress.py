@@ -225,3 +225,35 @@ def test_for_tune_skips_rows_without_the_metric_unless_they_hold_a_checkpoint():
     assert for_tune(measured, "accuracy") is measured
     final = {"loss": 1.0, "finished": 1}
     assert for_tune(final, "accuracy") is final  # Tune's own error names a missing metric
+
+
+def test_the_driver_says_which_checkpoint_each_attempt_resumed_from(tmp_path):
+    """The "resumed from" line comes from the attempt record the workers write, not from a
+    worker's stdout (Ray's log monitor may deliver that late, or after the driver exited)."""
+    console = _console(terminal=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    tail = Tail(str(run), console, progress.train_line, run_id="r1")
+    rundir.record_attempt(
+        str(run),
+        "r1",
+        {"resumed_from_step": 40, "resumed_from": "checkpoint_000040 (pipeline)", "workers": []},
+    )
+    tail.poll()
+    rundir.record_attempt(
+        str(run),
+        "r1",
+        {
+            "resumed_from_step": 64,
+            "resumed_from": "checkpoint_000064 (torch)",
+            "workers": [{"node_id": "6359760e9c5dabc"}, {"node_id": "e3f60607870dabc"}],
+        },
+    )
+    tail.poll()
+    tail.poll()  # nothing new: no line twice
+    lines = console.file.getvalue().splitlines()
+    assert lines == [
+        "[orch] resumed from checkpoint_000040 at step 40 (pipeline)",
+        "[orch] attempt 2 (restart 1): resumed from step 64 (checkpoint_000064 (torch)); "
+        "workers on node(s) 6359760e9c5d, e3f60607870d",
+    ]
