@@ -190,6 +190,7 @@ def plan(
     cluster_config: str | None = None,
     trial: bool = False,
     resume_from: str | None = None,
+    faults: str | None = None,
 ) -> RunPlan:
     """Resolve `spec` into a RunPlan; starts nothing.
 
@@ -304,7 +305,7 @@ def plan(
         checkpoint=spec.checkpoint.model_dump(mode="json"),
         resume_from=resume_from if kind == "train" else resumes,
         report_metrics_to_ray=trial,
-        faults=fault_env.from_env(name),  # game days and reliability tests only
+        faults=fault_env.from_env(name, faults),  # game days and reliability tests only
         **(dict(runners.__dict__) if runners else {}),
     )
     return RunPlan(

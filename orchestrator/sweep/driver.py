@@ -35,12 +35,14 @@ from orchestrator.sweep.spec import (
     SweepExistsError,
     SweepNotFoundError,
     SweepSpec,
+    in_process_reason,
     trial_base,
     trial_request,
     validate_sweep,
 )
 from orchestrator.sweep.trial import TrialContext, ledger_trial_rows, run_trial
 from orchestrator.sweep.tune import param_space, seed_points, trial_resources, tune_config
+from orchestrator.worker.faults import ENV as FAULTS_ENV
 
 
 def _where(checkpoint) -> str:
@@ -308,13 +310,19 @@ def run_sweep(
     started = time.time()
     ledger.record(storage, status="RUNNING", start_time=started, extra=sweep_extra, **common)
 
+    workers, per = trial_request(sw, spec)
+    kind = getattr(import_workload(spec.workload), "KIND", "train")
+    queue_job = os.environ.get(SWEEP_ENV, "")
+    not_in_process = in_process_reason(sw, spec, kind, queued=bool(queue_job))
     ctx = TrialContext(
         sweep_id=sweep_id,
         storage=storage,
         sweep_dir=str(sweep_dir),
         base=trial_base(spec),
         sweep=sw.model_dump(mode="json"),
-        queue_job=os.environ.get(SWEEP_ENV, ""),
+        queue_job=queue_job,
+        in_process=not_in_process is None,
+        faults=os.environ.get(FAULTS_ENV, ""),
     )
     keys = list(sw.search_space)
     LedgerRows, LiveTable = _callback_classes()
@@ -325,12 +333,12 @@ def run_sweep(
     from orchestrator import tracking  # Ray's TBX + MLflow logger callbacks (tracking.py)
 
     callbacks += tracking.tune_callbacks(spec, tags={"orch.sweep_id": sweep_id})
-    # The trial function only drives its Train run (whose workers hold the CPUs/GPUs), so it
-    # reserves no CPU, only a token of memory (Tune needs a non-empty bundle).
-    workers, per = trial_request(sw, spec)
-    kind = getattr(import_workload(spec.workload), "KIND", "train")
+    # A trial that drives its Train run (whose workers hold the CPUs/GPUs) reserves no CPU,
+    # only a token of memory (Tune needs a non-empty bundle); one that trains in its own
+    # process reserves its worker's CPUs.
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, ctx=ctx), trial_resources(kind, workers, per)
+        tune.with_parameters(run_trial, ctx=ctx),
+        trial_resources(kind, workers, per, in_process=ctx.in_process),
     )
     status, error, grid, info, tuner = "FAILED", "", None, None, None
     try:
@@ -341,6 +349,11 @@ def run_sweep(
             f"{', '.join(keys)}; {sw.algorithm} search, scheduler {sw.scheduler.type}, "
             f"{sw.metric} ({sw.mode}); {'resuming' if resume else 'new'}; dir {sweep_dir}"
         )
+        console.print(
+            "  trials: each in its Tune trial's own process (sweep.in_process)"
+            if ctx.in_process
+            else f"  trials: each a Ray Train run ({not_in_process})"
+        )
         if resume:
             tuner = tune.Tuner.restore(
                 str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
@@ -349,7 +362,9 @@ def run_sweep(
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space(sw),
-                tune_config=tune_config(sw, points_to_evaluate, sweep_id),
+                tune_config=tune_config(
+                    sw, points_to_evaluate, sweep_id, reuse_actors=ctx.in_process
+                ),
                 run_config=tune.RunConfig(
                     name=sweep_id,
                     storage_path=storage,

@@ -227,6 +227,14 @@ class SweepSpec(_Strict):
     max_failures: int = Field(0, ge=0, le=1000, description="Retries of a failed trial.")
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Searcher seed.")
     time_budget_s: float | None = Field(None, gt=0, description="Stop the whole sweep after this.")
+    in_process: bool = Field(
+        True,
+        description=(
+            "Run a trial of one CPU worker (strategy ddp) in the Tune trial's own process, "
+            "reused by the next trial, instead of a Ray Train run of its own (a controller "
+            "and a worker process per trial); false: every trial through Ray Train."
+        ),
+    )
 
     @field_validator("scheduler", mode="before")
     @classmethod
@@ -379,6 +387,34 @@ def trial_spec_dict(
         every = (d.get("train") or {}).get("log_every") or sw.report_every or 10
         d.setdefault("checkpoint", {})["every_steps"] = int(every)
     return d
+
+
+# Keys whose sweeping changes how a trial is wrapped: such a sweep's trials run through Train.
+_WRAPPING_KEYS = ("strategy", "deepspeed", "fsdp", "pipeline")
+
+
+def in_process_reason(sw: SweepSpec, spec, kind: str, queued: bool = False) -> str | None:
+    """None when each trial of this sweep runs its loop in the Tune trial's own process, else
+    why it goes through Ray Train (a controller and its worker group per trial). A queued
+    sweep's trials go through Train: an in-process trial would hold its CPUs in Ray while it
+    waits for the queue to admit it, and the queue would count them as free."""
+    from orchestrator import workloads
+
+    workers, per = trial_request(sw, spec)
+    if not sw.in_process:
+        return "sweep.in_process is false"
+    if queued:
+        return "the sweep runs through the queue, which admits each trial's workers"
+    if kind != "train" or spec.workload == workloads.SCRIPT:
+        return f"workload {spec.workload} is not a train_loop module"
+    if workers != 1 or per.get("GPU"):
+        return f"a trial has {workers} worker(s){' with a GPU' if per.get('GPU') else ''}"
+    if spec.strategy != "ddp":
+        return f"strategy {spec.strategy}"
+    swept = [k for k in sw.search_space if k.split(".")[0] in _WRAPPING_KEYS]
+    if swept:
+        return f"{', '.join(swept)} is swept"
+    return None
 
 
 def trial_request(sw: SweepSpec, spec) -> tuple[int, dict[str, float]]:

@@ -32,6 +32,11 @@ class TrialContext:
     # The queue's id of this sweep when it runs through the queue: each trial then waits there
     # for its workers (orchestrator/queue/lease.py). Empty: trials start as Tune starts them.
     queue_job: str = ""
+    # Each trial's loop runs in this trial's own process, no Train run (spec.in_process_reason).
+    in_process: bool = False
+    # The sweep driver's ORCH_FAULTS (worker/faults.py): a trial plans in a Tune actor, whose
+    # environment on a cluster is the raylet's, not the driver's.
+    faults: str = ""
 
 
 # Tune reserves `done`; the workload's final report says done=1, which Tune would take as
@@ -113,20 +118,22 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     spec = validate_spec(trial_spec_dict(ctx.base, config, sw, trials_dir, run_name))
     # A Tune checkpoint (local or shared storage: the Train workers read it) to continue from.
     resume = rundir.uri_of(tune_ckpt.filesystem, tune_ckpt.path) if tune_ckpt is not None else None
-    p = plan(spec, trial=True, resume_from=resume)
+    p = plan(spec, trial=True, resume_from=resume, faults=ctx.faults or None)
     if not ctx.queue_job:
-        _run(p, trial_id, sw.metric)
+        _run(p, trial_id, sw.metric, ctx.in_process)
         return
     from orchestrator.queue.lease import TrialLease
 
     workers, per = trial_request(sw, spec)
     with TrialLease(ctx.queue_job, name, workers, per):
-        _run(p, trial_id, sw.metric)
+        _run(p, trial_id, sw.metric, ctx.in_process)
 
 
-def _run(p, trial_id: str, metric: str) -> None:
+def _run(p, trial_id: str, metric: str, in_process: bool = False) -> None:
     if p.kind == "rllib":
         _run_rllib_trial(p, metric)
+    elif in_process:
+        _run_in_process(p, metric)
     else:
         _run_train_trial(p, trial_id, metric)
 
@@ -198,6 +205,34 @@ def _run_train_trial(p, trial_id: str, metric: str) -> None:
     result = box.get("result")
     if result is not None and result.error is not None:
         raise result.error
+
+
+def _run_in_process(p, metric: str) -> None:
+    """One CPU worker's train_loop in this trial's own process: no Train controller and no
+    worker actor to start, and a process Tune reuses for the next trial (its imports and
+    cached data with it). The Session hands each row and checkpoint here (reporting_to), and
+    they reach Tune as a Train trial's reports do."""
+    from ray import tune
+
+    from orchestrator.spec import dump_yaml
+    from orchestrator.worker import session
+    from orchestrator.worker.entry import train_loop
+
+    rundir.write_text(p.run_dir, rundir.SPEC_FILE, dump_yaml(p.resolved_spec))
+
+    def report(metrics: dict[str, Any], path: str | None) -> None:
+        row = {_RENAME.get(k, k): v for k, v in metrics.items()}
+        row = for_tune({**row, "train_run_dir": p.run_dir}, metric, checkpoint=path is not None)
+        if row is None:
+            return
+        if path is not None:
+            row["checkpoint_path"] = path
+            tune.report(row, checkpoint=tune.Checkpoint(path))
+        else:
+            tune.report(row)
+
+    with session.reporting_to(report):
+        train_loop(p.worker.to_dict())
 
 
 def _run_rllib_trial(p, metric: str) -> None:

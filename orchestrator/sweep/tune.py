@@ -120,8 +120,14 @@ class TrialNamer:
 
 
 def tune_config(
-    sw: SweepSpec, points_to_evaluate: list[dict] | None = None, sweep_id: str | None = None
+    sw: SweepSpec,
+    points_to_evaluate: list[dict] | None = None,
+    sweep_id: str | None = None,
+    reuse_actors: bool = False,
 ):
+    """Tune's config. `reuse_actors`: trials that train in their own process (sweep.in_process)
+    keep that process for the next trial, with its imports and cached data; a trial that only
+    drives a Train run gains nothing from it."""
     from ray import tune
 
     namer = TrialNamer(sweep_id) if sweep_id else None
@@ -133,19 +139,24 @@ def tune_config(
         search_alg=search_algorithm(sw, points_to_evaluate),
         scheduler=trial_scheduler(sw),
         time_budget_s=sw.time_budget_s,
-        reuse_actors=False,
+        reuse_actors=reuse_actors,
         trial_name_creator=namer,
         trial_dirname_creator=namer,
     )
 
 
-def trial_resources(kind: str, workers: int, per_worker: dict[str, float]):
+def trial_resources(
+    kind: str, workers: int, per_worker: dict[str, float], in_process: bool = False
+):
     """What Tune reserves for one trial's function. A Train trial's workers reserve their own
     resources (Train v2 places them), so its function needs none: a token of memory (Tune
-    wants a non-empty bundle). An RLlib trial builds the Algorithm in the trial actor: one
-    bundle for it (the Learner) and one per remote EnvRunner (resources.workers > 1)."""
+    wants a non-empty bundle); one that trains in its own process (`in_process`) reserves its
+    one worker's CPUs. An RLlib trial builds the Algorithm in the trial actor: one bundle for
+    it (the Learner) and one per remote EnvRunner (resources.workers > 1)."""
     from ray.tune import PlacementGroupFactory
 
+    if in_process:
+        return {"cpu": per_worker.get("CPU", 1.0), "memory": TRIAL_DRIVER_MEMORY}
     if kind != "rllib":
         return {"cpu": 0, "memory": TRIAL_DRIVER_MEMORY}
     head = {"CPU": per_worker.get("CPU", 1.0)}

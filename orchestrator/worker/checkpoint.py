@@ -163,9 +163,19 @@ def _report(sess, directory: str, name: str, metrics: dict, row: bool = True) ->
         # Every rank with files reports them; Ray merges the directories into one.
         ckpt = ray.train.Checkpoint.from_directory(directory) if has_files else None
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=name)
+    elif sess.run_dir and rundir.is_uri(sess.run_dir):
+        # One process (a sweep trial in its own process): upload, the marker last.
+        dest = rundir.join(sess.run_dir, name)
+        marker = Path(directory) / rundir.COMPLETE_MARKER
+        body = marker.read_bytes() if marker.exists() else None
+        marker.unlink(missing_ok=True)
+        if has_files and any(True for _ in Path(directory).iterdir()):
+            rundir.upload_dir(directory, dest)
+        if body is not None:
+            rundir.write_bytes(rundir.join(dest, rundir.COMPLETE_MARKER), body)
     elif sess.run_dir:
-        dest = Path(sess.run_dir) / name
-        if sess.is_main and dest.exists():
+        dest = str(Path(sess.run_dir) / name)
+        if sess.is_main and Path(dest).exists():
             shutil.rmtree(dest)
         sess.barrier()
         marker = Path(directory) / rundir.COMPLETE_MARKER
@@ -178,7 +188,9 @@ def _report(sess, directory: str, name: str, metrics: dict, row: bool = True) ->
             )
         sess.barrier()
         if marker.exists():
-            shutil.copy2(marker, dest / rundir.COMPLETE_MARKER)
+            shutil.copy2(marker, Path(dest) / rundir.COMPLETE_MARKER)
+    if sess.reporter is not None and sess.run_dir and sess.is_main:
+        sess.reporter(metrics, dest if has_files else None)
 
 
 # -- restoring -------------------------------------------------------------------------------

@@ -37,10 +37,11 @@ class InjectedFault(RuntimeError):
     """Raised on purpose by ORCH_FAULTS."""
 
 
-def from_env(run_name: str | None = None) -> dict[str, Any] | None:
-    """The faults for run `run_name`: the object in ORCH_FAULTS, or from a list the entry whose
-    "run" is `run_name` (None when no entry names it)."""
-    raw = os.environ.get(ENV)
+def from_env(run_name: str | None = None, raw: str | None = None) -> dict[str, Any] | None:
+    """The faults for run `run_name`: the object in ORCH_FAULTS (or `raw`, the driver's
+    ORCH_FAULTS shipped to a sweep trial that plans on another process), or from a list the
+    entry whose "run" is `run_name` (None when no entry names it)."""
+    raw = raw or os.environ.get(ENV)
     if not raw:
         return None
     try:

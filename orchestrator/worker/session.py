@@ -26,7 +26,9 @@ live beside this module: wrap.py (DDP, FSDP2, DeepSpeed), pipeline.py, precision
 checkpoint.py (four formats), faults.py (ORCH_FAULTS); metrics.jsonl belongs to
 orchestrator/rundir.py.
 Inside Ray Train the process group is already set up by TorchTrainer (gloo on CPU, nccl on
-GPU); alone it is a single process (or torchrun's group, for side-by-side baselines).
+GPU); alone it is a single process (or torchrun's group, for side-by-side baselines). A sweep
+trial of one CPU worker runs its loop alone too, in the Tune trial's own process
+(orchestrator/sweep/trial.py): its rows and checkpoints go to the trial through `reporting_to`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,23 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# Set by a sweep trial that runs its loop in its own process (no Ray Train): each logged row
+# (with None) and each checkpoint (with where it is stored) is handed to it, as a Train run's
+# reports reach Tune through the controller. One trial at a time runs in a process.
+_trial_reporter: Callable[[dict[str, Any], str | None], None] | None = None
+
+
+@contextlib.contextmanager
+def reporting_to(reporter: Callable[[dict[str, Any], str | None], None]) -> Iterator[None]:
+    """Sessions set up inside this block report to `reporter(row, checkpoint_or_None)`."""
+    global _trial_reporter
+    _trial_reporter = reporter
+    try:
+        yield
+    finally:
+        _trial_reporter = None
 
 
 def _in_ray_train() -> bool:
@@ -102,6 +121,7 @@ class Session:
     progress: dict[str, Any] = field(default_factory=dict)  # set_progress(): for the driver
     stopping: bool = False  # the driver asked for a checkpoint and a stop (worker/stop.py)
     _listening: bool = False
+    reporter: Any = None  # a sweep trial in its own process: see reporting_to()
 
     # -- device and precision ------------------------------------------------------------
 
@@ -349,7 +369,9 @@ class Session:
         row to Ray, since Tune's schedulers decide on them.
         """
         metrics = {**ckpt.plain(metrics), "step": step}
-        if self.in_ray and self.config.get("report_metrics_to_ray", False):
+        if self.reporter is not None:
+            self.reporter(metrics, None)
+        elif self.in_ray and self.config.get("report_metrics_to_ray", False):
             import ray.train
 
             ray.train.report(metrics)
@@ -370,7 +392,7 @@ class Session:
             if self._writer is None:
                 self._writer = rundir.MetricsWriter(self.run_dir)
             self._writer.add(row)
-        if not self.in_ray:
+        if not self.in_ray and self.reporter is None:  # alone: the row is the output
             print(json.dumps(row, default=float), flush=True)
 
     def flush_rows(self) -> None:
@@ -400,10 +422,11 @@ class Session:
         if not (self.run_dir and self.config.get("run_id")):
             return False
         node_id = None
-        if self.in_ray:
+        if self.in_ray or self.reporter is not None:
             import ray
 
-            node_id = ray.get_runtime_context().get_node_id()
+            if ray.is_initialized():  # get_runtime_context() would start a Ray of its own
+                node_id = ray.get_runtime_context().get_node_id()
         import socket
 
         me = {
@@ -513,7 +536,8 @@ def setup(config: dict[str, Any]) -> Session:
     """The Session of this process, from the config `orch run` passes to workers (a
     WorkerConfig as a dict; orchestrator/worker/config.py). Validated here, once."""
     cfg = WorkerConfig.model_validate(config)
-    in_ray = _in_ray_train()
+    reporter = _trial_reporter
+    in_ray = reporter is None and _in_ray_train()
     rank, world, local = 0, 1, 0
     if in_ray:
         import ray.train
@@ -545,6 +569,7 @@ def setup(config: dict[str, Any]) -> Session:
         run_dir=cfg.run_dir,
         deepspeed=dict(cfg.deepspeed),
         config=cfg.to_dict(),
+        reporter=reporter,
     )
 
 

@@ -139,10 +139,14 @@ TRIALS = 3
 
 
 @pytest.mark.timeout(1800)
-def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
+@pytest.mark.parametrize("in_process", [False, True], ids=["train-runs", "in-process"])
+def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path, in_process):
     # Both sweep commands join the session's Ray (--address), as on a cluster: killing the
     # driver ends its Ray job, whose trial actors Ray then stops. (An embedded Ray per command
     # cost ~7 s to start and stop, and its agents outlived a SIGKILLed driver by a minute.)
+    # Trials run as Ray Train runs, and in their Tune trial's own process (the default for one
+    # CPU worker), which trains 80 steps in well under a second: there the driver's ORCH_FAULTS
+    # (shipped to the trials) makes each step 0.1 s, so the kill lands mid-way.
     from orchestrator import runtime
 
     storage = tmp_path / "runs"
@@ -157,12 +161,15 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
         num_samples=TRIALS,
         scheduler="none",
         search_space={"train.lr": {"loguniform": [1e-4, 3e-3]}},
+        in_process=in_process,
     )
     path = tmp_path / "resume.yaml"
     path.write_text(yaml.safe_dump(spec))
     sweep_id = "resume-me-sweep"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
+    if in_process:
+        env["ORCH_FAULTS"] = json.dumps({"slow_after_step": 0, "sleep_s": 0.1})
     orch = [
         sys.executable,
         "-m",
@@ -219,6 +226,7 @@ def test_killed_sweep_resumes_and_runs_every_trial_once(ray_local, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout
+    assert ("in its Tune trial's own process" in resumed.stdout) == in_process
 
     rows = trial_rows(storage, sweep_id)
     ends = terminal_by_trial(rows)
