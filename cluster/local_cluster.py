@@ -297,7 +297,11 @@ class LocalCluster:
 
     def kill_node(self, name: str) -> dict:
         """Lose a node: SIGKILL its raylet (its workers die with it), then its `ray start`."""
-        node = next(n for n in self.state["nodes"] if n["name"] == name)
+        name = f"node{name}" if name.isdigit() else name
+        node = next((n for n in self.state["nodes"] if n["name"] == name), None)
+        if node is None or node["head"]:
+            workers = ", ".join(n["name"] for n in self.worker_nodes(alive_only=False)) or "none"
+            raise ValueError(f"no worker node {name!r} in {self.dir}; worker nodes: {workers}")
         for pid in (node.get("raylet_pid"), node["pid"]):
             _kill_tree(pid, signal.SIGKILL)
         return node
@@ -473,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="What is up, and the exports.")
     sub.add_parser("add-node", help="A new worker node joins.")
     kill = sub.add_parser("kill-node", help="Lose a node: SIGKILL its raylet.")
-    kill.add_argument("name", help="node1, node2, ... (see status)")
+    kill.add_argument("name", help="node1, node2, ... or 1, 2, ... (see status)")
     a = ap.parse_args(argv)
     c = LocalCluster(a.state_dir)
     if a.cmd == "up":
@@ -491,8 +495,12 @@ def main(argv: list[str] | None = None) -> int:
     elif a.cmd == "add-node":
         print(f"{c.add_node()['name']} joined")
     elif a.cmd == "kill-node":
-        c.kill_node(a.name)
-        print(f"{a.name}: raylet killed")
+        try:
+            node = c.kill_node(a.name)
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        print(f"{node['name']}: raylet killed")
     return 0
 
 

@@ -41,7 +41,13 @@ from orchestrator.sweep.spec import (
     validate_sweep,
 )
 from orchestrator.sweep.trial import TrialContext, ledger_trial_rows, run_trial
-from orchestrator.sweep.tune import param_space, seed_points, trial_resources, tune_config
+from orchestrator.sweep.tune import (
+    param_space,
+    seed_points,
+    trial_resources,
+    trial_retries,
+    tune_config,
+)
 from orchestrator.worker.faults import ENV as FAULTS_ENV
 
 
@@ -371,7 +377,9 @@ def run_sweep(
                     callbacks=callbacks,
                     verbose=0,
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-                    failure_config=tune.FailureConfig(max_failures=sw.max_failures),
+                    failure_config=tune.FailureConfig(
+                        max_failures=trial_retries(sw, spec.failure.max_failures, ctx.in_process)
+                    ),
                 ),
             )
         grid = tuner.fit()

@@ -145,6 +145,17 @@ def tune_config(
     )
 
 
+def trial_retries(sw: SweepSpec, run_restarts: int, in_process: bool) -> int:
+    """Tune's `max_failures` for the sweep's trials (-1: no limit). A trial through Ray Train
+    restarts its worker group `failure.max_failures` times inside the trial (a lost node),
+    and only then fails and spends `sweep.max_failures`. An in-process trial has no worker
+    group: its process is the worker, so the run's restarts become Tune's restarts of the
+    trial, which resumes from its latest checkpoint (tune.get_checkpoint)."""
+    if not in_process or run_restarts == 0:
+        return sw.max_failures
+    return -1 if run_restarts < 0 else sw.max_failures + run_restarts
+
+
 def trial_resources(
     kind: str, workers: int, per_worker: dict[str, float], in_process: bool = False
 ):

@@ -11,6 +11,8 @@ bucket (s3://). What a user of the README's cluster section does, command for co
   run in the ledger that counts the restart;
 - the S3 server stopped (SIGSTOP) for 15 s mid-run: the run rides it out;
 - a sweep on s3:// whose driver is killed resumes with --resume, every trial run once;
+- a node lost under an in-process sweep trial: Tune restarts it on another node from its
+  checkpoint;
 - `orch translate` (T5) and `orch rollout` (DQN) load their models from the bucket;
 - an unreachable endpoint, a missing bucket, missing credentials: exit 2 with a message that
   names storage_path, before Ray starts and before any ledger row.
@@ -349,6 +351,44 @@ def test_sweep_on_s3_whose_driver_is_killed_resumes_and_runs_each_trial_once(clu
     assert len(ended) == 3 and set(ended.values()) == {1}, ended
     best = json.loads(_read(cluster, "runs/ssw-1/best.json"))
     assert best["status"] == "SUCCEEDED" and best["best_metric"] > 0.7
+
+
+def test_an_in_process_sweep_trial_on_a_lost_node_resumes_on_another(cluster, tmp_path):
+    # Two trials, one on each one-CPU node, each in its Tune trial's own process (the
+    # default): a node lost after a trial checkpointed. failure.max_failures becomes Tune's
+    # restart of that trial, which resumes from its checkpoint on the node that joins.
+    spec = tmp_path / "lost-sweep.yaml"
+    spec.write_text(
+        SWEEP.replace("name: ssw", "name: lsw")
+        .replace("[0.001, 0.002, 0.003]", "[0.001, 0.003]")
+        .replace("resources: {workers: 1}", "resources: {workers: 1}\nfailure: {max_failures: 1}")
+    )
+    env = _env(cluster, ORCH_FAULTS=json.dumps({"slow_after_step": 20, "sleep_s": 0.1}))
+    cmd = [*ORCH, "sweep", str(spec), "--name", "lsw-1", "--address", cluster.gcs_address]
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    _wait_for_key(cluster, "runs/lsw-1/trials/", "/_COMPLETE", timeout_s=240)
+    cluster.kill_node(cluster.worker_nodes()[0]["name"])
+    cluster.add_node()
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out[-4000:]
+    assert "trials: each in its Tune trial's own process" in out
+    ended = [
+        r
+        for r in _ledger(cluster)
+        if r["kind"] == "trial" and r["sweep_id"] == "lsw-1" and r["status"] == "SUCCEEDED"
+    ]
+    assert len({json.loads(r["extra"])["trial_id"] for r in ended}) == 2 == len(ended)
+    attempts = [
+        json.loads(_read(cluster, k))
+        for k in _keys(cluster, "runs/lsw-1/trials/")
+        if "/attempts/" in k
+    ]
+    resumed = [a for a in attempts if a["resumed_from_step"]]
+    assert len(resumed) == 1 and len(attempts) == 3, attempts
+    lost = [a for a in attempts if a["run_id"].startswith(resumed[0]["run_id"].split("-r1")[0])]
+    assert len({a["workers"][0]["node_id"] for a in lost}) == 2  # another node
 
 
 def test_translate_and_rollout_load_their_models_from_the_bucket(cluster, tmp_path):

@@ -13,7 +13,7 @@ from orchestrator import rundir
 from orchestrator.plan import plan
 from orchestrator.spec import load_spec_text
 from orchestrator.sweep.spec import in_process_reason, validate_sweep
-from orchestrator.sweep.tune import trial_resources
+from orchestrator.sweep.tune import trial_resources, trial_retries
 
 BASE = """
 name: s
@@ -104,3 +104,20 @@ def test_the_loop_hands_rows_and_checkpoints_to_the_trial_and_prints_nothing(tmp
     state = json.loads((rundir.local_copy(again[-1][1]) / "state.json").read_text())
     assert state["step"] == 20 and state["final"]
     assert ray.is_initialized() == ray_before  # no Ray of its own was started on the way
+
+
+@pytest.mark.parametrize(
+    "sweep_retries, run_restarts, in_process, want",
+    [
+        (0, 0, True, 0),
+        (0, 2, True, 2),  # a lost node: the run's restarts, spent as Tune's trial restarts
+        (1, 2, True, 3),
+        (1, -1, True, -1),
+        (1, 2, False, 1),  # through Train the worker group restarts inside the trial
+    ],
+)
+def test_an_in_process_trial_keeps_the_runs_restart_budget(
+    sweep_retries, run_restarts, in_process, want
+):
+    spec = load_spec_text(BASE, [f"sweep.max_failures={sweep_retries}"])
+    assert trial_retries(validate_sweep(spec), run_restarts, in_process) == want
