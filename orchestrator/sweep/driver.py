@@ -73,6 +73,18 @@ def _callback_classes():
             self.storage, self.sweep_id, self.workload = storage, sweep_id, workload
             self.keys, self.metric = list(keys), metric
             self.replayed: set[str] = set()
+            self.started: dict[str, float] = {}  # trial id -> its first start, for end rows
+
+        def _start_of(self, trial) -> float | None:
+            if trial.trial_id not in self.started:  # started before this driver (--resume)
+                starts = [
+                    r["start_time"].timestamp()
+                    for r in ledger_trial_rows(self.storage, self.sweep_id, trial.trial_id)
+                    if r["start_time"] is not None
+                ]
+                if starts:
+                    self.started[trial.trial_id] = min(starts)
+            return self.started.get(trial.trial_id)
 
         def _row(self, trial, status, **kw):
             from orchestrator import ledger
@@ -105,10 +117,13 @@ def _callback_classes():
                 return
             attempt = 1 + sum(1 for r in rows if r["status"] == "RUNNING")
             ckpt = _where(trial.checkpoint)
+            now = time.time()
+            if attempt == 1:
+                self.started[trial.trial_id] = now
             self._row(
                 trial,
                 "RUNNING",
-                start_time=time.time(),
+                start_time=now,
                 latest_checkpoint=ckpt,
                 extra={"attempt": attempt, "resumed_from": ckpt},
             )
@@ -125,6 +140,7 @@ def _callback_classes():
             self._row(
                 trial,
                 status,
+                start_time=self._start_of(trial),
                 end_time=time.time(),
                 metrics=last,
                 error=error,

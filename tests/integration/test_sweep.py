@@ -107,6 +107,8 @@ def test_four_trial_lr_sweep_with_asha(ray_local, tmp_runs):
     # Every trial is one ledger row chain tied to the sweep, ending once.
     ends = terminal_by_trial(trial_rows(tmp_runs, "lr-asha"))
     assert len(ends) == 4 and all(len(v) == 1 for v in ends.values())
+    # An end row carries its trial's start (orch runs shows the latest row: start and end).
+    assert all(v[0]["start_time"] and v[0]["start_time"] < v[0]["end_time"] for v in ends.values())
     stopped = [v[0] for v in ends.values() if v[0]["status"] == "STOPPED"]
     assert len(stopped) == len(early) and all(
         json.loads(r["extra"])["early_stopped"] for r in stopped
