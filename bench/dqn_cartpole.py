@@ -3,6 +3,12 @@
     python bench/dqn_cartpole.py                          # seeds 0 1 2, one after another
     python bench/dqn_cartpole.py --seeds 0 --target 200   # a quicker look
     python bench/dqn_cartpole.py --set train.lr=5e-4 --json /tmp/dqn.json
+    python bench/dqn_cartpole.py --greedy-every 2000 --max-env-steps 50000 --seeds 0 1 2 3 4
+
+--greedy-every N also measures the other criterion, the one Stable-Baselines3's zoo figures
+use: every N env steps the policy is checkpointed and 10 greedy (argmax Q, no exploration)
+episodes are played on fresh env seeds, and the seed stops at the first evaluation whose mean
+return is at least --greedy-target. Evaluation steps are not counted as training env steps.
 
 Runs jobs/cartpole_dqn.yaml (plus any --set overrides) through the workload's own loop on one
 embedded Ray, seed after seed, each stopping at the target mean return (or at
@@ -29,21 +35,53 @@ RLLIB_ANCHOR = 200_000  # rllib/tuned_examples/dqn/cartpole_dqn.py: 450 within 2
 AIM = 100_000
 
 
-def run_seed(spec, seed: int, target: float, max_steps: int, quiet: bool) -> dict:
+class GreedyReached(Exception):
+    """Raised from the iteration callback to end a seed at the greedy criterion."""
+
+
+def run_seed(
+    spec,
+    seed: int,
+    target: float,
+    max_steps: int,
+    quiet: bool,
+    greedy_every: int = 0,
+    greedy_target: float = 450.0,
+    greedy_episodes: int = 10,
+) -> dict:
+    import tempfile
+
     from jobs import cartpole_dqn as dqn
     from orchestrator.plan import plan
 
     train = {**spec.train, "stop_return": target, "stop_env_steps": max_steps, "stop_time_s": None}
     p = plan(spec)
+    ckpt_dir = tempfile.mkdtemp(prefix=f"dqn-greedy-{seed}-") if greedy_every else None
     config = {
         **p.worker.to_dict(),
         "train": train,
         "seed": seed,
-        "run_dir": None,
+        "run_dir": ckpt_dir,
         "resume_from": None,
     }
+    if greedy_every:
+        config["checkpoint"] = {"every_steps": greedy_every, "keep": 2}
+    evals: list[dict] = []
 
     def show(row):
+        if greedy_every and row.get("checkpoint"):
+            returns = dqn.greedy_returns(
+                dqn.load_module(row["checkpoint"]),
+                spec.train.get("env", "CartPole-v1"),
+                greedy_episodes,
+                seed=seed + 2_000_000,
+            )
+            mean = sum(returns) / len(returns)
+            evals.append({"env_steps": row["env_steps"], "greedy_mean": mean})
+            if not quiet:
+                print(f"  seed {seed}  greedy {mean:6.1f} at {row['env_steps']:,}", flush=True)
+            if mean >= greedy_target:
+                raise GreedyReached
         if not quiet:
             ret = row["episode_return_mean"]
             print(
@@ -54,9 +92,14 @@ def run_seed(spec, seed: int, target: float, max_steps: int, quiet: bool) -> dic
             )
 
     t0, c0 = time.time(), time.process_time()
-    final = dqn.train_loop(config, on_iteration=show)
+    try:
+        final = dqn.train_loop(config, on_iteration=show)
+    except GreedyReached:
+        last = evals[-1]
+        final = {"env_steps": last["env_steps"], "episode_return_mean": None}
     wall, cpu = time.time() - t0, time.process_time() - c0
     reached = final["episode_return_mean"] is not None and final["episode_return_mean"] >= target
+    greedy_at = next((e["env_steps"] for e in evals if e["greedy_mean"] >= greedy_target), None)
     return {
         "seed": seed,
         "reached": reached,
@@ -66,6 +109,8 @@ def run_seed(spec, seed: int, target: float, max_steps: int, quiet: bool) -> dic
         "cpu_min": cpu / 60,
         "eval_return_mean": final.get("eval_return_mean"),
         "eval_return_std": final.get("eval_return_std"),
+        "greedy_reached_at": greedy_at,
+        "greedy_evals": evals,
     }
 
 
@@ -103,6 +148,15 @@ def main(argv: list[str] | None = None) -> None:
         metavar="KEY=VALUE",
         help="spec override, e.g. train.lr=5e-4 (repeatable)",
     )
+    ap.add_argument(
+        "--greedy-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="every N env steps, 10 greedy episodes; stop a seed when their mean reaches "
+        "--greedy-target (0: off)",
+    )
+    ap.add_argument("--greedy-target", type=float, default=450.0)
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
@@ -115,7 +169,15 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     try:
         for seed in a.seeds:
-            r = run_seed(spec, seed, a.target, a.max_env_steps, a.quiet)
+            r = run_seed(
+                spec,
+                seed,
+                a.target,
+                a.max_env_steps,
+                a.quiet,
+                greedy_every=a.greedy_every,
+                greedy_target=a.greedy_target,
+            )
             results.append(r)
             print(json.dumps(r), flush=True)
     finally:
@@ -158,6 +220,23 @@ def main(argv: list[str] | None = None) -> None:
         f"200k anchor, {max(steps) / AIM:.2f} x the 100k aim; all reached: "
         f"{summary['all_reached']}; all under 100k: {summary['all_under_aim']}"
     )
+    if a.greedy_every:
+        at = [r["greedy_reached_at"] for r in results]
+        summary["greedy_reached_at"] = at
+        summary["greedy_all_within"] = all(x is not None for x in at)
+        print(
+            f"\ngreedy criterion (10 greedy episodes, mean >= {a.greedy_target:g}, checked every "
+            f"{a.greedy_every:,} env steps, up to {a.max_env_steps:,}):"
+        )
+        for r in results:
+            best = max((e["greedy_mean"] for e in r["greedy_evals"]), default=None)
+            where = (
+                "not reached"
+                if r["greedy_reached_at"] is None
+                else f"{r['greedy_reached_at']:,} env steps"
+            )
+            print(f"  seed {r['seed']}: {where} (best greedy mean {best})")
+        print(f"all seeds within {a.max_env_steps:,}: {summary['greedy_all_within']}")
     if a.json:
         Path(a.json).write_text(json.dumps(summary, indent=2))
 
