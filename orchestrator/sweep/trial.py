@@ -118,6 +118,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     spec = validate_spec(trial_spec_dict(ctx.base, config, sw, trials_dir, run_name))
     # A Tune checkpoint (local or shared storage: the Train workers read it) to continue from.
     resume = rundir.uri_of(tune_ckpt.filesystem, tune_ckpt.path) if tune_ckpt is not None else None
+    if resume is None and ctx.in_process:
+        resume = _left_by_an_earlier_attempt(rundir.join(trials_dir, run_name))
     p = plan(spec, trial=True, resume_from=resume, faults=ctx.faults or None)
     if not ctx.queue_job:
         _run(p, trial_id, sw.metric, ctx.in_process)
@@ -127,6 +129,21 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     workers, per = trial_request(sw, spec)
     with TrialLease(ctx.queue_job, name, workers, per):
         _run(p, trial_id, sw.metric, ctx.in_process)
+
+
+def _left_by_an_earlier_attempt(run_dir: str) -> str | None:
+    """An in-process trial restarted with no checkpoint from Tune: the newest complete one an
+    earlier attempt of this trial left in its run dir, or None. Tune registers a checkpoint
+    only when its driver takes the report; a node lost after the checkpoint was written but
+    before that started the trial over. (A Train trial finds it through Ray Train's own
+    record of the run dir.)"""
+    try:
+        found = rundir.latest_complete(run_dir) if rundir.exists(run_dir) else None
+    except Exception:  # noqa: BLE001 - unreadable now: start over, as Tune asked
+        return None
+    if found is not None:
+        print(f"[orch] no checkpoint from Tune; {rundir.basename(found)} is in the trial's run dir")
+    return found
 
 
 def _run(p, trial_id: str, metric: str, in_process: bool = False) -> None:
@@ -154,7 +171,6 @@ def for_tune(row: dict[str, Any], metric: str, checkpoint: bool = False) -> dict
 
 
 def _run_train_trial(p, trial_id: str, metric: str) -> None:
-    from ray import tune
     from ray.util.queue import Empty, Queue
 
     from orchestrator.launch import ray_train
@@ -191,14 +207,7 @@ def _run_train_trial(p, trial_id: str, metric: str) -> None:
             if not thread.is_alive() and queue.empty():
                 break
             continue
-        row = for_tune({**row, "train_run_dir": p.run_dir}, metric, checkpoint=path is not None)
-        if row is None:
-            continue
-        if path is not None:
-            row["checkpoint_path"] = path
-            tune.report(row, checkpoint=tune.Checkpoint(path))
-        else:
-            tune.report(row)
+        _to_tune(row, path, metric, p.run_dir)
     thread.join()
     if "error" in box:
         raise box["error"]
@@ -207,13 +216,26 @@ def _run_train_trial(p, trial_id: str, metric: str) -> None:
         raise result.error
 
 
+def _to_tune(row: dict[str, Any], path: str | None, metric: str, run_dir: str) -> None:
+    """One report to Tune, the same from every kind of trial: the row by the for_tune rule
+    (None: not reported), with the checkpoint at `path` when there is one."""
+    from ray import tune
+
+    row = for_tune({**row, "train_run_dir": run_dir}, metric, checkpoint=path is not None)
+    if row is None:
+        return
+    if path is not None:
+        row["checkpoint_path"] = path
+        tune.report(row, checkpoint=tune.Checkpoint(path))
+    else:
+        tune.report(row)
+
+
 def _run_in_process(p, metric: str) -> None:
     """One CPU worker's train_loop in this trial's own process: no Train controller and no
     worker actor to start, and a process Tune reuses for the next trial (its imports and
     cached data with it). The Session hands each row and checkpoint here (reporting_to), and
     they reach Tune as a Train trial's reports do."""
-    from ray import tune
-
     from orchestrator.spec import dump_yaml
     from orchestrator.worker import session
     from orchestrator.worker.entry import train_loop
@@ -221,15 +243,7 @@ def _run_in_process(p, metric: str) -> None:
     rundir.write_text(p.run_dir, rundir.SPEC_FILE, dump_yaml(p.resolved_spec))
 
     def report(metrics: dict[str, Any], path: str | None) -> None:
-        row = {_RENAME.get(k, k): v for k, v in metrics.items()}
-        row = for_tune({**row, "train_run_dir": p.run_dir}, metric, checkpoint=path is not None)
-        if row is None:
-            return
-        if path is not None:
-            row["checkpoint_path"] = path
-            tune.report(row, checkpoint=tune.Checkpoint(path))
-        else:
-            tune.report(row)
+        _to_tune({_RENAME.get(k, k): v for k, v in metrics.items()}, path, metric, p.run_dir)
 
     with session.reporting_to(report):
         train_loop(p.worker.to_dict())
@@ -247,16 +261,8 @@ def _run_rllib_trial(p, metric: str) -> None:
 
     def report(row: dict[str, Any]) -> None:
         row = {k: v for k, v in row.items() if v is not None}
-        row["train_run_dir"] = p.run_dir
         path = row.pop("checkpoint", None)
-        row = for_tune(row, metric, checkpoint=bool(path))
-        if row is None:
-            return
-        if path:
-            row["checkpoint_path"] = path
-            tune.report(row, checkpoint=tune.Checkpoint(path))
-        else:
-            tune.report(row)
+        _to_tune(row, path or None, metric, p.run_dir)
 
     final = mod.train_loop(p.worker.to_dict(), on_iteration=report)
     final = {k: v for k, v in final.items() if v is not None and k != "checkpoint"}

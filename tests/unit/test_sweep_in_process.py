@@ -104,6 +104,14 @@ def test_the_loop_hands_rows_and_checkpoints_to_the_trial_and_prints_nothing(tmp
     state = json.loads((rundir.local_copy(again[-1][1]) / "state.json").read_text())
     assert state["step"] == 20 and state["final"]
     assert ray.is_initialized() == ray_before  # no Ray of its own was started on the way
+    # Restarted with no checkpoint from Tune (lost before Tune took the report): the newest
+    # complete one its earlier attempt left in the trial's run dir; none in a fresh dir.
+    from orchestrator.sweep.trial import _left_by_an_earlier_attempt
+
+    assert _left_by_an_earlier_attempt(p.run_dir) == ckpts[-1][1]
+    (rundir.local_copy(ckpts[-1][1]) / rundir.COMPLETE_MARKER).unlink()  # half-written
+    assert _left_by_an_earlier_attempt(p.run_dir) == ckpts[0][1]
+    assert _left_by_an_earlier_attempt(str(tmp_path / "never-ran")) is None
 
 
 @pytest.mark.parametrize(
