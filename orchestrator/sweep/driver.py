@@ -75,17 +75,6 @@ def _callback_classes():
             self.replayed: set[str] = set()
             self.started: dict[str, float] = {}  # trial id -> its first start, for end rows
 
-        def _start_of(self, trial) -> float | None:
-            if trial.trial_id not in self.started:  # started before this driver (--resume)
-                starts = [
-                    r["start_time"].timestamp()
-                    for r in ledger_trial_rows(self.storage, self.sweep_id, trial.trial_id)
-                    if r["start_time"] is not None
-                ]
-                if starts:
-                    self.started[trial.trial_id] = min(starts)
-            return self.started.get(trial.trial_id)
-
         def _row(self, trial, status, **kw):
             from orchestrator import ledger
 
@@ -118,8 +107,9 @@ def _callback_classes():
             attempt = 1 + sum(1 for r in rows if r["status"] == "RUNNING")
             ckpt = _where(trial.checkpoint)
             now = time.time()
-            if attempt == 1:
-                self.started[trial.trial_id] = now
+            # Its first start: an earlier attempt's (also one before --resume), else now.
+            starts = [r["start_time"].timestamp() for r in rows if r["start_time"] is not None]
+            self.started[trial.trial_id] = min(starts, default=now)
             self._row(
                 trial,
                 "RUNNING",
@@ -140,7 +130,7 @@ def _callback_classes():
             self._row(
                 trial,
                 status,
-                start_time=self._start_of(trial),
+                start_time=self.started.get(trial.trial_id),
                 end_time=time.time(),
                 metrics=last,
                 error=error,
