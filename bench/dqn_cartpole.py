@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
+    if a.greedy_every < 0:
+        ap.error(
+            f"--greedy-every must be 0 (off) or a positive number of env steps, not {a.greedy_every}"
+        )
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from orchestrator.spec import load_spec
