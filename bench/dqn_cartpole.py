@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     if a.greedy_every < 0:
         ap.error(
-            f"--greedy-every must be 0 (off) or a positive number of env steps, not {a.greedy_every}"
+            "--greedy-every must be 0 (off) or a positive number of env steps, "
+            f"not {a.greedy_every}"
         )
 
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
