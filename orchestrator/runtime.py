@@ -222,19 +222,22 @@ def _own_sigterm_again() -> None:
         stop_on_sigterm()
 
 
-def shutdown(info: dict | None) -> None:
+def shutdown(info: dict | None) -> list[str]:
+    """Stop the Ray `connect` started (an embedded one only; a joined cluster is left alone)
+    and end what it left. Returns the names of the processes that had to be ended."""
     import ray
 
     global _LOCAL_ADDRESS, _POOLABLE
-    if info and info.get("embedded") and ray.is_initialized():
-        ours = _descendants()
-        try:
-            ray.shutdown()
-        except KeyboardInterrupt:  # a second Ctrl-C while stopping: Ray is going anyway
-            pass
-        _LOCAL_ADDRESS = None
-        _POOLABLE = False
-        end_leftovers(ours)
+    if not (info and info.get("embedded") and ray.is_initialized()):
+        return []
+    ours = _descendants()
+    try:
+        ray.shutdown()
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping: Ray is going anyway
+        pass
+    _LOCAL_ADDRESS = None
+    _POOLABLE = False
+    return end_leftovers(ours)
 
 
 def _descendants() -> list:

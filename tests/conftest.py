@@ -32,6 +32,7 @@ def ray_local():
 
     from orchestrator import runtime
 
+    info = None
     if not ray.is_initialized():
         # With its dashboard (off by default in an embedded Ray): tests read Ray's state API
         # (ray.util.state.list_actors) of this session's Ray. `orch run` subprocesses that
@@ -39,14 +40,18 @@ def ray_local():
         saved = os.environ.get(runtime.DASHBOARD_ENV)
         os.environ[runtime.DASHBOARD_ENV] = "1"
         try:
-            runtime.connect(num_cpus=4)
+            info = runtime.connect(num_cpus=4)
         finally:
             if saved is None:
                 os.environ.pop(runtime.DASHBOARD_ENV)
             else:
                 os.environ[runtime.DASHBOARD_ENV] = saved
     yield ray
-    # Left running for later tests; pytest's exit ends the processes.
+    # At the session's end: stop this Ray and end whatever of it outlived its raylet. A Ray
+    # Train controller of this session's Ray was once found alive, orphaned, after a suite run.
+    left = runtime.shutdown(info)
+    if left:
+        sys.__stderr__.write(f"\n[conftest] ended what the session's Ray left: {sorted(left)}\n")
 
 
 # One uninterrupted 2-worker MNIST DDP run for the whole session, shared by the tests that need
