@@ -4,11 +4,18 @@
     python bench/dqn_cartpole.py --seeds 0 --target 200   # a quicker look
     python bench/dqn_cartpole.py --set train.lr=5e-4 --json /tmp/dqn.json
     python bench/dqn_cartpole.py --greedy-every 2000 --max-env-steps 50000 --seeds 0 1 2 3 4
+    python bench/dqn_cartpole.py --greedy-every 2000 --greedy-episodes 100 ...
 
 --greedy-every N also measures the other criterion, the one Stable-Baselines3's zoo figures
-use: every N env steps the policy is checkpointed and 10 greedy (argmax Q, no exploration)
-episodes are played on fresh env seeds, and the seed stops at the first evaluation whose mean
-return is at least --greedy-target. Evaluation steps are not counted as training env steps.
+use, through the workload's own greedy evaluations (train.greedy_every, greedy_episodes,
+stop_greedy_return): every N env steps --greedy-episodes (10) greedy (argmax Q, no
+exploration) episodes are played on fresh env seeds, and the seed stops at the first
+evaluation whose mean return is at least --greedy-target. Evaluation steps are not counted as
+training env steps. With more than 10 episodes, the first 10 screen: only a policy whose
+10-episode mean reaches the target plays the rest, and only such a whole evaluation can meet
+the target, so the screen can make a seed reach the criterion later, never sooner. Without
+--greedy-every the spec's greedy evaluations and greedy stop are off, so a seed runs to the
+training mean return (--target) or --max-env-steps.
 
 Runs jobs/cartpole_dqn.yaml (plus any --set overrides) through the workload's own loop on one
 embedded Ray, seed after seed, each stopping at the target mean return (or at
@@ -35,10 +42,6 @@ RLLIB_ANCHOR = 200_000  # rllib/tuned_examples/dqn/cartpole_dqn.py: 450 within 2
 AIM = 100_000
 
 
-class GreedyReached(Exception):
-    """Raised from the iteration callback to end a seed at the greedy criterion."""
-
-
 def run_seed(
     spec,
     seed: int,
@@ -49,39 +52,33 @@ def run_seed(
     greedy_target: float = 450.0,
     greedy_episodes: int = 10,
 ) -> dict:
-    import tempfile
-
     from jobs import cartpole_dqn as dqn
     from orchestrator.plan import plan
 
-    train = {**spec.train, "stop_return": target, "stop_env_steps": max_steps, "stop_time_s": None}
-    p = plan(spec)
-    ckpt_dir = tempfile.mkdtemp(prefix=f"dqn-greedy-{seed}-") if greedy_every else None
-    config = {
-        **p.worker.to_dict(),
-        "train": train,
-        "seed": seed,
-        "run_dir": ckpt_dir,
-        "resume_from": None,
+    train = {
+        **spec.train,
+        "stop_return": target,
+        "stop_env_steps": max_steps,
+        "stop_time_s": None,
+        # The workload's own greedy evaluations and greedy stop (train.greedy_every,
+        # greedy_episodes, stop_greedy_return), on only with --greedy-every.
+        "greedy_every": greedy_every or None,
+        "greedy_episodes": greedy_episodes,
+        "stop_greedy_return": greedy_target if greedy_every else None,
     }
-    if greedy_every:
-        config["checkpoint"] = {"every_steps": greedy_every, "keep": 2}
+    p = plan(spec)
+    config = {**p.worker.to_dict(), "train": train, "seed": seed, "run_dir": None}
     evals: list[dict] = []
 
     def show(row):
-        if greedy_every and row.get("checkpoint"):
-            returns = dqn.greedy_returns(
-                dqn.load_module(row["checkpoint"]),
-                spec.train.get("env", "CartPole-v1"),
-                greedy_episodes,
-                seed=seed + 2_000_000,
-            )
-            mean = sum(returns) / len(returns)
-            evals.append({"env_steps": row["env_steps"], "greedy_mean": mean})
+        if row.get("greedy_return_mean") is not None:
+            mean, n = row["greedy_return_mean"], row["greedy_episodes"]
+            evals.append({"env_steps": row["env_steps"], "greedy_mean": mean, "episodes": n})
             if not quiet:
-                print(f"  seed {seed}  greedy {mean:6.1f} at {row['env_steps']:,}", flush=True)
-            if mean >= greedy_target:
-                raise GreedyReached
+                print(
+                    f"  seed {seed}  greedy {mean:6.1f} over {n} episodes at {row['env_steps']:,}",
+                    flush=True,
+                )
         if not quiet:
             ret = row["episode_return_mean"]
             print(
@@ -92,19 +89,23 @@ def run_seed(
             )
 
     t0, c0 = time.time(), time.process_time()
-    try:
-        final = dqn.train_loop(config, on_iteration=show)
-    except GreedyReached:
-        last = evals[-1]
-        final = {"env_steps": last["env_steps"], "episode_return_mean": None}
+    final = dqn.train_loop(config, on_iteration=show)
     wall, cpu = time.time() - t0, time.process_time() - c0
     reached = final["episode_return_mean"] is not None and final["episode_return_mean"] >= target
-    greedy_at = next((e["env_steps"] for e in evals if e["greedy_mean"] >= greedy_target), None)
+    greedy_at = next(
+        (
+            e["env_steps"]
+            for e in evals
+            if e["greedy_mean"] >= greedy_target and e["episodes"] == greedy_episodes
+        ),
+        None,
+    )
     return {
         "seed": seed,
         "reached": reached,
         "env_steps": final["env_steps"],
         "mean_return": final["episode_return_mean"],
+        "stop_reason": final["stop_reason"],
         "wall_min": wall / 60,
         "cpu_min": cpu / 60,
         "eval_return_mean": final.get("eval_return_mean"),
@@ -153,13 +154,24 @@ def main(argv: list[str] | None = None) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="every N env steps, 10 greedy episodes; stop a seed when their mean reaches "
-        "--greedy-target (0: off)",
+        help="every N env steps, --greedy-episodes greedy episodes; stop a seed when their "
+        "mean reaches --greedy-target (0: off)",
+    )
+    ap.add_argument(
+        "--greedy-episodes",
+        type=int,
+        default=10,
+        metavar="K",
+        help="greedy episodes per evaluation (default 10; over 10, the first 10 screen)",
     )
     ap.add_argument("--greedy-target", type=float, default=450.0)
     ap.add_argument("--json", default=None, help="also write the results here")
     ap.add_argument("--quiet", action="store_true")
     a = ap.parse_args(argv)
+    if a.greedy_episodes < 1:
+        ap.error(
+            f"--greedy-episodes must be a positive number of episodes, not {a.greedy_episodes}"
+        )
     if a.greedy_every < 0:
         ap.error(
             "--greedy-every must be 0 (off) or a positive number of env steps, "
@@ -182,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
                 a.quiet,
                 greedy_every=a.greedy_every,
                 greedy_target=a.greedy_target,
+                greedy_episodes=a.greedy_episodes,
             )
             results.append(r)
             print(json.dumps(r), flush=True)
@@ -228,9 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     if a.greedy_every:
         at = [r["greedy_reached_at"] for r in results]
         summary["greedy_reached_at"] = at
+        summary["greedy_episodes"] = a.greedy_episodes
         summary["greedy_all_within"] = all(x is not None for x in at)
         print(
-            f"\ngreedy criterion (10 greedy episodes, mean >= {a.greedy_target:g}, checked every "
+            f"\ngreedy criterion ({a.greedy_episodes} greedy episodes, mean >= "
+            f"{a.greedy_target:g}, checked every "
             f"{a.greedy_every:,} env steps, up to {a.max_env_steps:,}):"
         )
         for r in results:

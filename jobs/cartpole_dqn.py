@@ -123,7 +123,23 @@ class Args(BaseModel):
     stop_time_s: float | None = Field(
         3600.0, gt=0, description="Stop after this much training time (summed over resumes)."
     )
+    stop_greedy_return: float | None = Field(
+        None, description="Stop when a greedy evaluation's mean return reaches this."
+    )
     # --- evaluation
+    greedy_every: int | None = Field(
+        None,
+        ge=1,
+        le=10**9,
+        description="Env steps between greedy evaluations during training (None: none).",
+    )
+    greedy_episodes: int = Field(
+        10,
+        ge=1,
+        le=10_000,
+        description="Greedy episodes per evaluation during training (over 10: the first 10 "
+        "screen).",
+    )
     eval_episodes: int = Field(10, ge=0, le=10_000, description="Greedy episodes after training.")
 
     @field_validator("n_step")
@@ -158,8 +174,16 @@ class Args(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Args:
-        if self.stop_return is None and self.stop_env_steps is None and self.stop_time_s is None:
-            raise ValueError("set at least one of stop_return, stop_env_steps, stop_time_s")
+        stops = (self.stop_return, self.stop_env_steps, self.stop_time_s, self.stop_greedy_return)
+        if all(x is None for x in stops):
+            raise ValueError(
+                "set at least one of stop_return, stop_env_steps, stop_time_s, stop_greedy_return"
+            )
+        if self.stop_greedy_return is not None and self.greedy_every is None:
+            raise ValueError(
+                "stop_greedy_return needs greedy_every (env steps between greedy evaluations), "
+                "e.g. greedy_every: 2000"
+            )
         if self.epsilon_end > self.epsilon_start:
             raise ValueError(
                 f"epsilon_end ({self.epsilon_end}) must not exceed epsilon_start "
@@ -334,6 +358,17 @@ def stop_reason(args: Args, row: dict[str, Any]) -> str | None:
     ret = row.get("episode_return_mean")
     if args.stop_return is not None and ret is not None and ret >= args.stop_return:
         return f"mean return {ret:.1f} >= stop_return {args.stop_return:g}"
+    greedy = row.get("greedy_return_mean")
+    if (
+        args.stop_greedy_return is not None
+        and greedy is not None
+        and row.get("greedy_episodes") == args.greedy_episodes
+        and greedy >= args.stop_greedy_return
+    ):
+        return (
+            f"greedy mean return {greedy:.1f} over {args.greedy_episodes} episodes >= "
+            f"stop_greedy_return {args.stop_greedy_return:g}"
+        )
     if args.stop_env_steps is not None and row.get("env_steps", 0) >= args.stop_env_steps:
         return f"env steps {row['env_steps']:,} >= stop_env_steps {args.stop_env_steps:,}"
     if args.stop_time_s is not None and row.get("time_total_s", 0.0) >= args.stop_time_s:
@@ -451,6 +486,25 @@ def greedy_returns(module, env_id: str, episodes: int, seed: int = 0) -> list[fl
     return out
 
 
+GREEDY_SCREEN = 10  # greedy episodes a policy must pass before an evaluation plays the rest
+GREEDY_SEED = 2_000_000  # env seeds of the evaluations during training: seed + this + i
+
+
+def greedy_check(
+    module, env_id: str, episodes: int, target: float | None, seed: int = 0
+) -> list[float]:
+    """The returns of one greedy evaluation during training: `episodes` greedy episodes, where,
+    with more than GREEDY_SCREEN of them and a `target`, the first GREEDY_SCREEN screen: a
+    policy whose screen averages below the target plays no more. A screened-out evaluation
+    (fewer returns than `episodes`) never meets the target, so the screen can only make a run
+    reach it later, never sooner."""
+    screen = min(GREEDY_SCREEN, episodes) if target is not None else episodes
+    returns = greedy_returns(module, env_id, screen, seed=seed)
+    if episodes > screen and sum(returns) / screen >= target:
+        returns += greedy_returns(module, env_id, episodes - screen, seed=seed + screen)
+    return returns
+
+
 # --- the loop ----------------------------------------------------------------------------------
 
 
@@ -503,7 +557,7 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
         prior_time = float(state.get("time_total_s") or 0.0)
         recent = [list(x) for x in state.get("recent_returns") or []]
     seed_replay_buffer(algo, seed, int(row["env_steps"]))
-    last_saved = row["env_steps"]
+    last_saved = last_greedy = row["env_steps"]
     reason = stop_reason(args, row) if config.get("resume_from") else None
     started = time.time()
     checkpoint = str(config.get("resume_from") or "")
@@ -514,6 +568,19 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
             push_returns(recent, row, args.return_window)
             row["episode_return_mean"] = smoothed_return(recent, args.return_window)
             row["_recent_returns"] = recent
+            if args.greedy_every and (
+                row["env_steps"] // args.greedy_every > last_greedy // args.greedy_every
+            ):
+                returns = greedy_check(
+                    algo.get_module(),
+                    args.env,
+                    args.greedy_episodes,
+                    args.stop_greedy_return,
+                    seed=seed + GREEDY_SEED,
+                )
+                row["greedy_return_mean"] = round(sum(returns) / len(returns), 2)
+                row["greedy_episodes"] = len(returns)
+                last_greedy = row["env_steps"]
             reason = stop_reason(args, row)
             due = row["env_steps"] // every > last_saved // every
             if run_dir is not None and (due or reason is not None):

@@ -103,6 +103,8 @@ def rllib_parts(row: dict[str, Any], total: int | None = None) -> list[str]:
     if row.get("episode_return_max") is not None:
         parts.append(f"max {row['episode_return_max']:4.0f}")
     parts.append(f"eps {row.get('epsilon', 0):.3f}")
+    if row.get("greedy_return_mean") is not None:  # a greedy evaluation ran this iteration
+        parts.append(f"greedy {row['greedy_return_mean']:.1f}/{row.get('greedy_episodes', '?')}")
     if row.get("env_steps_per_s"):
         parts.append(f"{row['env_steps_per_s']:,.0f} steps/s")
     return parts

@@ -114,7 +114,8 @@ def after(life, summary: dict[str, Any]) -> None:
                 metrics["eval_return_mean"],
                 metrics["eval_return_std"],
             )
-        target = (life.plan.worker.train or {}).get("stop_return")
+        train = life.plan.worker.train or {}
+        target = train.get("stop_greedy_return") or train.get("stop_return")
         curve = plot_learning_curve(life.plan.run_dir, target, eval_point)
         if curve is not None:
             life.console.print(f"learning curve: {curve}", highlight=False)
@@ -127,9 +128,13 @@ def plot_learning_curve(
     target: float | None = None,
     eval_point: tuple[float, float, float] | None = None,
 ) -> str | None:
-    """learning_curve.png: mean return against env steps (and the greedy evaluation, if any)."""
-    rows = [r for r in rundir.read_metrics(run_dir) if r.get("episode_return_mean") is not None]
-    if not rows:
+    """learning_curve.png: mean return against env steps, the greedy evaluations during
+    training (if any; a screened-out one at its screen's mean, hollow), and the greedy
+    evaluation after it."""
+    every = rundir.read_metrics(run_dir)
+    rows = [r for r in every if r.get("episode_return_mean") is not None]
+    greedy = [r for r in every if r.get("greedy_return_mean") is not None]
+    if not rows and not greedy:
         return None
     import matplotlib
 
@@ -142,6 +147,28 @@ def plot_learning_curve(
         [r["episode_return_mean"] for r in rows],
         label="mean return (training episodes)",
     )
+    if greedy:
+        n = max(r.get("greedy_episodes") or 0 for r in greedy)
+        whole = [r for r in greedy if r.get("greedy_episodes") == n]
+        screened = [r for r in greedy if r.get("greedy_episodes") != n]
+        ax.plot(
+            [r["env_steps"] for r in whole],
+            [r["greedy_return_mean"] for r in whole],
+            "o",
+            color="C2",
+            markersize=4,
+            label=f"greedy mean ({n} episodes)",
+        )
+        if screened:
+            ax.plot(
+                [r["env_steps"] for r in screened],
+                [r["greedy_return_mean"] for r in screened],
+                "o",
+                color="C2",
+                markerfacecolor="none",
+                markersize=4,
+                label="greedy mean (screened out at 10)",
+            )
     if target is not None:
         ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"target {target:g}")
     if eval_point is not None:

@@ -1,6 +1,7 @@
 """RLlib DQN on CartPole through `orch run`'s launcher, on the shared local Ray: a short run
-learns (mean return >= 100 within 30,000 env steps; a random policy scores about 22), then a
-rerun of the same spec resumes from its checkpoint and keeps its env-step count."""
+learns (mean return >= 100 within 30,000 env steps; a random policy scores about 22) with
+greedy evaluations every 2,000 env steps, then a rerun of the same spec resumes from its
+checkpoint, keeps its env-step count and stops on its first greedy evaluation."""
 
 from __future__ import annotations
 
@@ -19,8 +20,19 @@ ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "jobs" / "cartpole_dqn.yaml"
 
 # The shipped spec with a smaller budget: stop at a mean return of 100 over the last 20
-# episodes, or at 30,000 env steps (then the assertion on the return fails).
+# episodes, or at 30,000 env steps (then the assertion on the return fails). The spec's greedy
+# evaluations stay on (every 2,000 env steps), with 10 episodes and no greedy stop. The
+# learning knobs are the spec's before issue 24's tuning (RLlib's update rate of one update per
+# sampled fragment, a target period of 500 env steps, epsilon down to 0.02): with the tuned ones
+# (training_intensity 32, 200, 0.04) this module took 77 s instead of 48 s: its short run
+# needed 18k env steps rather than 10-11k to a 20-episode mean of 100.
+# How fast the shipped spec learns is bench/dqn_cartpole.py's figure, not a test's.
 SHORT = [
+    "train.training_intensity=null",
+    "train.target_update_freq=500",
+    "train.epsilon_end=0.02",
+    "train.greedy_episodes=10",
+    "train.stop_greedy_return=null",
     "train.stop_return=100",
     "train.stop_env_steps=30000",
     "train.stop_time_s=600",
@@ -58,6 +70,15 @@ def test_short_run_learns_within_30k_env_steps(first_run):
     steps = [r["step"] for r in rows]
     assert steps == sorted(steps) and steps[-1] == m["env_steps"]
     assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1))
+    # A greedy evaluation at each iteration that crossed a multiple of 2,000 env steps.
+    evaluated = [r["env_steps"] for r in rows if r.get("greedy_return_mean") is not None]
+    crossed = [
+        b["env_steps"]
+        for a, b in zip([{"env_steps": 0}] + rows, rows, strict=False)
+        if b["env_steps"] // 2000 > a["env_steps"] // 2000
+    ]
+    assert evaluated and evaluated == crossed
+    assert all(r["greedy_episodes"] == 10 for r in rows if "greedy_episodes" in r)
     # RLlib's own checkpoint, our counters and the completion marker; `keep: 2` pruned the rest.
     cks = sorted(run_dir.glob("checkpoint_*"))
     assert 1 <= len(cks) <= 2 and Path(summary["checkpoint"]) == cks[-1]
@@ -85,8 +106,9 @@ def test_rerun_resumes_and_keeps_its_env_step_count(first_run):
     spec, p, summary = first_run
     done = summary["metrics"]["env_steps"]
     last_iter = summary["metrics"]["iteration"]
-    # Same run name and storage: the plan picks up the latest checkpoint. A higher budget
-    # lets it train on for two more iterations.
+    # Same run name and storage: the plan picks up the latest checkpoint. A greedy stop that
+    # any policy meets (a mean return of 1) ends it at its first greedy evaluation, 2,000 env
+    # steps on at most; the higher budget is the fallback.
     again = load_spec(
         SPEC,
         SHORT
@@ -94,7 +116,8 @@ def test_rerun_resumes_and_keeps_its_env_step_count(first_run):
             f"storage_path={p.storage_path}",
             "name=dqn-test",
             "train.stop_return=null",
-            f"train.stop_env_steps={done + 2000}",
+            "train.stop_greedy_return=1",
+            f"train.stop_env_steps={done + 6000}",
         ],
     )
     p2 = plan(again)
@@ -107,7 +130,9 @@ def test_rerun_resumes_and_keeps_its_env_step_count(first_run):
     # Continues the count: a fresh start would report ~1,000 env steps at its first iteration.
     assert new and new[0]["iteration"] == last_iter + 1
     assert done < new[0]["env_steps"] <= done + 2 * spec.train["steps_per_iteration"]
-    assert s2["metrics"]["env_steps"] >= done + 2000
+    assert "stop_greedy_return 1" in s2["metrics"]["stop_reason"], s2["metrics"]
+    assert done < s2["metrics"]["env_steps"] <= done + 2000 + spec.train["steps_per_iteration"]
+    assert new[-1]["greedy_return_mean"] >= 1 and new[-1]["greedy_episodes"] == 10
     steps = [r["step"] for r in rows]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
 

@@ -125,6 +125,60 @@ def test_iteration_row_and_stop_reasons():
     assert row["episode_return_mean"] is None and dqn.stop_reason(a, row) is None
 
 
+def test_a_greedy_stop_needs_greedy_evaluations():
+    errs = errors_of(BASE + "train: {stop_greedy_return: 450}\n")
+    assert "stop_greedy_return needs greedy_every" in errs["train"]
+    errs = errors_of(BASE + "train: {greedy_every: 0, greedy_episodes: 0}\n")
+    assert "train.greedy_every" in errs and "train.greedy_episodes" in errs
+    # The greedy stop alone is a stop criterion.
+    dqn.Args(
+        stop_return=None,
+        stop_env_steps=None,
+        stop_time_s=None,
+        stop_greedy_return=450,
+        greedy_every=2000,
+    )
+
+
+def test_the_greedy_stop_counts_only_a_whole_evaluation():
+    a = dqn.Args(stop_return=None, greedy_every=2000, greedy_episodes=100, stop_greedy_return=450)
+    row = dqn.iteration_row(fake_result(4000, 200.0), a, time_total_s=10)
+    assert dqn.stop_reason(a, row) is None  # no evaluation this iteration
+    whole = {**row, "greedy_return_mean": 460.0, "greedy_episodes": 100}
+    assert "greedy mean return 460.0 over 100 episodes" in dqn.stop_reason(a, whole)
+    assert dqn.stop_reason(a, {**whole, "greedy_return_mean": 449.9}) is None
+    # A screened-out evaluation (10 of 100 episodes) never stops a run, whatever its mean.
+    assert dqn.stop_reason(a, {**whole, "greedy_episodes": 10}) is None
+    line = rllib_line({**whole, "epsilon": 0.04})
+    assert "greedy 460.0/100" in line
+
+
+class ScriptedPolicy:
+    """A stand-in for an RLModule: a fixed policy on a real CartPole-v1 (no RLlib needed)."""
+
+    def __init__(self, balance: bool):
+        self.balance = balance
+
+    def forward_inference(self, batch):
+        import torch
+
+        obs = batch["obs"][0]
+        push_right = bool(obs[2] + obs[3] > 0) if self.balance else False
+        return {"actions": torch.tensor([int(push_right)])}
+
+
+def test_greedy_check_screens_with_its_first_ten_episodes():
+    good, bad = ScriptedPolicy(balance=True), ScriptedPolicy(balance=False)
+    # A policy that fails the screen plays 10 episodes, not 30.
+    returns = dqn.greedy_check(bad, "CartPole-v1", 30, target=450, seed=7)
+    assert len(returns) == 10 and max(returns) < 50
+    # One that passes plays them all; without a target there is no screen.
+    assert dqn.greedy_check(good, "CartPole-v1", 30, target=450, seed=7) == [500.0] * 30
+    assert len(dqn.greedy_check(bad, "CartPole-v1", 30, target=None, seed=7)) == 30
+    # At most 10 episodes: exactly that many, target or not.
+    assert len(dqn.greedy_check(bad, "CartPole-v1", 4, target=450, seed=7)) == 4
+
+
 def test_workers_map_onto_env_runners():
     spec = load_spec(SPEC, ["resources.workers=1"])
     m = plan(spec).env_runners
@@ -177,3 +231,25 @@ def test_mean_return_covers_the_last_window_of_episodes():
     dqn.push_returns(hist, {"episode_return_mean_iter": None, "episodes_iter": 0}, window=10)
     assert len(hist) == 3
     assert dqn.smoothed_return([], 10) is None
+
+
+def test_learning_curve_shows_the_greedy_evaluations(tmp_path):
+    from orchestrator.launch.rllib import CURVE_FILE, plot_learning_curve
+
+    for i, (ret, greedy, n) in enumerate([(None, 9.5, 10), (80.0, None, None), (200.0, 470, 100)]):
+        row = {"env_steps": 1000 * (i + 1), "episode_return_mean": ret}
+        if greedy is not None:
+            row.update(greedy_return_mean=greedy, greedy_episodes=n)
+        rundir.append_metrics(tmp_path, row)
+    out = plot_learning_curve(tmp_path, 450, (3000, 500.0, 0.0))
+    assert out is not None and (tmp_path / CURVE_FILE).stat().st_size > 1000
+    # No training mean yet but greedy evaluations: still a plot.
+    other = tmp_path / "other"
+    other.mkdir()
+    rundir.append_metrics(
+        other, {"env_steps": 2000, "greedy_return_mean": 9.0, "greedy_episodes": 10}
+    )
+    assert plot_learning_curve(other) is not None
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert plot_learning_curve(empty) is None
