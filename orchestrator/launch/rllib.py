@@ -154,9 +154,10 @@ def plot_learning_curve(
         ax.plot(
             [r["env_steps"] for r in whole],
             [r["greedy_return_mean"] for r in whole],
-            "o",
+            "D",
             color="C2",
-            markersize=4,
+            markersize=6,
+            zorder=4,
             label=f"greedy mean ({n} episodes)",
         )
         if screened:
@@ -186,7 +187,9 @@ def plot_learning_curve(
     ax.set_ylabel("episode return")
     ax.set_title(rundir.basename(run_dir))
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    top = ax.get_ylim()[1]
+    ax.set_ylim(0, top * 1.35)  # room for the legend above the curves
+    ax.legend(loc="upper left", ncol=2, fontsize="small")
     fig.tight_layout()
     import io
 
