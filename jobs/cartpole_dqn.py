@@ -17,8 +17,11 @@ training iteration to `metrics.jsonl`, and finishes with greedy evaluation episo
 "Mean return" is the mean undiscounted return of the last `return_window` training episodes
 (epsilon-greedy, as in RLlib's own CartPole example, which stops at 450), built from RLlib's
 per-iteration `env_runners/episode_return_mean` (see `smoothed_return`). The greedy evaluation
-at the end is reported beside it. The `step` of every metrics row, checkpoint and resume is the
-lifetime env-step count, so a resumed run keeps it.
+at the end is reported beside it. With `greedy_every`, the greedy policy is also evaluated during
+training (`greedy_check`: `greedy_episodes` argmax-Q episodes, the first 10 screening), and
+`stop_greedy_return` stops the run at the first whole evaluation that reaches it, which is how
+the shipped spec stops. The `step` of every metrics row, checkpoint and resume is the lifetime
+env-step count, so a resumed run keeps it.
 
 Workers: the driver process holds the Learner (and the replay buffer). `num_env_runners: 0`
 samples in the driver too, which is the cheapest on a small machine; N > 0 starts N remote
