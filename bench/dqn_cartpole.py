@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"\n{spec.workload} ({a.spec}{' ' + ' '.join(a.set) if a.set else ''}): "
         f"env steps to mean return {a.target:g}"
+        + (
+            " (the training mean; a seed that stopped on the greedy criterion below shows NO)"
+            if a.greedy_every
+            else ""
+        )
     )
     print(
         f"{'seed':>4}  {'reached':>7}  {'env steps':>9}  {'vs 200k':>7}  {'vs 100k':>7}  "
