@@ -106,7 +106,11 @@ def test_a_stopped_pipeline_resumes_with_the_same_command(ray_local, tmp_runs):
     proc = _orch_run(args)
     out, _ = proc.communicate(timeout=400)
     assert proc.returncode == 0, out
-    assert "resumed from checkpoint_000040 at step 40 (pipeline)" in " ".join(out.split())
+    # The whole output on a failure: a CI run of 2026-12-07 missed this line once (passed 3 of 3
+    # times alone, and in earlier suite runs), and pytest's repr cut the middle of `out`.
+    assert "resumed from checkpoint_000040 at step 40 (pipeline)" in " ".join(out.split()), (
+        "no 'resumed from' line; orch run printed:\n" + out
+    )
     rows = read_metrics(run_dir)
     steps = [r["step"] for r in rows]
     assert steps == sorted(set(steps)) and steps[-1] == 126, steps
