@@ -92,14 +92,8 @@ def run_seed(
     final = dqn.train_loop(config, on_iteration=show)
     wall, cpu = time.time() - t0, time.process_time() - c0
     reached = final["episode_return_mean"] is not None and final["episode_return_mean"] >= target
-    greedy_at = next(
-        (
-            e["env_steps"]
-            for e in evals
-            if e["greedy_mean"] >= greedy_target and e["episodes"] == greedy_episodes
-        ),
-        None,
-    )
+    # The loop stops at the first whole evaluation that meets the target (dqn.stop_reason).
+    greedy_at = final["env_steps"] if "stop_greedy_return" in final["stop_reason"] else None
     return {
         "seed": seed,
         "reached": reached,

@@ -571,9 +571,7 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
             push_returns(recent, row, args.return_window)
             row["episode_return_mean"] = smoothed_return(recent, args.return_window)
             row["_recent_returns"] = recent
-            if args.greedy_every and (
-                row["env_steps"] // args.greedy_every > last_greedy // args.greedy_every
-            ):
+            if args.greedy_every and _crossed(last_greedy, row["env_steps"], args.greedy_every):
                 returns = greedy_check(
                     algo.get_module(),
                     args.env,
@@ -585,7 +583,7 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
                 row["greedy_episodes"] = len(returns)
                 last_greedy = row["env_steps"]
             reason = stop_reason(args, row)
-            due = row["env_steps"] // every > last_saved // every
+            due = _crossed(last_saved, row["env_steps"], every)
             if run_dir is not None and (due or reason is not None):
                 checkpoint = str(save_checkpoint(algo, run_dir, row, args, keep))
                 last_saved = row["env_steps"]
@@ -623,6 +621,11 @@ def train_loop(config: dict, on_iteration=None) -> dict[str, Any]:
         if metrics is not None:
             metrics.close()
         algo.stop()
+
+
+def _crossed(last: int, now: int, every: int) -> bool:
+    """True when env steps went past a multiple of `every` since `last`."""
+    return now // every > last // every
 
 
 def _std(xs: list[float]) -> float:
